@@ -1,0 +1,40 @@
+"""The one small interface every backend implements.
+
+A backend takes a request (the cell, its options and the packed inputs), runs
+it on a runner somewhere, forwards the runner's events as they arrive, and
+returns the final ``result`` frame. It knows nothing about IPython, namespaces
+or analysis: that is the driver's job.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable
+
+from .. import wire
+
+OnEvent = Callable[[dict[str, Any]], None]
+ResultFrame = tuple[dict[str, Any], list[Any]]
+
+
+class Backend(abc.ABC):
+    """Where cells run. Implementations: ``LocalBackend`` (a worker process)."""
+
+    name: str = "?"
+
+    @abc.abstractmethod
+    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
+            *, timeout: float | None = None) -> ResultFrame:
+        """Run one cell; call ``on_event`` for each intermediate event; return the result frame.
+
+        Raises ``KeyboardInterrupt`` (after stopping the remote work) when
+        interrupted, ``CellTimeout`` past ``timeout`` seconds, ``WorkerDied``
+        or ``BackendUnavailable`` when the machinery fails.
+        """
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """A short phrase for notices: 'local worker (pid 123)'."""
+
+    def close(self) -> None:
+        """Release what the backend holds (processes, apps). Idempotent."""

@@ -1,0 +1,182 @@
+"""The embedded backend: one persistent worker process on this machine.
+
+The worker is started on first use, reused by later cells (so imports stay
+warm), and replaced transparently when it is gone. It runs the same runner as
+a Modal container, so CI and offline users exercise the whole path — analysis,
+payload, a real process boundary, events, unpacking, injection.
+
+The worker gets a scrubbed environment (no credentials leak through
+``os.environ``), the notebook's working directory and ``sys.path`` (so the
+user's own modules import there as here).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from .. import frames, wire
+from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
+from .base import Backend, OnEvent, ResultFrame
+
+# Variables a Python process needs to behave normally; everything else stays home.
+_PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TERM", "SHELL",
+               "CUDA_VISIBLE_DEVICES")
+_GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is replaced
+_SOCKET_BUFFER = 4 << 20
+
+
+class LocalBackend(Backend):
+    name = "local"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._extra_env = dict(env or {})
+        self._proc: subprocess.Popen | None = None
+        self._sock: socket.socket | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def describe(self) -> str:
+        return f"local worker (pid {self.pid})" if self.pid else "local worker (not started)"
+
+    def _ensure_worker(self) -> socket.socket:
+        if self._sock is not None and self._proc is not None and self._proc.poll() is None:
+            return self._sock
+        self.close()
+        ours, theirs = socket.socketpair()
+        for s in (ours, theirs):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "modal_magic.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(),
+                start_new_session=True,  # a terminal's Ctrl-C reaches it only through us
+            )
+        except OSError as exc:
+            ours.close()
+            raise BackendUnavailable(f"could not start the local worker ({sys.executable}): {exc}") from exc
+        finally:
+            theirs.close()
+        self._sock = ours
+        try:
+            meta, _ = self._recv()
+        except WorkerDied as exc:
+            raise BackendUnavailable(f"the local worker failed to start: {exc}") from None
+        if meta.get("kind") != "ready":
+            raise BackendUnavailable(f"the local worker sent {meta!r} instead of 'ready'")
+        return ours
+
+    def _worker_env(self) -> dict[str, str]:
+        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        paths = [p for p in sys.path if p and os.path.isdir(p)]
+        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
+        env["PYTHONUNBUFFERED"] = "1"
+        env.update(self._extra_env)
+        return env
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait()
+            self._proc = None
+
+    # ----------------------------------------------------------------- a cell
+    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
+            *, timeout: float | None = None) -> ResultFrame:
+        sock = self._ensure_worker()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
+        except KeyboardInterrupt:
+            self.close()  # half a frame was sent: the stream is unusable
+            raise
+        except OSError:
+            raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started") from None
+        while True:
+            try:
+                self._wait_readable(sock, deadline)
+            except KeyboardInterrupt:
+                self._interrupt()
+                raise
+            except TimeoutError:
+                self.close()
+                raise CellTimeout(
+                    f"the cell ran longer than its timeout of {timeout:g} s and was stopped "
+                    "(the worker was restarted). Raise it with --timeout SECONDS.") from None
+            meta, buffers = self._recv()
+            kind = meta["kind"]
+            if kind == "result":
+                return meta, buffers
+            if kind == "interrupted":
+                raise KeyboardInterrupt
+            if kind == "internal_error":
+                raise InternalError("modal_magic failed inside the worker (a bug; please report it):\n"
+                                    + meta["traceback"])
+            on_event(meta)
+
+    def _recv(self) -> tuple[dict[str, Any], list[Any]]:
+        assert self._sock is not None
+        try:
+            return frames.recv(self._sock)
+        except KeyboardInterrupt:
+            self.close()  # interrupted mid-frame: the stream is unusable
+            raise
+        except (frames.ConnectionClosed, OSError):
+            raise WorkerDied(
+                f"the local worker {describe_exit(self._wait_exit())} while running the cell. "
+                "Its state is gone; the next cell starts a fresh worker.") from None
+
+    def _wait_exit(self) -> int | None:
+        proc = self._proc
+        self._close_socket()
+        if proc is None:
+            return None
+        try:
+            return proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    @staticmethod
+    def _wait_readable(sock: socket.socket, deadline: float | None) -> None:
+        """Block until a frame starts arriving; interrupts here leave the stream aligned."""
+        while True:
+            wait = None if deadline is None else deadline - time.monotonic()
+            if wait is not None and wait <= 0:
+                raise TimeoutError
+            ready, _, _ = select.select([sock], [], [], wait)
+            if ready:
+                return
+
+    def _interrupt(self) -> None:
+        """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it."""
+        if self._proc is None or self._sock is None:
+            return
+        try:
+            os.kill(self._proc.pid, signal.SIGINT)
+            deadline = time.monotonic() + _GRACE
+            while True:
+                self._wait_readable(self._sock, deadline)
+                meta, _ = frames.recv(self._sock)
+                if meta["kind"] in ("result", "interrupted", "internal_error"):
+                    return
+        except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
+            self.close()

@@ -1,0 +1,179 @@
+"""Drive one cell through its stages: analysis → payload → backend → results → namespace.
+
+This is the public Python API beside the magic (``modal_magic.run_cell``): a
+script or a test hands it a cell's source and a namespace dict; the magic is a
+thin face over it. Every decision about *what* crosses the boundary is made
+here; the backends only move bytes and events.
+
+The namespace is touched only at the very end, and only after every returned
+value has been rebuilt: an error anywhere before that leaves it as it was. When
+the cell's own code raised, the assignments it made before raising are
+injected first and then the original exception is raised, as a local cell
+would leave things.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Collection, MutableMapping
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+from . import cell, wire
+from .backends import get_backend
+from .errors import RemoteError, UsageProblem, with_remote_traceback
+from .output import show_event
+from .runner import ERROR, VALUE
+
+__all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
+
+NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "NO_VALUE", "__bool__": lambda self: False})()
+"""The ``value`` of a cell that does not end in a displayed expression."""
+
+_transformer = TransformerManager()
+
+
+@dataclass(frozen=True)
+class CellOptions:
+    """What the user asked for (the magic's flags, with their defaults)."""
+
+    backend: str = "auto"
+    inputs: tuple[str, ...] = ()
+    """Extra names to send, on top of the ones detected (``--in``)."""
+    outputs: tuple[str, ...] | None = None
+    """Only these names come back (``--out``); ``None`` = every name the cell binds."""
+    device: str = "cpu"
+    """Where returned tensors land: ``cpu``, ``auto`` (CUDA if this machine has it) or ``cuda``."""
+    timeout: float | None = None
+    quiet: bool = False
+
+
+@dataclass
+class CellOutcome:
+    """What happened, for callers that want more than the namespace change."""
+
+    value: Any = NO_VALUE
+    injected: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def run_cell(
+    source: str,
+    namespace: MutableMapping[str, Any],
+    options: CellOptions = CellOptions(),
+    *,
+    on_event: Callable[[dict[str, Any]], None] = show_event,
+    hidden: Collection[str] = (),
+    execution_count: int | None = None,
+    colors: str = "NoColor",
+    header: str | None = None,
+) -> CellOutcome:
+    """Run ``source`` (IPython cell syntax) remotely against ``namespace``, updating it.
+
+    ``hidden`` names are never sent (IPython's own ``In``/``get_ipython``...);
+    ``header`` is the cell's ``%%`` line: it is kept (as a comment) above the
+    body so that line numbers in errors match the cell the user sees. Raises the cell's own exception, ``SyntaxError`` as compiling
+    would, ``UsageProblem`` for requests that cannot run, and the
+    ``ModalMagicError`` subclasses when the machinery fails.
+    """
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    line_offset = 0 if header is None else 1
+    analysis = _analyze(source, line_offset)
+    names = _input_names(analysis, namespace, options, hidden)
+    binds = [n for n in analysis.binds if options.outputs is None or n in options.outputs]
+    binds += [n for n in options.outputs or () if n not in binds]
+    timings["analyse"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    try:
+        inputs = wire.pack({name: namespace[name] for name in names})
+    except wire.PackError as exc:
+        raise UsageProblem(str(exc)) from None
+    timings["pack"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    request = {
+        "kind": "run",
+        "code": source if header is None else f"# {header}\n{source}",
+        "binds": binds,
+        "always": list(options.outputs or ()),
+        "deletes": list(analysis.deletes),
+        "execution_count": execution_count,
+        "colors": colors,
+    }
+    backend = get_backend(options.backend)
+    meta, buffers = backend.run(request, inputs, on_event, timeout=options.timeout)
+    timings["remote"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    payload = wire.Payload.from_meta(meta["payload"], buffers)
+    try:
+        values = wire.unpack(payload, map_location=options.device)
+    except wire.UnpackError as exc:
+        raise UsageProblem(f"nothing was changed in the notebook: {exc}") from None
+    timings["unpack"], clock = time.perf_counter() - clock, time.perf_counter()
+
+    error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
+    value = values.pop(VALUE, NO_VALUE)
+    if value is NO_VALUE and meta.get("value_repr") is not None:
+        value = _ReprOnly(meta["value_repr"])
+    outcome = CellOutcome(value=value, sent=list(names), timings=timings)
+    outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
+                        if name not in (VALUE, ERROR)] + list(payload.notes)
+    for warning in outcome.warnings:
+        print(f"modal_gpu: {warning}", file=sys.stderr)
+
+    namespace.update(values)
+    outcome.injected = list(values)
+    for name in meta.get("deleted", ()):
+        namespace.pop(name, None)
+        outcome.deleted.append(name)
+    timings["inject"] = time.perf_counter() - clock
+    if error is not None:
+        raise error
+    return outcome
+
+
+def _analyze(source: str, line_offset: int) -> cell.CellAnalysis:
+    if not source.strip():
+        raise UsageProblem("the cell is empty: there is nothing to run remotely.")
+    try:
+        return cell.analyze(_transformer.transform_cell(source))
+    except SyntaxError as exc:
+        if exc.lineno is not None:
+            exc.lineno += line_offset
+        raise exc from None
+    except cell.UnsupportedCell as exc:
+        raise UsageProblem(str(exc)) from None
+
+
+def _input_names(analysis: cell.CellAnalysis, namespace: MutableMapping[str, Any],
+                 options: CellOptions, hidden: Collection[str]) -> list[str]:
+    missing = [n for n in options.inputs if n not in namespace]
+    if missing:
+        raise UsageProblem(f"--in names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           "not defined in the notebook.")
+    detected = [n for n in analysis.reads if n in namespace and n not in hidden]
+    return list(dict.fromkeys([*detected, *options.inputs]))
+
+
+def _rebuild_error(info: dict[str, Any] | None, exc: BaseException | None) -> BaseException | None:
+    if info is None:
+        return None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(info["type"], info["message"])
+    return with_remote_traceback(exc, info.get("traceback") or [])
+
+
+class _ReprOnly:
+    """The last expression's value could not travel; show its remote repr instead."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text

@@ -1,0 +1,72 @@
+"""One message on a stream socket: a small pickled dict plus raw buffers.
+
+Every event between the notebook and a runner is a frame: ``meta`` (a dict,
+pickled with the standard library) and zero or more buffers sent as they are.
+Buffers are received straight into freshly allocated arrays that then become
+the rebuilt objects' memory (``wire.unpack`` wraps them without copying), so
+a 1 GiB tensor costs one kernel copy each way and no extra Python copies.
+"""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import struct
+from typing import Any, Sequence
+
+__all__ = ["send", "recv", "ConnectionClosed"]
+
+_LEN = struct.Struct("<Q")
+_SMALL = 1 << 16  # below this, join everything into one write
+
+
+class ConnectionClosed(EOFError):
+    """The other end went away (the worker died, or the notebook did)."""
+
+
+def send(sock: socket.socket, meta: dict[str, Any], buffers: Sequence[Any] = ()) -> None:
+    """Send ``meta`` and ``buffers`` (anything exposing the buffer protocol)."""
+    views = [memoryview(b).cast("B") for b in buffers]
+    body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
+    head = _LEN.pack(len(body)) + body
+    if sum(v.nbytes for v in views) < _SMALL:
+        sock.sendall(b"".join([head, *views]))
+        return
+    sock.sendall(head)
+    for view in views:
+        sock.sendall(view)
+
+
+def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
+    """Receive one frame: ``(meta, buffers)``; buffers are writable and exclusively ours."""
+    (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
+    meta = pickle.loads(_recv_exact(sock, size))
+    buffers = []
+    for nbytes in meta.pop("_sizes"):
+        buf = _allocate(nbytes)
+        _recv_into(sock, memoryview(buf).cast("B"))
+        buffers.append(buf)
+    return meta, buffers
+
+
+def _allocate(nbytes: int) -> Any:
+    """Uninitialised memory (numpy when present): bytearray would zero it first, a wasted pass."""
+    try:
+        import numpy
+    except ImportError:  # pragma: no cover - numpy ships with every torch
+        return bytearray(nbytes)
+    return numpy.empty(nbytes, dtype=numpy.uint8)
+
+
+def _recv_exact(sock: socket.socket, nbytes: int) -> bytearray:
+    buf = bytearray(nbytes)
+    _recv_into(sock, memoryview(buf))
+    return buf
+
+
+def _recv_into(sock: socket.socket, view: memoryview) -> None:
+    while view.nbytes:
+        got = sock.recv_into(view)
+        if got == 0:
+            raise ConnectionClosed("connection closed mid-frame" if view.nbytes else "connection closed")
+        view = view[got:]

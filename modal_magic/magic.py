@@ -1,0 +1,82 @@
+"""The IPython face: ``%%modal_gpu`` parses its flags and hands the cell to the driver."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+
+from . import driver
+from .backends import CHOICES
+from .errors import UsageProblem
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if not n.isidentifier()]
+    if bad:
+        raise UsageError(f"not a variable name: {', '.join(map(repr, bad))} (give names separated by commas)")
+    return names
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--timeout takes a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise UsageError("--timeout must be a positive number of seconds")
+    return value
+
+
+@magics_class
+class ModalMagics(Magics):
+    """Run cells on a GPU container (or a local worker) as if they ran here."""
+
+    @magic_arguments()
+    @argument("--backend", choices=CHOICES, default="auto",
+              help="where the cell runs: 'modal' (a GPU container), 'local' (a worker process "
+                   "on this machine) or 'auto' (Modal when configured, else local). Default: auto.")
+    @argument("--in", dest="inputs", type=_names, default=(), metavar="NAMES",
+              help="comma-separated names to send in addition to the ones the cell is seen to read")
+    @argument("--out", dest="outputs", type=_names, default=None, metavar="NAMES",
+              help="comma-separated names to bring back; by default every name the cell binds")
+    @argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
+              help="where returned tensors land here: 'cpu' (default), 'auto' (CUDA if this "
+                   "machine has it) or 'cuda'")
+    @argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+              help="stop the cell after this many seconds")
+    @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
+    @cell_magic
+    def modal_gpu(self, line: str, cell: str) -> Any:
+        """Run this cell remotely; its results come back into the notebook.
+
+        The variables the cell reads are sent, the cell runs in a fresh
+        namespace on the backend (``!cmd`` and ``%magic`` lines run there too),
+        and the names it assigns come back — tensors mapped to this machine's
+        CPU. The last expression is shown as ``Out[n]``; an exception in the
+        cell is raised here with the cell's own line numbers.
+
+        Example::
+
+            %%modal_gpu --gpu A10G
+            y = model(x.cuda())
+        """
+        args = parse_argstring(self.modal_gpu, line)
+        options = driver.CellOptions(backend=args.backend, inputs=args.inputs, outputs=args.outputs,
+                                     device=args.device, timeout=args.timeout, quiet=args.quiet)
+        shell = self.shell
+        hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
+        try:
+            outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden,
+                                      execution_count=shell.execution_count,
+                                      colors=str(shell.colors),
+                                      header=f"%%modal_gpu {line}".rstrip())
+        except UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+        return None if outcome.value is driver.NO_VALUE else outcome.value
+
+
+_ABSENT = object()

@@ -1,0 +1,160 @@
+"""The remote side: run one cell in a headless IPython shell and report it as events.
+
+The same code runs in the local worker process and in a Modal container, so it
+imports only what both have (IPython, cloudpickle, our wire format; torch only
+when a payload holds tensors). A request carries the cell and its inputs; the
+runner places the inputs in a fresh namespace, runs the cell through IPython
+(so ``!cmd``, ``%time`` and ``%pip`` run *here*), and emits events while it
+runs: ``stage``, ``stream`` (stdout/stderr text as it is written), ``display``
+and ``clear_output`` (rich output), and finally ``result`` with the outputs
+packed by ``wire``. Nothing is printed to the process's own stdout.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import time
+from typing import Any, Callable
+
+from IPython.core.displayhook import DisplayHook
+from IPython.core.displaypub import DisplayPublisher
+from IPython.core.interactiveshell import InteractiveShell
+from traitlets.config import Config
+
+from . import wire
+
+__all__ = ["Runner", "Emit", "VALUE", "ERROR"]
+
+Emit = Callable[[dict[str, Any], list[Any]], None]
+"""Send one event: ``emit(meta, buffers)``."""
+
+VALUE = "<value>"  # payload slot of the last expression's value (not a valid identifier)
+ERROR = "<error>"  # payload slot of the exception the cell raised
+
+
+class _Stream(io.TextIOBase):
+    """sys.stdout/sys.stderr replacement that turns each write into a ``stream`` event."""
+
+    def __init__(self, name: str, emit: Emit) -> None:
+        self.name, self._emit = name, emit
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if text:
+            self._emit({"kind": "stream", "name": self.name, "text": text}, [])
+        return len(text)
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _ValueHook(DisplayHook):
+    """Keeps the last expression's value instead of printing ``Out[n]``."""
+
+    value: Any = None
+
+    def __call__(self, result: Any = None) -> None:
+        if result is not None and not self.quiet():
+            self.value = result
+
+
+class _EventPublisher(DisplayPublisher):
+    """``display()`` in the cell becomes a ``display`` event."""
+
+    emit: Emit | None = None
+
+    def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
+        if self.emit is not None:
+            self.emit({"kind": "display", "data": data, "metadata": metadata or {},
+                       "transient": transient or {}, "update": update}, [])
+
+    def clear_output(self, wait: bool = False) -> None:
+        if self.emit is not None:
+            self.emit({"kind": "clear_output", "wait": wait}, [])
+
+
+class Runner:
+    """A headless IPython shell that runs requests one at a time."""
+
+    def __init__(self) -> None:
+        config = Config()
+        config.HistoryManager.enabled = False  # never touch the user's history database
+        self.shell = InteractiveShell.instance(config=config, displayhook_class=_ValueHook,
+                                               display_pub_class=_EventPublisher)
+        self.shell.system = self.shell.system_piped  # `!cmd` output through sys.stdout, as in Jupyter
+        self.shell._showtraceback = self._record_traceback  # type: ignore[method-assign]
+        self._baseline = dict(self.shell.user_ns)
+        self._traceback: list[str] = []
+
+    def _record_traceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
+        self._traceback = list(stb)
+
+    def run(self, request: dict[str, Any], buffers: list[Any], emit: Emit) -> None:
+        """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
+        started = time.perf_counter()
+        emit({"kind": "stage", "stage": "unpack"}, [])
+        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto")
+        ns = self.shell.user_ns
+        ns.clear()
+        ns.update(self._baseline)
+        ns.update(inputs)
+
+        emit({"kind": "stage", "stage": "run"}, [])
+        self.shell.displayhook.value = None
+        self.shell.display_pub.emit = emit
+        self.shell.execution_count = request.get("execution_count") or 1
+        self.shell.colors = request.get("colors", "NoColor")
+        self._traceback = []
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Stream("stdout", emit), _Stream("stderr", emit)
+        try:
+            outcome = self.shell.run_cell(request["code"], store_history=True)
+        finally:
+            sys.stdout, sys.stderr = saved
+            self.shell.display_pub.emit = None
+        elapsed = time.perf_counter() - started
+
+        emit({"kind": "stage", "stage": "pack"}, [])
+        error = outcome.error_before_exec or outcome.error_in_exec
+        always = set(request.get("always", ()))
+        outputs = {  # an input the cell left bound to the same object need not travel back
+            name: ns[name]
+            for name in request["binds"]
+            if name in ns and (name in always or ns[name] is not inputs.get(name, _MISSING))
+        }
+        deleted = [name for name in request["deletes"] if name not in ns]
+        extra: dict[str, Any] = {}
+        if error is None and self.shell.displayhook.value is not None:
+            extra[VALUE] = self.shell.displayhook.value
+        if error is not None:
+            extra[ERROR] = error
+        payload = wire.pack({**outputs, **extra}, lenient=True)
+        self.shell.displayhook.value = None
+        emit(
+            {
+                "kind": "result",
+                "payload": payload.meta(),
+                "deleted": deleted,
+                "error": None if error is None else {
+                    "type": type(error).__name__,
+                    "message": str(error),
+                    "traceback": self._traceback,
+                },
+                "value_repr": _safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
+                "elapsed": elapsed,
+            },
+            payload.buffers,
+        )
+
+
+_MISSING = object()
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # noqa: BLE001 - a repr that raises is still worth a line
+        return f"<{type(value).__name__} object; repr failed: {exc}>"

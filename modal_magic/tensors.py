@@ -1,0 +1,264 @@
+"""How torch objects cross the wire: storages as out-of-band buffers, rebuilt on a chosen device.
+
+torch's own pickling sends every storage as a legacy ``torch.save`` blob tagged
+with its device (``'cuda:0'``), which a CPU-only machine refuses to load, copies
+the data four or five times, and sends a view's whole storage once per view.
+Here a storage becomes one ``_StorageData`` per storage per payload (pickle's
+memo keeps views and tied weights aliased), holding a protocol-5
+``PickleBuffer`` over the host bytes; the receiver turns the received buffer
+*into* the storage (``torch.frombuffer``, no copy) and moves it to the target
+device only if that is not the CPU. See ``reference/torch_serialization.md``
+(approach d) for the measurements behind this.
+
+This module is imported only when torch already is: nothing here imports torch
+at module level for the sake of processes that never see a tensor.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import threading
+from typing import Any
+
+import torch
+
+__all__ = ["reduce_torch", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
+
+# The receiving side's device choice, set by wire.unpack for the duration of one load.
+_target = threading.local()
+
+
+def resolve_device(stored: str, choice: str | None) -> torch.device:
+    """Where a storage that was on ``stored`` should live here.
+
+    ``cpu`` (the default) always maps to the CPU; ``auto`` keeps a CUDA storage
+    on CUDA when this machine has it; ``cuda`` insists on CUDA.
+    """
+    choice = choice or "cpu"
+    if choice == "cpu":
+        return torch.device("cpu")
+    if choice == "auto":
+        if stored.startswith("cuda") and torch.cuda.is_available():
+            return torch.device(stored if torch.cuda.device_count() > _index(stored) else "cuda")
+        return torch.device("cpu")
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device={choice!r} was asked for, but this machine has no CUDA device; "
+            "use device 'cpu' or 'auto'."
+        )
+    return torch.device(choice)
+
+
+def _index(device: str) -> int:
+    return int(device.split(":")[1]) if ":" in device else 0
+
+
+class map_location:
+    """Context manager: storages loaded in this thread go to ``choice``'s device."""
+
+    def __init__(self, choice: str | None) -> None:
+        self.choice = choice
+
+    def __enter__(self) -> None:
+        self._saved = getattr(_target, "choice", None)
+        _target.choice = self.choice
+        # torch consults this private thread-local for wrapper subclasses' outer device.
+        tls = getattr(torch.serialization, "_serialization_tls", None)
+        if tls is not None:
+            self._saved_tls = getattr(tls, "map_location", None)
+            tls.map_location = _torch_map_location(self.choice)
+
+    def __exit__(self, *exc: object) -> None:
+        _target.choice = self._saved
+        tls = getattr(torch.serialization, "_serialization_tls", None)
+        if tls is not None:
+            tls.map_location = self._saved_tls
+
+
+def _torch_map_location(choice: str | None):
+    """The same choice expressed as a ``torch.load`` map_location."""
+    return lambda storage, location: storage.to(resolve_device(location, choice)) if (
+        resolve_device(location, choice).type != "cpu") else storage.cpu()
+
+
+# --------------------------------------------------------------------- sending
+class _StorageData:
+    """One storage's bytes and device; pickled once per payload thanks to the memo."""
+
+    __slots__ = ("buffer", "device", "nbytes")
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.device = str(storage.device)
+        self.nbytes = storage.nbytes()
+        host = storage if storage.device.type == "cpu" else storage.cpu()
+        if self.nbytes:
+            array = torch.empty(0, dtype=torch.uint8).set_(host).numpy()
+            self.buffer = pickle.PickleBuffer(array)
+        else:
+            self.buffer = b""
+
+    def __reduce__(self):
+        return _make_storage, (self.buffer, self.device)
+
+
+def reduce_torch(pickler: Any, obj: Any) -> Any:
+    """``reducer_override`` for torch objects, or ``NotImplemented`` for anything else.
+
+    ``pickler.storage_memo`` maps storage ``_cdata`` to its ``_StorageData`` and
+    ``pickler.notes`` collects one-line notes about objects changed on the way.
+    """
+    cls = type(obj)
+    if cls is torch.Tensor:
+        if _is_plain_dense(obj):
+            return _dense_reduce(pickler, obj)
+        return _torch_reduce(obj, pickler.proto)
+    if cls is torch.nn.Parameter:
+        if _is_plain_dense(obj.data):
+            return _rebuild_parameter, (obj.data, obj.requires_grad, _grad(obj), _python_state(obj))
+        return _torch_reduce(obj, pickler.proto)
+    if cls is torch.UntypedStorage:
+        return _same, (_storage_data(pickler, obj),)
+    if cls is torch.storage.TypedStorage:
+        return _typed_storage, (obj._untyped_storage, obj.dtype)
+    if isinstance(obj, torch.Tensor):  # subclasses: torch's reduce, our storages inside
+        return _torch_reduce(obj, pickler.proto)
+    return NotImplemented
+
+
+def _is_plain_dense(t: torch.Tensor) -> bool:
+    return (
+        t.layout == torch.strided
+        and not t.is_quantized
+        and not t.is_nested
+        and t.device.type in ("cpu", "cuda")
+        and not t.is_conj()
+        and not t.is_neg()
+        and not (hasattr(t, "__dict__") and t.__dict__)
+    )
+
+
+def _storage_data(pickler: Any, storage: torch.UntypedStorage) -> _StorageData:
+    key = storage._cdata
+    data = pickler.storage_memo.get(key)
+    if data is None:
+        data = pickler.storage_memo[key] = _StorageData(storage)
+    return data
+
+
+def _grad(t: torch.Tensor) -> torch.Tensor | None:
+    return t.grad if t.is_leaf else None
+
+
+def _dense_reduce(pickler: Any, t: torch.Tensor):
+    requires_grad = t.requires_grad
+    if requires_grad and not t.is_leaf:
+        # An autograd graph cannot cross a process boundary; what arrives is its value.
+        pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
+        requires_grad = False
+    storage = _same(_storage_data(pickler, t.untyped_storage()))
+    return _rebuild_dense, (
+        storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, requires_grad, _grad(t))
+
+
+def _same(x: Any) -> Any:
+    """Identity at load time; at dump time it makes pickle go through the storage memo."""
+    return x
+
+
+def _python_state(t: torch.Tensor) -> dict | None:
+    return dict(t.__dict__) or None
+
+
+def _torch_reduce(obj: torch.Tensor, proto: int):
+    """torch's own reduction, with the 2.13 float8/uint16 rebuild swapped for one that works."""
+    if obj.requires_grad and not obj.is_leaf:
+        obj = obj.detach()
+    func, args, *rest = obj.__reduce_ex__(proto)
+    func, args = _compat_call(func, args)
+    return (func, args, *rest)
+
+
+def _compat_call(func, args):
+    if func is torch._utils._rebuild_tensor_v3:
+        return rebuild_tensor_v3_compat, args
+    if func is torch._tensor._rebuild_from_type_v2:
+        inner, cls, inner_args, state = args
+        inner, inner_args = _compat_call(inner, inner_args)
+        return func, (inner, cls, inner_args, state)
+    return func, args
+
+
+# ------------------------------------------------------------------- receiving
+def _make_storage(buffer: Any, device: str) -> torch.UntypedStorage:
+    if len(memoryview(buffer)) == 0:
+        storage = torch.UntypedStorage(0)
+    else:
+        if memoryview(buffer).readonly:  # torch.frombuffer needs a writable buffer
+            buffer = bytearray(buffer)
+        storage = torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
+    target = resolve_device(device, getattr(_target, "choice", None))
+    return storage if target.type == "cpu" else storage.to(target)
+
+
+def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=None):
+    t = torch.empty((0,), dtype=dtype, device=storage.device).set_(storage, offset, size, stride)
+    if requires_grad:
+        t.requires_grad_(True)
+    if grad is not None:
+        t.grad = grad
+    return t
+
+
+def _rebuild_parameter(data, requires_grad, grad, state):
+    param = torch.nn.Parameter(data, requires_grad)
+    if grad is not None:
+        param.grad = grad
+    if state:
+        param.__dict__.update(state)
+    return param
+
+
+def _typed_storage(untyped: torch.UntypedStorage, dtype: torch.dtype):
+    return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def rebuild_tensor_v3_compat(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype,
+                             metadata=None):
+    """``torch._utils._rebuild_tensor_v3`` that accepts an UntypedStorage (broken in torch 2.13)."""
+    if isinstance(storage, torch.UntypedStorage):
+        storage = torch.storage.TypedStorage(wrap_storage=storage, dtype=torch.uint8, _internal=True)
+    return torch._utils._rebuild_tensor_v3(
+        storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, metadata)
+
+
+# ---------------------------------------------------- legacy payload safety net
+class _LegacyPickleModule:
+    """The ``pickle_module`` handed to ``torch.load`` for legacy storage blobs.
+
+    torch 2.13's legacy loader asks ``storage_type.dtype`` of ``UntypedStorage``
+    (which has none) for float8/uint16/... storages; this maps that class to a
+    stand-in with ``dtype = uint8`` so those blobs load.
+    """
+
+    class _UntypedStand:
+        dtype = torch.uint8
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if module in ("torch", "torch.storage") and name == "UntypedStorage":
+                return _LegacyPickleModule._UntypedStand
+            return super().find_class(module, name)
+
+    load = staticmethod(pickle.load)
+    __name__ = "pickle"
+
+
+def legacy_storage_loader(choice: str | None):
+    """A replacement for ``torch.storage._load_from_bytes`` that honours the device choice."""
+
+    def load(blob: bytes) -> Any:
+        return torch.load(io.BytesIO(blob), map_location=_torch_map_location(choice),
+                          pickle_module=_LegacyPickleModule, weights_only=False)
+
+    return load

@@ -1,0 +1,299 @@
+"""Objects ⇄ a small header, one pickle stream and out-of-band buffers.
+
+A payload is a named set of variables. Each variable is pickled by the same
+``cloudpickle`` pickler in turn, so the pickle memo is shared — two names bound
+to one object, views of one storage, tied weights all stay one object after the
+trip — while a failure still names the variable it happened on. Large data
+(torch storages, numpy arrays) leaves the stream as protocol-5 buffers, which a
+transport sends as they are and the receiver turns into the new objects'
+memory without copying.
+
+Public helpers:
+
+* ``dumps(obj)`` / ``loads(data, map_location="cpu")`` — one object as one
+  bytes value. ``loads`` also accepts *any* (cloud)pickle bytes made on a GPU
+  machine, mapping CUDA storages to ``map_location`` (the classic
+  "Attempting to deserialize object on a CUDA device" fix), float8/uint16
+  tensors that torch 2.13 cannot unpickle, and CuPy arrays (to numpy).
+* ``pack(variables)`` / ``unpack(payload)`` — what the magic uses.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import sys
+import sysconfig
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import cloudpickle
+
+__all__ = ["Payload", "PackError", "UnpackError", "pack", "unpack", "dumps", "loads", "versions"]
+
+PROTOCOL = 5
+_MAGIC = b"MMWIRE1\n"
+
+
+class PackError(TypeError):
+    """A variable could not be pickled; ``name`` says which."""
+
+    def __init__(self, name: str, reason: BaseException) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(
+            f"variable {name!r} cannot be sent: {type(reason).__name__}: {reason}. "
+            f"Leave it out of the cell (or restrict inputs with --in), or make it picklable."
+        )
+
+
+class UnpackError(RuntimeError):
+    """A variable could not be rebuilt on this side; ``name`` says which."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        super().__init__(message)
+
+
+@dataclass
+class Payload:
+    """A packed set of variables: what a transport moves."""
+
+    stream: bytes
+    buffers: list[memoryview]
+    names: list[str]
+    versions: dict[str, str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Variables left out (name → reason), when packing was lenient."""
+    notes: list[str] = field(default_factory=list)
+    """One-line notes about values that changed on the way (e.g. detached tensors)."""
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.stream) + sum(memoryview(b).nbytes for b in self.buffers)
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the buffers, as a plain dict for a frame's metadata."""
+        return {"stream": self.stream, "names": self.names, "versions": self.versions,
+                "skipped": self.skipped, "notes": self.notes}
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> "Payload":
+        return cls(meta["stream"], buffers, meta["names"], meta["versions"],
+                   dict(meta.get("skipped", {})), list(meta.get("notes", [])))
+
+
+def versions() -> dict[str, str]:
+    """The library versions that decide whether a payload can be read elsewhere."""
+    found = {"python": ".".join(map(str, sys.version_info[:3])), "cloudpickle": cloudpickle.__version__}
+    for name in ("torch", "numpy"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found[name] = module.__version__
+    return found
+
+
+# ------------------------------------------------------------------ pickling
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle plus torch storages as out-of-band buffers (see ``tensors``)."""
+
+    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+        super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        self.storage_memo: dict[int, Any] = {}
+        self.notes: list[str] = []
+        self._reduce_torch = _torch_reducer()
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._reduce_torch is not None:
+            reduced = self._reduce_torch(self, obj)
+            if reduced is not NotImplemented:
+                return reduced
+        return super().reducer_override(obj)
+
+
+def _torch_reducer():
+    if "torch" not in sys.modules:  # nothing can hold a tensor yet; keep torch unimported
+        return None
+    from . import tensors
+
+    return tensors.reduce_torch
+
+
+def pack(variables: Mapping[str, Any], *, lenient: bool = False) -> Payload:
+    """Pickle ``variables`` into a payload.
+
+    Strict (inputs): the first variable that cannot be pickled raises
+    ``PackError`` naming it. Lenient (outputs): such variables are left out and
+    listed in ``payload.skipped``; the others still go.
+    """
+    _register_local_modules_by_value()
+    skipped: dict[str, str] = {}
+    while True:
+        todo = {k: v for k, v in variables.items() if k not in skipped}
+        try:
+            return _pack_once(todo, skipped)
+        except _VariableFailed as failed:
+            if not lenient:
+                raise PackError(failed.name, failed.reason) from None
+            skipped[failed.name] = f"{type(failed.reason).__name__}: {failed.reason}"
+
+
+class _VariableFailed(Exception):
+    def __init__(self, name: str, reason: BaseException) -> None:
+        self.name, self.reason = name, reason
+
+
+def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str]) -> Payload:
+    stream = io.BytesIO()
+    buffers: list[memoryview] = []
+    pickler = _Pickler(stream, lambda b: buffers.append(b.raw()))
+    notes: list[str] = []
+    for name, value in variables.items():
+        try:
+            pickler.dump(value)
+        except Exception as exc:  # noqa: BLE001 - any pickling failure belongs to this variable
+            raise _VariableFailed(name, exc) from exc
+        notes.extend(f"{name}: {note}" for note in dict.fromkeys(pickler.notes))
+        pickler.notes.clear()
+    return Payload(stream.getvalue(), buffers, list(variables), versions(), dict(skipped), notes)
+
+
+# ---------------------------------------------------------------- unpickling
+class _Unpickler(pickle.Unpickler):
+    """Maps what a GPU machine wrote onto this one (legacy storage blobs, v3 rebuilds, CuPy)."""
+
+    def __init__(self, file: io.BytesIO, *, buffers: Iterable[Any] | None, map_location: str | None) -> None:
+        super().__init__(file, buffers=buffers)
+        self.map_location = map_location
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch.storage" and name == "_load_from_bytes":
+            from . import tensors
+
+            return tensors.legacy_storage_loader(self.map_location)
+        if module == "torch._utils" and name == "_rebuild_tensor_v3":
+            from . import tensors
+
+            return tensors.rebuild_tensor_v3_compat
+        if module.split(".")[0] == "cupy" and name in ("array", "asarray"):
+            import numpy
+
+            return numpy.asarray
+        return super().find_class(module, name)
+
+
+def unpack(payload: Payload, *, map_location: str | None = "cpu") -> dict[str, Any]:
+    """Rebuild the variables of ``payload``; tensors land on ``map_location`` (cpu|auto|cuda[:n]).
+
+    All-or-nothing: an ``UnpackError`` names the first variable that failed and
+    explains a version mismatch when there is one.
+    """
+    unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location)
+    result: dict[str, Any] = {}
+    with _device_choice(map_location):
+        for name in payload.names:
+            try:
+                result[name] = unpickler.load()
+            except Exception as exc:  # noqa: BLE001 - reported with the variable's name
+                raise UnpackError(name, _explain_load_failure(name, exc, payload.versions)) from exc
+    return result
+
+
+def _device_choice(map_location: str | None):
+    if "torch" in sys.modules:
+        from . import tensors
+
+        return tensors.map_location(map_location)
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def _explain_load_failure(name: str, exc: BaseException, sender: Mapping[str, str]) -> str:
+    here = versions()
+    differing = [
+        f"{lib} {sender[lib]} there vs {here.get(lib, 'not installed')} here"
+        for lib in ("python", "torch", "numpy", "cloudpickle")
+        if lib in sender and sender[lib] != here.get(lib)
+    ]
+    base = f"variable {name!r} could not be rebuilt here: {type(exc).__name__}: {exc}"
+    if differing:
+        return f"{base}. The sending side used different versions ({'; '.join(differing)}); match them."
+    return base
+
+
+# ------------------------------------------------------------------ bytes API
+_HEADER = struct.Struct("<Q")
+
+
+def dumps(obj: Any) -> bytes:
+    """One object as bytes in our format (buffers appended after the stream)."""
+    payload = pack({"obj": obj})
+    meta = pickle.dumps({"versions": payload.versions, "stream": len(payload.stream),
+                         "buffers": [b.nbytes for b in payload.buffers]}, protocol=PROTOCOL)
+    out = io.BytesIO()
+    out.write(_MAGIC)
+    out.write(_HEADER.pack(len(meta)))
+    out.write(meta)
+    out.write(payload.stream)
+    for buf in payload.buffers:
+        out.write(buf)
+    return out.getvalue()
+
+
+def loads(data: bytes | bytearray | memoryview, map_location: str | None = "cpu") -> Any:
+    """Load bytes from ``dumps`` *or* any (cloud)pickle bytes, mapping CUDA storages to ``map_location``."""
+    view = memoryview(data)
+    if bytes(view[: len(_MAGIC)]) != _MAGIC:
+        unpickler = _Unpickler(io.BytesIO(view), buffers=None, map_location=map_location)
+        with _device_choice(map_location):
+            return unpickler.load()
+    pos = len(_MAGIC)
+    (meta_len,) = _HEADER.unpack_from(view, pos)
+    pos += _HEADER.size
+    meta = pickle.loads(view[pos: pos + meta_len])
+    pos += meta_len
+    stream = bytes(view[pos: pos + meta["stream"]])
+    pos += meta["stream"]
+    buffers = []
+    for size in meta["buffers"]:
+        buffers.append(view[pos: pos + size])
+        pos += size
+    payload = Payload(stream, buffers, ["obj"], meta["versions"])
+    return unpack(payload, map_location=map_location)["obj"]
+
+
+# ---------------------------------------------------- the user's own modules
+_local_modules_seen = 0
+
+
+def _register_local_modules_by_value() -> None:
+    """Send classes/functions from the user's own, non-installed ``.py`` files by value.
+
+    cloudpickle pickles importable modules by reference, which fails in a
+    container that lacks the user's files. A module counts as the user's own
+    when its file lies outside the standard library and site-packages.
+    """
+    global _local_modules_seen
+    if len(sys.modules) == _local_modules_seen:
+        return
+    _local_modules_seen = len(sys.modules)
+    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    installed.update(p for p in sys.path if "site-packages" in p or "dist-packages" in p)
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if (
+            not path
+            or "." in name  # submodules follow their top-level package
+            or name in ("__main__", "modal_magic")
+            or any(path.startswith(prefix) for prefix in installed)
+        ):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                cloudpickle.register_pickle_by_value(module)
+            except ValueError:
+                pass

@@ -1,0 +1,48 @@
+"""The local backend's worker process: ``python -m modal_magic.worker FD``.
+
+It serves requests on the socket it inherited as file descriptor ``FD``, one
+frame in, a stream of event frames out, with the same ``Runner`` a Modal
+container uses. SIGINT from the notebook interrupts the running cell (IPython
+turns it into the cell's KeyboardInterrupt); between cells it is ignored.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import traceback
+
+from . import frames
+
+
+def serve(sock: socket.socket) -> None:
+    """Answer requests until the notebook closes the socket."""
+    from .runner import Runner
+
+    runner = Runner()
+    frames.send(sock, {"kind": "ready"})
+    while True:
+        try:
+            request, buffers = frames.recv(sock)
+        except frames.ConnectionClosed:
+            return
+        except KeyboardInterrupt:  # an interrupt that arrived between cells
+            continue
+        try:
+            runner.run(request, buffers, lambda meta, bufs: frames.send(sock, meta, bufs))
+        except KeyboardInterrupt:
+            frames.send(sock, {"kind": "interrupted"})
+        except Exception:  # noqa: BLE001 - reported to the notebook as our own failure
+            frames.send(sock, {"kind": "internal_error", "traceback": traceback.format_exc()})
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    try:
+        serve(sock)
+    except (frames.ConnectionClosed, BrokenPipeError, ConnectionResetError):
+        pass  # the notebook went away; nothing left to tell it
+
+
+if __name__ == "__main__":
+    main()
