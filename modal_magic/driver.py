@@ -87,8 +87,8 @@ def run_cell(
     line_offset = 0 if header is None else 1
     analysis = _analyze(source, line_offset)
     names = _input_names(analysis, namespace, options, hidden)
-    binds = [n for n in analysis.binds if options.outputs is None or n in options.outputs]
-    binds += [n for n in options.outputs or () if n not in binds]
+    # A name the cell deletes without reading still has to exist there for `del` to work.
+    placeholders = [n for n in analysis.deletes if n in namespace and n not in names]
     timings["analyse"], clock = time.perf_counter() - clock, time.perf_counter()
 
     try:
@@ -100,9 +100,8 @@ def run_cell(
     request = {
         "kind": "run",
         "code": source if header is None else f"# {header}\n{source}",
-        "binds": binds,
-        "always": list(options.outputs or ()),
-        "deletes": list(analysis.deletes),
+        "outputs": None if options.outputs is None else list(options.outputs),
+        "placeholders": placeholders,
         "execution_count": execution_count,
         "colors": colors,
     }

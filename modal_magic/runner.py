@@ -13,6 +13,7 @@ packed by ``wire``. Nothing is printed to the process's own stdout.
 from __future__ import annotations
 
 import io
+import re
 import sys
 import time
 from typing import Any, Callable
@@ -92,6 +93,23 @@ class Runner:
     def _record_traceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
         self._traceback = list(stb)
 
+    def _set_colors(self, scheme: str) -> None:
+        """Format tracebacks in the notebook's colour scheme (as ``%colors`` does)."""
+        if self.shell.colors != scheme:
+            self.shell.colors = scheme
+            self.shell.InteractiveTB.set_colors(scheme)
+            self.shell.SyntaxTB.set_colors(scheme)
+
+    def _changed(self, before: dict[str, Any], only: list[str] | None) -> list[str]:
+        """Names the cell bound or rebound (however: assignment, ``%time x = …``, ``exec``)."""
+        ns = self.shell.user_ns
+        if only is not None:  # --out: exactly these, changed or not
+            return [name for name in only if name in ns and not isinstance(ns[name], _Placeholder)]
+        return [
+            name for name, value in ns.items()
+            if (name not in before or before[name] is not value) and not _BOOKKEEPING.match(name)
+        ]
+
     def run(self, request: dict[str, Any], buffers: list[Any], emit: Emit) -> None:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
@@ -101,12 +119,14 @@ class Runner:
         ns.clear()
         ns.update(self._baseline)
         ns.update(inputs)
+        ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
+        before = dict(ns)
 
         emit({"kind": "stage", "stage": "run"}, [])
         self.shell.displayhook.value = None
         self.shell.display_pub.emit = emit
         self.shell.execution_count = request.get("execution_count") or 1
-        self.shell.colors = request.get("colors", "NoColor")
+        self._set_colors(request.get("colors", "NoColor"))
         self._traceback = []
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Stream("stdout", emit), _Stream("stderr", emit)
@@ -119,13 +139,8 @@ class Runner:
 
         emit({"kind": "stage", "stage": "pack"}, [])
         error = outcome.error_before_exec or outcome.error_in_exec
-        always = set(request.get("always", ()))
-        outputs = {  # an input the cell left bound to the same object need not travel back
-            name: ns[name]
-            for name in request["binds"]
-            if name in ns and (name in always or ns[name] is not inputs.get(name, _MISSING))
-        }
-        deleted = [name for name in request["deletes"] if name not in ns]
+        outputs = {name: ns[name] for name in self._changed(before, request.get("outputs"))}
+        deleted = [name for name in before if name not in ns and name not in self._baseline]
         extra: dict[str, Any] = {}
         if error is None and self.shell.displayhook.value is not None:
             extra[VALUE] = self.shell.displayhook.value
@@ -150,7 +165,12 @@ class Runner:
         )
 
 
-_MISSING = object()
+class _Placeholder:
+    """Stands for a notebook variable the cell deletes without reading, so ``del`` works here."""
+
+
+# Names IPython itself (re)binds while running a cell: history and output caches.
+_BOOKKEEPING = re.compile(r"^(_i+|_i\d+|_+|_\d+|_ih|_oh|_dh|In|Out)$")
 
 
 def _safe_repr(value: Any) -> str:

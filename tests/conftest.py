@@ -1,0 +1,26 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, talking to a real worker."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+
+@pytest.fixture(scope="session")
+def _ipython() -> InteractiveShell:
+    shell = InteractiveShell.instance()
+    shell.colors = "NoColor"  # plain text tracebacks, so tests can read them
+    shell.run_line_magic("load_ext", "modal_magic")
+    return shell
+
+
+@pytest.fixture
+def shell(_ipython: InteractiveShell) -> InteractiveShell:
+    """The shell with a namespace emptied of the previous test's variables."""
+    _ipython.reset(new_session=False)
+    return _ipython
+
+
+def run(shell: InteractiveShell, source: str):
+    """Run a cell as the notebook would (history on, so Out[n] and _ are set)."""
+    return shell.run_cell(source, store_history=True)
