@@ -1,0 +1,83 @@
+"""Warm-cell overhead: `y = x * 2` through %%modal_gpu (local backend) vs plain vs ipyparallel.
+
+Run: python bench/bench_warm_cell.py [--repeat N]
+Prints the median wall time of each, side by side, from one process. Target
+(DESIGN §8): ≤ 10 ms of overhead per warm cell over the plain cell;
+ipyparallel's push + execute + pull with one local engine is the peer to beat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+from IPython.core.interactiveshell import InteractiveShell
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def bench_magic(repeat: int) -> tuple[float, float]:
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "modal_magic")
+    shell.user_ns["x"] = np.arange(100.0)
+
+    def via_magic() -> None:
+        result = shell.run_cell("%%modal_gpu --backend local\ny = x * 2")
+        assert result.success and shell.user_ns["y"][1] == 2.0
+
+    def plain() -> None:
+        assert shell.run_cell("y = x * 2").success
+
+    return median_ms(via_magic, repeat), median_ms(plain, repeat)
+
+
+def bench_ipyparallel(repeat: int) -> float | None:
+    try:
+        import ipyparallel as ipp
+    except ImportError:
+        return None
+    cluster = ipp.Cluster(n=1, log_level=40)
+    client = cluster.start_and_connect_sync()
+    try:
+        engine = client[0]
+        engine.block = True
+        x = np.arange(100.0)
+
+        def roundtrip() -> None:
+            engine.push({"x": x})
+            engine.execute("y = x * 2")
+            assert engine.pull("y")[1] == 2.0
+
+        return median_ms(roundtrip, repeat)
+    finally:
+        client.close()
+        cluster.stop_cluster_sync()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=50)
+    args = parser.parse_args()
+    magic, plain = bench_magic(args.repeat)
+    ipp_ms = bench_ipyparallel(args.repeat)
+    print(f"warm cell `y = x * 2`, median of {args.repeat}:")
+    print(f"  plain cell (baseline)            {plain:8.2f} ms")
+    print(f"  %%modal_gpu --backend local      {magic:8.2f} ms   overhead {magic - plain:6.2f} ms (target <= 10 ms)")
+    if ipp_ms is None:
+        print("  ipyparallel push+execute+pull    (ipyparallel not installed)")
+    else:
+        print(f"  ipyparallel push+execute+pull    {ipp_ms:8.2f} ms   magic/ipyparallel = {magic / ipp_ms:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
