@@ -14,6 +14,8 @@ import socket
 import struct
 from typing import Any, Sequence
 
+from .wire import gc_paused
+
 __all__ = ["send", "recv", "ConnectionClosed"]
 
 _LEN = struct.Struct("<Q")
@@ -41,21 +43,25 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
     """Receive one frame: ``(meta, buffers)``; buffers are writable and exclusively ours."""
     (size,) = _LEN.unpack(_recv_exact(sock, _LEN.size))
     meta = pickle.loads(_recv_exact(sock, size))
-    buffers = []
-    for nbytes in meta.pop("_sizes"):
-        buf = _allocate(nbytes)
-        _recv_into(sock, memoryview(buf).cast("B"))
-        buffers.append(buf)
-    return meta, buffers
+    with gc_paused():
+        return meta, [_recv_buffer(sock, nbytes) for nbytes in meta.pop("_sizes")]
+
+
+def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:
+    buf = _allocate(nbytes)
+    _recv_into(sock, memoryview(buf).cast("B"))
+    return buf
+
+
+try:
+    import numpy
+except ImportError:  # pragma: no cover - numpy ships with every torch
+    numpy = None
 
 
 def _allocate(nbytes: int) -> Any:
     """Uninitialised memory (numpy when present): bytearray would zero it first, a wasted pass."""
-    try:
-        import numpy
-    except ImportError:  # pragma: no cover - numpy ships with every torch
-        return bytearray(nbytes)
-    return numpy.empty(nbytes, dtype=numpy.uint8)
+    return bytearray(nbytes) if numpy is None else numpy.empty(nbytes, dtype=numpy.uint8)
 
 
 def _recv_exact(sock: socket.socket, nbytes: int) -> bytearray:
