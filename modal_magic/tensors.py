@@ -84,18 +84,34 @@ def _torch_map_location(choice: str | None):
 
 
 # --------------------------------------------------------------------- sending
+def _device_tag(storage: torch.UntypedStorage) -> str:
+    """The device a storage is recorded as coming from (tests patch this, as torch's location_tag)."""
+    return str(storage.device)
+
+
+def _host_view(host: torch.UntypedStorage) -> Any:
+    """A buffer over a CPU storage's bytes, without copying (~10x cheaper than ``.numpy()``).
+
+    The view holds a reference to the storage: the buffer outlives the pickler
+    (it travels in the payload), and the storage may be a temporary's.
+    """
+    nbytes = host.nbytes()
+    if not nbytes:
+        return b""
+    view = (ctypes.c_uint8 * nbytes).from_address(host.data_ptr())
+    view.owner = host
+    return view
+
+
 class _StorageData:
     """One storage's bytes and device; pickled once per payload thanks to the memo."""
 
-    __slots__ = ("buffer", "device", "host")
+    __slots__ = ("buffer", "device")
 
     def __init__(self, storage: torch.UntypedStorage) -> None:
-        self.device = str(storage.device)
-        self.host = storage if storage.device.type == "cpu" else storage.cpu()  # keeps the bytes alive
-        nbytes = self.host.nbytes()
-        # A ctypes view of the storage's memory: a buffer without copying, ~10x cheaper than .numpy().
-        view = (ctypes.c_uint8 * nbytes).from_address(self.host.data_ptr()) if nbytes else b""
-        self.buffer = pickle.PickleBuffer(view)
+        self.device = _device_tag(storage)
+        host = storage if storage.device.type == "cpu" else storage.cpu()
+        self.buffer = pickle.PickleBuffer(_host_view(host))
 
     def __reduce__(self):
         return _make_storage, (self.buffer, self.device)

@@ -210,7 +210,9 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu") -> dict[str, A
     """
     unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location)
     result: dict[str, Any] = {}
-    with _device_choice(map_location):
+    with _device_choice(map_location), warnings.catch_warnings():
+        # torch's own rebuild functions (quantized, legacy blobs) touch TypedStorage and warn about it.
+        warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
         for name in payload.names:
             try:
                 result[name] = unpickler.load()
