@@ -83,6 +83,7 @@ def run_cell(
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
+    _check_device(options.device)
 
     line_offset = 0 if header is None else 1
     analysis = _analyze(source, line_offset)
@@ -135,6 +136,15 @@ def run_cell(
     if error is not None:
         raise error
     return outcome
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise UsageProblem(f"--device {device}, but this machine has no CUDA device to put results on; "
+                               "use --device cpu (the default) or auto.")
 
 
 def _analyze(source: str, line_offset: int) -> cell.CellAnalysis:
