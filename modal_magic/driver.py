@@ -14,6 +14,7 @@ would leave things.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,8 +24,9 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 from . import cell, wire
 from .backends import get_backend
-from .errors import RemoteError, UsageProblem, with_remote_traceback
+from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .output import show_event
+from .secrets import credential_reason
 from .runner import ERROR, VALUE
 
 __all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
@@ -33,6 +35,7 @@ NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "NO_VALUE", "__boo
 """The ``value`` of a cell that does not end in a displayed expression."""
 
 _transformer = TransformerManager()
+DEFAULT_MAX_INPUT = 4 << 30
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,10 @@ class CellOptions:
     """Where returned tensors land: ``cpu``, ``auto`` (CUDA if this machine has it) or ``cuda``."""
     timeout: float | None = None
     quiet: bool = False
+    env: tuple[str, ...] = ()
+    """Environment variables to set for the cell there (none are forwarded otherwise)."""
+    max_input_bytes: int | None = DEFAULT_MAX_INPUT
+    """Refuse to send more than this (a typo'd 40 GB upload is better caught here)."""
 
 
 @dataclass
@@ -92,10 +99,13 @@ def run_cell(
     placeholders = [n for n in analysis.deletes if n in namespace and n not in names]
     timings["analyse"], clock = time.perf_counter() - clock, time.perf_counter()
 
+    _hold_back_secrets(names, namespace, options.inputs)
+    env = _forwarded_env(options.env)
     try:
         inputs = wire.pack({name: namespace[name] for name in names})
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
+    _check_size(inputs, options.max_input_bytes)
     timings["pack"], clock = time.perf_counter() - clock, time.perf_counter()
 
     request = {
@@ -103,6 +113,7 @@ def run_cell(
         "code": source if header is None else f"# {header}\n{source}",
         "outputs": None if options.outputs is None else list(options.outputs),
         "placeholders": placeholders,
+        "env": env,
         "execution_count": execution_count,
         "colors": colors,
     }
@@ -114,7 +125,8 @@ def run_cell(
     try:
         values = wire.unpack(payload, map_location=options.device)
     except wire.UnpackError as exc:
-        raise UsageProblem(f"nothing was changed in the notebook: {exc}") from None
+        raise ResultsLost(f"the cell ran, but its results could not be rebuilt here — {exc}. "
+                          "Nothing was changed in the notebook.") from None
     timings["unpack"], clock = time.perf_counter() - clock, time.perf_counter()
 
     error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
@@ -136,6 +148,41 @@ def run_cell(
     if error is not None:
         raise error
     return outcome
+
+
+def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:
+    held = {n: why for n in names if n not in named and (why := credential_reason(n, namespace[n]))}
+    if held:
+        listed = "; ".join(f"{n!r} ({why})" for n, why in held.items())
+        raise UsageProblem(f"held back {listed}: nothing was sent and the cell did not run. "
+                           f"If the cell needs it, name it: --in {','.join(held)}")
+
+
+def _forwarded_env(names: Collection[str]) -> dict[str, str]:
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        raise UsageProblem(f"--env names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           "not set in this kernel's environment.")
+    return {n: os.environ[n] for n in names}
+
+
+def _check_size(inputs: wire.Payload, limit: int | None) -> None:
+    if limit is None or inputs.nbytes <= limit:
+        return
+    biggest = sorted(inputs.sizes.items(), key=lambda item: -item[1])[:5]
+    listed = ", ".join(f"{n} ({format_bytes(size)})" for n, size in biggest)
+    raise UsageProblem(f"the inputs come to {format_bytes(inputs.nbytes)}, over the limit of {format_bytes(limit)}: "
+                       f"{listed}. Nothing was sent. Raise the limit with --max-input SIZE (e.g. 20GB), "
+                       "or leave the big variables out of the cell.")
+
+
+def format_bytes(n: float) -> str:
+    """1536 → '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError  # pragma: no cover
 
 
 def _check_device(device: str) -> None:

@@ -13,7 +13,7 @@ import signal
 from typing import Any
 
 __all__ = [
-    "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "CellTimeout",
+    "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "ResultsLost", "CellTimeout",
     "RemoteError", "with_remote_traceback", "describe_exit",
 ]
 
@@ -40,6 +40,10 @@ class BackendUnavailable(ModalMagicError):
 
 class InternalError(ModalMagicError):
     """A bug in modal_magic; the message holds the remote traceback."""
+
+
+class ResultsLost(ModalMagicError):
+    """The cell ran, but what it returned could not be rebuilt here; nothing was injected."""
 
 
 class CellTimeout(ModalMagicError, TimeoutError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -31,6 +32,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size(text: str) -> int:
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise UsageError(f"--max-input takes a size such as 500MB, 20GB or 1GiB, not {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
 @magics_class
 class ModalMagics(Magics):
     """Run cells on a GPU container (or a local worker) as if they ran here."""
@@ -48,6 +60,10 @@ class ModalMagics(Magics):
                    "machine has it) or 'cuda'")
     @argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
               help="stop the cell after this many seconds")
+    @argument("--env", type=_names, default=(), metavar="NAMES",
+              help="environment variables to set for the cell there (none are forwarded otherwise)")
+    @argument("--max-input", type=_size, default=driver.DEFAULT_MAX_INPUT, metavar="SIZE",
+              help="refuse to send more than this much data (default 4GiB), e.g. 20GB")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
     @cell_magic
     def modal_gpu(self, line: str, cell: str) -> Any:
@@ -66,7 +82,8 @@ class ModalMagics(Magics):
         """
         args = parse_argstring(self.modal_gpu, line)
         options = driver.CellOptions(backend=args.backend, inputs=args.inputs, outputs=args.outputs,
-                                     device=args.device, timeout=args.timeout, quiet=args.quiet)
+                                     device=args.device, timeout=args.timeout, quiet=args.quiet,
+                                     env=args.env, max_input_bytes=args.max_input)
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         try:

@@ -12,11 +12,13 @@ packed by ``wire``. Nothing is printed to the process's own stdout.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import re
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -131,7 +133,8 @@ class Runner:
         saved = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = _Stream("stdout", emit), _Stream("stderr", emit)
         try:
-            outcome = self.shell.run_cell(request["code"], store_history=True)
+            with _environment(request.get("env") or {}):
+                outcome = self.shell.run_cell(request["code"], store_history=True)
         finally:
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
@@ -163,6 +166,21 @@ class Runner:
             },
             payload.buffers,
         )
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set the variables the user forwarded (--env) for this cell only."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class _Placeholder:

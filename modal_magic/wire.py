@@ -69,6 +69,8 @@ class Payload:
     versions: dict[str, str]
     skipped: dict[str, str] = field(default_factory=dict)
     """Variables left out (name → reason), when packing was lenient."""
+    sizes: dict[str, int] = field(default_factory=dict)
+    """Bytes each variable added (shared objects count for the first name that holds them)."""
     notes: list[str] = field(default_factory=list)
     """One-line notes about values that changed on the way (e.g. detached tensors)."""
 
@@ -83,8 +85,8 @@ class Payload:
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> "Payload":
-        return cls(meta["stream"], buffers, meta["names"], meta["versions"],
-                   dict(meta.get("skipped", {})), list(meta.get("notes", [])))
+        return cls(stream=meta["stream"], buffers=buffers, names=meta["names"], versions=meta["versions"],
+                   skipped=dict(meta.get("skipped", {})), notes=list(meta.get("notes", [])))
 
 
 def versions() -> dict[str, str]:
@@ -167,14 +169,18 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str]) -> Payload
     buffers: list[memoryview] = []
     pickler = _Pickler(stream, lambda b: buffers.append(b.raw()))
     notes: list[str] = []
+    sizes: dict[str, int] = {}
     for name, value in variables.items():
+        position, first_buffer = stream.tell(), len(buffers)
         try:
             pickler.dump(value)
         except Exception as exc:  # noqa: BLE001 - any pickling failure belongs to this variable
             raise _VariableFailed(name, exc) from exc
+        sizes[name] = stream.tell() - position + sum(b.nbytes for b in buffers[first_buffer:])
         notes.extend(f"{name}: {note}" for note in dict.fromkeys(pickler.notes))
         pickler.notes.clear()
-    return Payload(stream.getvalue(), buffers, list(variables), versions(), dict(skipped), notes)
+    return Payload(stream=stream.getvalue(), buffers=buffers, names=list(variables), versions=versions(),
+                   skipped=dict(skipped), sizes=sizes, notes=notes)
 
 
 # ---------------------------------------------------------------- unpickling
@@ -279,7 +285,7 @@ def loads(data: bytes | bytearray | memoryview, map_location: str | None = "cpu"
     for size in meta["buffers"]:
         buffers.append(view[pos: pos + size])
         pos += size
-    payload = Payload(stream, buffers, ["obj"], meta["versions"])
+    payload = Payload(stream=stream, buffers=buffers, names=["obj"], versions=meta["versions"])
     return unpack(payload, map_location=map_location)["obj"]
 
 

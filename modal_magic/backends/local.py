@@ -30,13 +30,14 @@ _PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", 
                "CUDA_VISIBLE_DEVICES")
 _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is replaced
 _SOCKET_BUFFER = 4 << 20
+_SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
 
 
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, env: dict[str, str] | None = None) -> None:
-        self._extra_env = dict(env or {})
+    def __init__(self, python: str = sys.executable) -> None:
+        self._python = python
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
 
@@ -58,13 +59,13 @@ class LocalBackend(Backend):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "modal_magic.worker", str(theirs.fileno())],
+                [self._python, "-m", "modal_magic.worker", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches it only through us
             )
         except OSError as exc:
             ours.close()
-            raise BackendUnavailable(f"could not start the local worker ({sys.executable}): {exc}") from exc
+            raise BackendUnavailable(f"could not start the local worker ({self._python}): {exc}") from exc
         finally:
             theirs.close()
         self._sock = ours
@@ -81,7 +82,6 @@ class LocalBackend(Backend):
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
         env["PYTHONUNBUFFERED"] = "1"
-        env.update(self._extra_env)
         return env
 
     def close(self) -> None:
@@ -157,10 +157,15 @@ class LocalBackend(Backend):
 
     @staticmethod
     def _wait_readable(sock: socket.socket, deadline: float | None) -> None:
-        """Block until a frame starts arriving; interrupts here leave the stream aligned."""
+        """Block until a frame starts arriving; interrupts here leave the stream aligned.
+
+        Waits in short slices: a kernel interrupt that arrives as a pending
+        Python signal (``_thread.interrupt_main``) rather than a real SIGINT
+        does not wake ``select``, and must be noticed within a fraction of a second.
+        """
         while True:
-            wait = None if deadline is None else deadline - time.monotonic()
-            if wait is not None and wait <= 0:
+            wait = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
+            if wait <= 0:
                 raise TimeoutError
             ready, _, _ = select.select([sock], [], [], wait)
             if ready:

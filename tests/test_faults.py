@@ -1,0 +1,182 @@
+"""Fault injection through the real magic and worker: each failure reads as a sentence,
+the namespace is left as a failed local cell would leave it, and the next cell works."""
+
+from __future__ import annotations
+
+import _thread
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from modal_magic import wire
+from modal_magic.backends import LocalBackend, get_backend
+from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
+
+from .conftest import run
+
+NEXT_CELL = "%%modal_gpu\nimport os\nnext_pid = os.getpid()"
+
+
+def assert_next_cell_works(shell) -> None:
+    assert run(shell, NEXT_CELL).success
+    assert shell.user_ns["next_pid"] == get_backend("local").pid
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ("import os\nos._exit(7)", "exited with code 7"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "was killed by SIGKILL — usually the out-of-memory killer"),
+        ("import ctypes\nctypes.string_at(0)", "was killed by SIGSEGV — a crash in native code"),
+    ],
+)
+def test_worker_death_is_told_apart_and_replaced(shell, capsys, body: str, expected: str) -> None:
+    run(shell, "state = 'before'")
+    result = run(shell, f"%%modal_gpu\nstate = 'after'\n{body}")
+    assert isinstance(result.error_in_exec, WorkerDied)
+    assert expected in str(result.error_in_exec)
+    assert "next cell starts a fresh worker" in str(result.error_in_exec)
+    assert "Traceback" not in capsys.readouterr().out      # one sentence, not our internals
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_timeout_stops_the_cell_soon_after_the_limit(shell) -> None:
+    run(shell, "state = 'before'")
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --timeout 1\nstate = 'after'\nimport time\ntime.sleep(30)")
+    elapsed = time.monotonic() - started
+    assert isinstance(result.error_in_exec, CellTimeout)
+    assert "longer than its timeout of 1 s" in str(result.error_in_exec)
+    assert elapsed < 5
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_interrupt_stops_the_remote_cell_and_keeps_the_worker(shell) -> None:
+    run(shell, "%%modal_gpu\nimport os\nfirst_pid = os.getpid()")
+    run(shell, "state = 'before'")
+    timer = threading.Timer(1.0, _thread.interrupt_main)  # the notebook's stop button
+    timer.start()
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu\nstate = 'after'\nimport time\ntime.sleep(30)")
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert elapsed < 4                                     # stopped within a couple of seconds
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+    assert shell.user_ns["next_pid"] == shell.user_ns["first_pid"]  # the cell unwound; worker kept
+
+
+def test_interrupt_of_a_cell_that_ignores_it_replaces_the_worker(shell) -> None:
+    run(shell, "%%modal_gpu\nimport os\nfirst_pid = os.getpid()")
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    timer.start()
+    body = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)"
+    result = run(shell, f"%%modal_gpu\n{body}")
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert_next_cell_works(shell)
+    assert shell.user_ns["next_pid"] != shell.user_ns["first_pid"]
+
+
+def test_unpicklable_input_is_named_before_anything_runs(shell, capsys) -> None:
+    run(shell, "import threading\nlock = threading.Lock()\nstate = 'before'")
+    result = run(shell, "%%modal_gpu\nstate = 'after'\nlock")
+    assert not result.success
+    assert "variable 'lock' cannot be sent: TypeError: cannot pickle '_thread.lock' object" in capsys.readouterr().err
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_secret_is_held_back_unless_named(shell, capsys) -> None:
+    run(shell, "OPENAI_API_KEY = 'sk-" + "a" * 30 + "'\nstate = 'before'")
+    result = run(shell, "%%modal_gpu\nstate = 'after'\nn = len(OPENAI_API_KEY)")
+    assert not result.success
+    err = capsys.readouterr().err
+    assert "held back 'OPENAI_API_KEY'" in err and "--in OPENAI_API_KEY" in err
+    assert shell.user_ns["state"] == "before"
+    assert run(shell, "%%modal_gpu --in OPENAI_API_KEY\nn = len(OPENAI_API_KEY)").success
+    assert shell.user_ns["n"] == 33
+
+
+@pytest.mark.parametrize("name, value", [("hf_token", "hf_" + "x" * 30), ("db_password", "hunter2"),
+                                          ("key_material", "-----BEGIN RSA PRIVATE KEY-----\nMII...")])
+def test_other_credentials_are_held_back(shell, name: str, value: str) -> None:
+    shell.user_ns[name] = value
+    assert not run(shell, f"%%modal_gpu\nx = {name}").success
+
+
+def test_ml_names_that_mention_tokens_are_not_secrets(shell) -> None:
+    shell.user_ns["tokens"] = [101, 2023, 102]
+    shell.user_ns["max_tokens"] = 128
+    assert run(shell, "%%modal_gpu\nn = len(tokens) + max_tokens").success
+    assert shell.user_ns["n"] == 131
+
+
+def test_environment_is_not_forwarded_unless_asked(shell, monkeypatch) -> None:
+    monkeypatch.setenv("MM_TEST_SECRET_ENV", "visible")
+    assert run(shell, "%%modal_gpu\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
+    assert shell.user_ns["seen"] is None
+    assert run(shell, "%%modal_gpu --env MM_TEST_SECRET_ENV\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
+    assert shell.user_ns["seen"] == "visible"
+    assert run(shell, "%%modal_gpu\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
+    assert shell.user_ns["seen"] is None                  # only for that cell
+
+
+def test_inputs_over_the_size_limit_are_reported_by_name(shell, capsys) -> None:
+    shell.user_ns["big"] = np.zeros(2**20)               # 8 MiB
+    shell.user_ns["small"] = 1
+    result = run(shell, "%%modal_gpu --max-input 1MB\ntotal = big.sum() + small")
+    assert not result.success
+    err = capsys.readouterr().err
+    assert "big (8.0 MiB)" in err and "--max-input" in err
+    assert "total" not in shell.user_ns
+    assert run(shell, "%%modal_gpu --max-input 20MB\ntotal = big.sum() + small").success
+
+
+def test_output_that_fails_to_rebuild_here_changes_nothing(shell, capsys) -> None:
+    run(shell, "state = 'before'")
+    body = ("def rebuild():\n    import os\n    if os.getpid() != WORKER:\n        raise RuntimeError('cannot rebuild here')\n"
+            "class Fragile:\n    def __reduce__(self):\n        return (rebuild, ())\n"
+            "import os\nWORKER = os.getpid()\nstate = 'after'\nfragile = Fragile()")
+    result = run(shell, f"%%modal_gpu\n{body}")
+    assert isinstance(result.error_in_exec, ResultsLost)
+    assert ("variable 'fragile' could not be rebuilt here: RuntimeError: cannot rebuild here"
+            in str(result.error_in_exec))
+    assert "Traceback" not in capsys.readouterr().out
+    assert shell.user_ns["state"] == "before" and "fragile" not in shell.user_ns
+    assert_next_cell_works(shell)
+
+
+@pytest.mark.parametrize("cell, message", [
+    ("%%modal_gpu --timeout soon\nx = 1", "--timeout takes a number of seconds"),
+    ("%%modal_gpu --max-input lots\nx = 1", "--max-input takes a size"),
+    ("%%modal_gpu --env NOT_SET_ANYWHERE_MM\nx = 1", "not set in this kernel's environment"),
+    ("%%modal_gpu --device tpu\nx = 1", "invalid choice: 'tpu'"),
+])
+def test_malformed_flags_name_the_flag(shell, capsys, cell: str, message: str) -> None:
+    assert not run(shell, cell).success
+    shown = capsys.readouterr()
+    assert message in shown.out + shown.err
+
+
+def test_backend_that_cannot_start_is_unavailable_not_a_crash() -> None:
+    backend = LocalBackend(python="/nonexistent/python3")
+    with pytest.raises(BackendUnavailable, match="could not start the local worker"):
+        backend.run({}, wire.pack({}), lambda event: None)
+
+
+def test_worker_environment_is_scrubbed(monkeypatch) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nope")
+    backend = LocalBackend()
+    try:
+        env = backend._worker_env()
+    finally:
+        backend.close()
+    assert "AWS_SECRET_ACCESS_KEY" not in env and "PATH" in env
+    assert os.getcwd() in env["PYTHONPATH"].split(os.pathsep)
