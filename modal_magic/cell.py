@@ -313,6 +313,9 @@ class _InnerScope(ast.NodeVisitor):
                         self.free_reads.append(sub.id)
                     elif isinstance(sub.ctx, (ast.Store, ast.Del)) and sub.id in declared_global:
                         self.global_binds.append(sub.id)
+                elif isinstance(sub, ast.AugAssign) and isinstance(sub.target, ast.Name) \
+                        and sub.target.id in declared_global:
+                    self.free_reads.append(sub.target.id)  # `global x; x += 1` reads x first
                 elif isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                     if sub.name in declared_global:
                         self.global_binds.append(sub.name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, MutableMapping
 
@@ -25,6 +26,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 from . import cell, wire
 from .backends import get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
+from .identity import LocalObjects
 from .output import show_event
 from .secrets import credential_reason
 from .runner import ERROR, VALUE
@@ -102,7 +104,7 @@ def run_cell(
     _hold_back_secrets(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
     try:
-        inputs = wire.pack({name: namespace[name] for name in names})
+        inputs = wire.pack({name: namespace[name] for name in names}, keep_memo=True)
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
     _check_size(inputs, options.max_input_bytes)
@@ -122,8 +124,9 @@ def run_cell(
     timings["remote"], clock = time.perf_counter() - clock, time.perf_counter()
 
     payload = wire.Payload.from_meta(meta["payload"], buffers)
+    ours = LocalObjects(inputs.memo)
     try:
-        values = wire.unpack(payload, map_location=options.device)
+        values = wire.unpack(payload, map_location=options.device, persistent_load=ours.persistent_load)
     except wire.UnpackError as exc:
         raise ResultsLost(f"the cell ran, but its results could not be rebuilt here — {exc}. "
                           "Nothing was changed in the notebook.") from None
@@ -135,10 +138,13 @@ def run_cell(
         value = _ReprOnly(meta["value_repr"])
     outcome = CellOutcome(value=value, sent=list(names), timings=timings)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                        if name not in (VALUE, ERROR)] + list(payload.notes)
+                        if name not in (VALUE, ERROR)] + list(payload.notes) + ours.notes
     for warning in outcome.warnings:
         print(f"modal_gpu: {warning}", file=sys.stderr)
 
+    ours.apply()
+    if isinstance(namespace, dict):
+        values = {name: _with_globals(value, namespace) for name, value in values.items()}
     namespace.update(values)
     outcome.injected = list(values)
     for name in meta.get("deleted", ()):
@@ -223,6 +229,23 @@ def _rebuild_error(info: dict[str, Any] | None, exc: BaseException | None) -> Ba
     if not isinstance(exc, BaseException):
         exc = RemoteError(info["type"], info["message"])
     return with_remote_traceback(exc, info.get("traceback") or [])
+
+
+def _with_globals(value: Any, namespace: dict[str, Any]) -> Any:
+    """A function the cell defined reads the notebook's globals from now on, as if defined here.
+
+    cloudpickle rebuilds a function with a private globals dict holding copies of
+    what it referenced; a local ``def`` would see the namespace itself.
+    """
+    if not isinstance(value, types.FunctionType) or value.__globals__ is namespace \
+            or value.__module__ != namespace.get("__name__", "__main__"):
+        return value
+    rebound = types.FunctionType(value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__)
+    rebound.__kwdefaults__ = value.__kwdefaults__
+    rebound.__qualname__, rebound.__doc__ = value.__qualname__, value.__doc__
+    rebound.__annotations__ = value.__annotations__
+    rebound.__dict__.update(value.__dict__)
+    return rebound
 
 
 class _ReprOnly:

@@ -26,6 +26,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from . import wire
+from .identity import RemoteInputs
 
 __all__ = ["Runner", "Emit", "VALUE", "ERROR"]
 
@@ -116,7 +117,9 @@ class Runner:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
         emit({"kind": "stage", "stage": "unpack"}, [])
-        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto")
+        memo: dict[int, Any] = {}
+        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto", memo=memo)
+        arrived = RemoteInputs(memo)
         ns = self.shell.user_ns
         ns.clear()
         ns.update(self._baseline)
@@ -143,13 +146,16 @@ class Runner:
         emit({"kind": "stage", "stage": "pack"}, [])
         error = outcome.error_before_exec or outcome.error_in_exec
         outputs = {name: ns[name] for name in self._changed(before, request.get("outputs"))}
+        if request.get("outputs") is None:  # inputs the cell may have changed in place go back as updates
+            outputs.update((name, value) for name, value in inputs.items()
+                           if name not in outputs and ns.get(name, _MISSING) is value and arrived.is_input(value))
         deleted = [name for name in before if name not in ns and name not in self._baseline]
         extra: dict[str, Any] = {}
         if error is None and self.shell.displayhook.value is not None:
             extra[VALUE] = self.shell.displayhook.value
         if error is not None:
             extra[ERROR] = error
-        payload = wire.pack({**outputs, **extra}, lenient=True)
+        payload = wire.pack({**outputs, **extra}, lenient=True, refs=arrived)
         self.shell.displayhook.value = None
         emit(
             {
@@ -181,6 +187,9 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+_MISSING = object()
 
 
 class _Placeholder:

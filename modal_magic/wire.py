@@ -29,11 +29,11 @@ import sys
 import sysconfig
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import cloudpickle
 
-__all__ = ["Payload", "PackError", "UnpackError", "pack", "unpack", "dumps", "loads", "versions"]
+__all__ = ["Payload", "PackError", "UnpackError", "Refs", "pack", "unpack", "dumps", "loads", "versions"]
 
 PROTOCOL = 5
 _MAGIC = b"MMWIRE1\n"
@@ -71,6 +71,8 @@ class Payload:
     """Variables left out (name → reason), when packing was lenient."""
     sizes: dict[str, int] = field(default_factory=dict)
     """Bytes each variable added (shared objects count for the first name that holds them)."""
+    memo: dict[int, Any] = field(default_factory=dict, repr=False)
+    """Sender only, with ``keep_memo``: memo index → object (never sent)."""
     notes: list[str] = field(default_factory=list)
     """One-line notes about values that changed on the way (e.g. detached tensors)."""
 
@@ -125,19 +127,30 @@ def _torch_reducer():
     return tensors.reduce_torch
 
 
-def pack(variables: Mapping[str, Any], *, lenient: bool = False) -> Payload:
+class Refs(Protocol):
+    """Lets the pickler send some objects as references (see ``identity``)."""
+
+    def reset(self) -> None: ...
+
+    def persistent_id(self, obj: Any) -> Any: ...
+
+
+def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | None = None,
+         keep_memo: bool = False) -> Payload:
     """Pickle ``variables`` into a payload.
 
     Strict (inputs): the first variable that cannot be pickled raises
     ``PackError`` naming it. Lenient (outputs): such variables are left out and
-    listed in ``payload.skipped``; the others still go.
+    listed in ``payload.skipped``; the others still go. ``refs`` may replace
+    objects by references; ``keep_memo`` records which object got which memo
+    index (``payload.memo``), so that the receiver's references can be resolved.
     """
     _register_local_modules_by_value()
     skipped: dict[str, str] = {}
     while True:
         todo = {k: v for k, v in variables.items() if k not in skipped}
         try:
-            return _pack_once(todo, skipped)
+            return _pack_once(todo, skipped, refs, keep_memo)
         except _VariableFailed as failed:
             if not lenient:
                 raise PackError(failed.name, failed.reason) from None
@@ -164,10 +177,14 @@ def gc_paused() -> Iterator[None]:
 
 
 @gc_paused()
-def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str]) -> Payload:
+def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs | None,
+               keep_memo: bool) -> Payload:
     stream = io.BytesIO()
     buffers: list[memoryview] = []
     pickler = _Pickler(stream, lambda b: buffers.append(b.raw()))
+    if refs is not None:
+        refs.reset()
+        pickler.persistent_id = refs.persistent_id
     notes: list[str] = []
     sizes: dict[str, int] = {}
     for name, value in variables.items():
@@ -179,8 +196,9 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str]) -> Payload
         sizes[name] = stream.tell() - position + sum(b.nbytes for b in buffers[first_buffer:])
         notes.extend(f"{name}: {note}" for note in dict.fromkeys(pickler.notes))
         pickler.notes.clear()
+    memo = {index: obj for index, obj in pickler.memo.copy().values()} if keep_memo else {}
     return Payload(stream=stream.getvalue(), buffers=buffers, names=list(variables), versions=versions(),
-                   skipped=dict(skipped), sizes=sizes, notes=notes)
+                   skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo)
 
 
 # ---------------------------------------------------------------- unpickling
@@ -208,13 +226,18 @@ class _Unpickler(pickle.Unpickler):
 
 
 @gc_paused()
-def unpack(payload: Payload, *, map_location: str | None = "cpu") -> dict[str, Any]:
+def unpack(payload: Payload, *, map_location: str | None = "cpu",
+           persistent_load: Callable[[Any], Any] | None = None,
+           memo: dict[int, Any] | None = None) -> dict[str, Any]:
     """Rebuild the variables of ``payload``; tensors land on ``map_location`` (cpu|auto|cuda[:n]).
 
     All-or-nothing: an ``UnpackError`` names the first variable that failed and
-    explains a version mismatch when there is one.
+    explains a version mismatch when there is one. ``persistent_load`` resolves
+    the sender's references; ``memo``, if given, is filled with memo index → object.
     """
     unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location)
+    if persistent_load is not None:
+        unpickler.persistent_load = persistent_load
     result: dict[str, Any] = {}
     with _device_choice(map_location), warnings.catch_warnings():
         # torch's own rebuild functions (quantized, legacy blobs) touch TypedStorage and warn about it.
@@ -224,6 +247,8 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu") -> dict[str, A
                 result[name] = unpickler.load()
             except Exception as exc:  # noqa: BLE001 - reported with the variable's name
                 raise UnpackError(name, _explain_load_failure(name, exc, payload.versions)) from exc
+    if memo is not None:
+        memo.update(unpickler.memo.copy())
     return result
 
 

@@ -39,6 +39,7 @@ def binds(src: str) -> set[str]:
         ("match v:\n    case [a, *rest]:\n        a\n    case {'k': w, **kw}:\n        w", {"v"}),
         ("(w := f0())\nw", {"f0"}),
         ("def g():\n    global G\n    G = 1\n    return H\n", {"H"}),
+        ("def g():\n    global G\n    G += 1\n", {"G"}),          # aug-assign of a global reads it
         ("del x", set()),
         ("get_ipython().system('echo hi')", {"get_ipython"}),
     ],

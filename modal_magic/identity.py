@@ -1,0 +1,172 @@
+"""Keep the notebook's own objects across a remote cell: references and in-place updates.
+
+Both ends of a payload number the objects they memoise in the same order, so
+memo index *i* names the same object on either side. The runner remembers
+which of its objects arrived as inputs (and, for tensors and arrays, what they
+looked like on arrival). When it packs the results, such an object travels as
+
+* ``("ref", i)`` — unchanged (or immutable: functions, classes, modules): the
+  notebook uses its own object as it is;
+* ``("upd", i, value)`` — changed, or a container that may have been: ``value``
+  is its new content, and the notebook updates its *own* object in place, so a
+  trained ``model`` is the notebook's model, an optimizer built remotely over
+  ``model.parameters()`` steps the notebook's parameters, and a numpy array
+  sharing a tensor's memory sees the tensor's new values.
+
+Updates are recorded while unpickling and applied only once every value has
+been rebuilt (``LocalObjects.apply``), so a failure leaves nothing half-changed.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import zlib
+from typing import Any
+
+__all__ = ["RemoteInputs", "LocalObjects"]
+
+_ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type, types.MethodType)
+_IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range)
+
+
+def _tracked(obj: Any) -> bool:
+    """Objects whose identity matters: mutable containers, tensors, arrays, instances, callables."""
+    if isinstance(obj, _ALWAYS_REF):
+        return True
+    if isinstance(obj, _IMMUTABLE):
+        return False
+    return isinstance(obj, (list, dict, set, bytearray)) or _is_tensor(obj) or _is_array(obj) or (
+        hasattr(obj, "__dict__") and not _is_storage(obj))
+
+
+def _is_tensor(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.Tensor)
+
+
+def _is_storage(obj: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, (torch.UntypedStorage, torch.storage.TypedStorage))
+
+
+def _is_array(obj: Any) -> bool:
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(obj, numpy.ndarray)
+
+
+def _snapshot(obj: Any) -> Any:
+    """What an input looked like on arrival, for the objects that can say so cheaply."""
+    if _is_tensor(obj):
+        grad = obj.grad if obj.is_leaf else None
+        return (obj._version, obj.data_ptr(), tuple(obj.shape), obj.requires_grad,
+                None if grad is None else (id(grad), grad._version))
+    if _is_array(obj) and obj.dtype != object:
+        return (obj.shape, obj.dtype.str, zlib.crc32(obj.tobytes() if not obj.flags.c_contiguous else obj.data))
+    return None
+
+
+class RemoteInputs:
+    """Runner side: which objects came in, and how to refer to them when results go out."""
+
+    def __init__(self, memo: dict[int, Any]) -> None:
+        self._objects = memo  # keeps every input object alive, so ids stay unique
+        self._index = {id(obj): i for i, obj in memo.items() if _tracked(obj)}
+        self._arrival = {id(obj): _snapshot(obj) for obj in memo.values() if _is_tensor(obj) or _is_array(obj)}
+        self._state: dict[int, str] = {}
+
+    def reset(self) -> None:
+        """Forget what the last packing attempt sent (packing may be retried without a bad variable)."""
+        self._state.clear()
+
+    def is_input(self, obj: Any) -> bool:
+        return id(obj) in self._index
+
+    def persistent_id(self, obj: Any) -> tuple | None:
+        key = id(obj)
+        index = self._index.get(key)
+        if index is None:
+            return None
+        state = self._state.get(key)
+        if state == "pending":  # the object inside its own ("upd", i, obj) entry: pickle it by value
+            self._state[key] = "sent"
+            return None
+        if state == "sent" or isinstance(obj, _ALWAYS_REF) or self._unchanged(obj):
+            return ("ref", index)
+        self._state[key] = "pending"
+        return ("upd", index, obj)
+
+    def _unchanged(self, obj: Any) -> bool:
+        arrival = self._arrival.get(id(obj))
+        return arrival is not None and arrival == _snapshot(obj)
+
+
+class LocalObjects:
+    """Notebook side: resolve references to the notebook's objects; update them in place after unpacking."""
+
+    def __init__(self, memo: dict[int, Any]) -> None:
+        self._objects = memo
+        self._updates: list[tuple[Any, Any]] = []
+        self.notes: list[str] = []
+
+    def persistent_load(self, pid: tuple) -> Any:
+        kind, index, *rest = pid
+        local = self._objects[index]
+        if kind == "ref":
+            return local
+        new = rest[0]
+        if not _updatable(local, new):
+            self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
+                              "it was replaced (other references to the old one do not see the change)")
+            return new
+        self._updates.append((local, new))
+        return local
+
+    def apply(self) -> None:
+        """Copy the new contents into the notebook's objects (innermost first, as they were recorded)."""
+        for local, new in self._updates:
+            _update_in_place(local, new)
+        self._updates.clear()
+
+
+def _updatable(local: Any, new: Any) -> bool:
+    if type(local) is not type(new):
+        return False
+    if _is_array(local):
+        return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
+    if _is_tensor(local):
+        return local.layout == new.layout and not local.is_quantized and not local.is_nested
+    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__")
+
+
+def _update_in_place(local: Any, new: Any) -> None:
+    if _is_tensor(local):
+        _update_tensor(local, new)
+    elif _is_array(local):
+        import numpy
+
+        numpy.copyto(local, new)
+    elif isinstance(local, (list, bytearray)):
+        local[:] = new
+    elif isinstance(local, (dict, set)):
+        local.clear()
+        local.update(new)
+    if hasattr(local, "__dict__") and not _is_tensor(local) and local.__dict__ is not new.__dict__:
+        local.__dict__.clear()
+        local.__dict__.update(new.__dict__)
+
+
+def _update_tensor(local: Any, new: Any) -> None:
+    import torch
+
+    with torch.no_grad():
+        if local.shape == new.shape and local.dtype == new.dtype and local.device == new.device:
+            if local.data_ptr() != new.data_ptr():
+                local.copy_(new)  # the same memory: views and numpy arrays sharing it see the change
+        else:
+            local.data = new.data  # resized or re-typed remotely (`p.data = …`)
+    if local.is_leaf:
+        if local.requires_grad != new.requires_grad:
+            local.requires_grad_(new.requires_grad)
+        if local.grad is not new.grad:
+            local.grad = new.grad
