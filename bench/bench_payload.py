@@ -1,19 +1,26 @@
 """Payloads out and back through %%modal_gpu (local backend) vs plain cloudpickle vs fresh memcpys.
 
-Run: python bench/bench_payload.py [--skip-1g]
-Each case sends `x` to the worker and brings it back as `y` (cell: `y = x`), so
-the data crosses the process boundary twice. Baselines, from the same process:
-plain cloudpickle dumps+loads done twice (out and back), and two fresh memcpys
-(`clone()` twice), the floor for any approach that materialises new memory.
-Extra peak memory is the high-water mark over the RSS before the cell, divided
-by the payload size, for the notebook process and for the worker.
-Targets (DESIGN §8): ≥ 3× plain cloudpickle on big tensors (stretch 5×), extra
-peak ≤ 1.5× payload, ≤ 40 µs per small tensor each way.
+Run: python bench/bench_payload.py [--repeat N] [--skip-1g]
+Two cells per payload `x`, each sending `x` to the worker and bringing data back:
+
+* in place — `t.mul_(1)` on every tensor of `x` (what training does): `x` comes
+  back as an update, copied into the notebook's existing memory;
+* new value — `y = copy.deepcopy(x)`: a fresh copy comes back as `y` (a plain
+  `y = x` would come back as a reference to the notebook's own `x`, moving no
+  data). The worker's deepcopy is part of that time; its cost alone is printed.
+
+Baselines from the same process: plain cloudpickle dumps+loads done twice (out
+and back), and two fresh memcpys (`clone()` twice). Extra peak memory is the
+high-water mark over the RSS before the cell, per payload byte, for the
+notebook process and the worker. Targets (DESIGN §8): ≥ 3× plain cloudpickle
+on big tensors (stretch 5×), extra peak ≤ 1.5× payload, ≤ 40 µs per small
+tensor each way.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import statistics
 import time
@@ -57,29 +64,42 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-def run_case(shell: InteractiveShell, name: str, x, repeat: int, n_small: int = 0) -> None:
-    size = nbytes(x)
-    shell.user_ns["x"] = x
-    shell.run_cell("%%modal_gpu --backend local\ny = x")  # warm: the worker has torch imported
+IN_PLACE = ("%%modal_gpu --backend local\nwith torch.no_grad():\n"
+            "    for t in (x.parameters() if isinstance(x, torch.nn.Module) else x if isinstance(x, list) else [x]):\n"
+            "        t.mul_(1)")
+NEW_VALUE = "%%modal_gpu --backend local\nimport copy\ny = copy.deepcopy(x)"
+
+
+def measure_cell(shell: InteractiveShell, cell: str, size: int, repeat: int) -> tuple[float, float, float]:
+    """(median seconds, extra peak here, extra peak in the worker) for one cell."""
+    assert shell.run_cell(cell).success  # warm (torch imported there), and a first result in place
     shell.user_ns.pop("y", None)
     gc.collect()
     worker = get_backend("local").pid
     here0, there0 = _reset_peak("self"), _reset_peak(worker)
-    assert shell.run_cell("%%modal_gpu --backend local\ny = x").success  # the run whose memory is measured
+    assert shell.run_cell(cell).success  # the run whose memory is measured
     here_peak = (_status("self", "VmHWM") - here0) / size
     there_peak = (_status(worker, "VmHWM") - there0) / size
     shell.user_ns.pop("y", None)
-    magic = median_time(lambda: shell.run_cell("%%modal_gpu --backend local\ny = x"), repeat)
-    shell.user_ns.pop("y", None)
+    return median_time(lambda: shell.run_cell(cell), repeat), here_peak, there_peak
+
+
+def run_case(shell: InteractiveShell, name: str, x, repeat: int, n_small: int = 0) -> None:
+    size = nbytes(x)
+    shell.user_ns["x"] = x
+    shell.user_ns["torch"] = torch
     plain = median_time(lambda: cloudpickle.loads(cloudpickle.dumps(cloudpickle.loads(cloudpickle.dumps(x)))), repeat)
     memcpy = median_time(lambda: (_clone(x), _clone(x)), repeat)
-
-    print(f"{name:34s} {size / 2**20:8.0f} MiB | magic {magic:7.3f} s ({2 * size / magic / 1e9:5.2f} GB/s)"
-          f" | cloudpickle x2 {plain:7.3f} s -> {plain / magic:5.1f}x faster"
-          f" | 2 memcpys {memcpy:6.3f} s | extra peak: notebook {here_peak:4.2f}x, worker {there_peak:4.2f}x")
-    if n_small:
-        print(f"{'':34s} per tensor each way: magic {magic / 2 / n_small * 1e6:6.1f} µs,"
-              f" cloudpickle {plain / 2 / n_small * 1e6:6.1f} µs (target <= 40 µs)")
+    deepcopy = median_time(lambda: copy.deepcopy(x), repeat)
+    print(f"{name} — {size / 2**20:.0f} MiB | baselines: cloudpickle x2 {plain:.3f} s, 2 memcpys {memcpy:.3f} s,"
+          f" deepcopy alone {deepcopy:.3f} s")
+    for label, cell in (("in place (mul_)", IN_PLACE), ("new value (deepcopy)", NEW_VALUE)):
+        seconds, here_peak, there_peak = measure_cell(shell, cell, size, repeat)
+        line = (f"    {label:22s} magic {seconds:7.3f} s ({2 * size / seconds / 1e9:5.2f} GB/s) -> "
+                f"{plain / seconds:5.1f}x cloudpickle | extra peak: notebook {here_peak:4.2f}x, worker {there_peak:4.2f}x")
+        if n_small:
+            line += f" | {seconds / 2 / n_small * 1e6:5.1f} µs per tensor each way (cloudpickle {plain / 2 / n_small * 1e6:5.1f})"
+        print(line)
 
 
 def _clone(x):
@@ -98,7 +118,7 @@ def main() -> None:
     torch.manual_seed(0)
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")
-    print("out and back through %%modal_gpu --backend local (cell: y = x), one process, this machine")
+    print("out and back through %%modal_gpu --backend local, one process, this machine; medians of", args.repeat)
     run_case(shell, "tensor 256 MiB", torch.randn(2**26), args.repeat)
     if not args.skip_1g:
         run_case(shell, "tensor 1 GiB", torch.randn(2**28), args.repeat)

@@ -84,22 +84,33 @@ def run_cell(
 ) -> CellOutcome:
     """Run ``source`` (IPython cell syntax) remotely against ``namespace``, updating it.
 
-    ``hidden`` names are never sent (IPython's own ``In``/``get_ipython``...);
+    ``hidden`` names are never sent (IPython's own ``In``/``get_ipython``...).
     ``header`` is the cell's ``%%`` line: it is kept (as a comment) above the
-    body so that line numbers in errors match the cell the user sees. Raises the cell's own exception, ``SyntaxError`` as compiling
-    would, ``UsageProblem`` for requests that cannot run, and the
-    ``ModalMagicError`` subclasses when the machinery fails.
-    """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-    _check_device(options.device)
+    body so that line numbers in errors match the cell the user sees.
 
-    line_offset = 0 if header is None else 1
-    analysis = _analyze(source, line_offset)
+    Raises the cell's own exception, ``SyntaxError`` as compiling would,
+    ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``
+    subclasses when the machinery fails.
+    """
+    clock = _Stopwatch()
+    names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)
+    request.update(execution_count=execution_count, colors=colors)
+    meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
+    clock.lap("remote")
+    outcome = _finish(meta, buffers, inputs, namespace, options, clock)
+    outcome.sent = names
+    return outcome
+
+
+def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
+             header: str | None, clock: "_Stopwatch") -> tuple[list[str], wire.Payload, dict[str, Any]]:
+    """Analyse the cell and pack what it reads: everything that can fail before anything runs."""
+    _check_device(options.device)
+    analysis = _analyze(source, 0 if header is None else 1)
     names = _input_names(analysis, namespace, options, hidden)
     # A name the cell deletes without reading still has to exist there for `del` to work.
     placeholders = [n for n in analysis.deletes if n in namespace and n not in names]
-    timings["analyse"], clock = time.perf_counter() - clock, time.perf_counter()
+    clock.lap("analyse")
 
     _hold_back_secrets(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
@@ -108,21 +119,20 @@ def run_cell(
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
     _check_size(inputs, options.max_input_bytes)
-    timings["pack"], clock = time.perf_counter() - clock, time.perf_counter()
-
+    clock.lap("pack")
     request = {
         "kind": "run",
         "code": source if header is None else f"# {header}\n{source}",
         "outputs": None if options.outputs is None else list(options.outputs),
         "placeholders": placeholders,
         "env": env,
-        "execution_count": execution_count,
-        "colors": colors,
     }
-    backend = get_backend(options.backend)
-    meta, buffers = backend.run(request, inputs, on_event, timeout=options.timeout)
-    timings["remote"], clock = time.perf_counter() - clock, time.perf_counter()
+    return names, inputs, request
 
+
+def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, namespace: MutableMapping[str, Any],
+            options: CellOptions, clock: "_Stopwatch") -> CellOutcome:
+    """Rebuild everything the runner sent, then (and only then) change the namespace."""
     payload = wire.Payload.from_meta(meta["payload"], buffers)
     ours = LocalObjects(inputs.memo)
     try:
@@ -130,13 +140,13 @@ def run_cell(
     except wire.UnpackError as exc:
         raise ResultsLost(f"the cell ran, but its results could not be rebuilt here — {exc}. "
                           "Nothing was changed in the notebook.") from None
-    timings["unpack"], clock = time.perf_counter() - clock, time.perf_counter()
+    clock.lap("unpack")
 
     error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
     value = values.pop(VALUE, NO_VALUE)
     if value is NO_VALUE and meta.get("value_repr") is not None:
         value = _ReprOnly(meta["value_repr"])
-    outcome = CellOutcome(value=value, sent=list(names), timings=timings)
+    outcome = CellOutcome(value=value, timings=clock.laps)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
                         if name not in (VALUE, ERROR)] + list(payload.notes) + ours.notes
     for warning in outcome.warnings:
@@ -150,10 +160,22 @@ def run_cell(
     for name in meta.get("deleted", ()):
         namespace.pop(name, None)
         outcome.deleted.append(name)
-    timings["inject"] = time.perf_counter() - clock
+    clock.lap("inject")
     if error is not None:
         raise error
     return outcome
+
+
+class _Stopwatch:
+    """Seconds spent per stage, for the outcome (and the progress view)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage], self._last = now - self._last, now
 
 
 def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:

@@ -117,17 +117,27 @@ class Runner:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
         emit({"kind": "stage", "stage": "unpack"}, [])
+        inputs, arrived, before = self._place_inputs(request, buffers)
+        emit({"kind": "stage", "stage": "run"}, [])
+        outcome = self._execute(request, emit)
+        elapsed = time.perf_counter() - started
+        emit({"kind": "stage", "stage": "pack"}, [])
+        meta, payload = self._collect(request, outcome, inputs, arrived, before)
+        emit({**meta, "elapsed": elapsed}, payload.buffers)
+
+    def _place_inputs(self, request: dict[str, Any], buffers: list[Any]) -> tuple[dict, RemoteInputs, dict]:
+        """A fresh namespace holding just the inputs (and placeholders for names only deleted)."""
         memo: dict[int, Any] = {}
         inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto", memo=memo)
-        arrived = RemoteInputs(memo)
         ns = self.shell.user_ns
         ns.clear()
         ns.update(self._baseline)
         ns.update(inputs)
         ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
-        before = dict(ns)
+        return inputs, RemoteInputs(memo), dict(ns)
 
-        emit({"kind": "stage", "stage": "run"}, [])
+    def _execute(self, request: dict[str, Any], emit: Emit) -> Any:
+        """Run the cell through IPython with its output turned into events."""
         self.shell.displayhook.value = None
         self.shell.display_pub.emit = emit
         self.shell.execution_count = request.get("execution_count") or 1
@@ -137,41 +147,36 @@ class Runner:
         sys.stdout, sys.stderr = _Stream("stdout", emit), _Stream("stderr", emit)
         try:
             with _environment(request.get("env") or {}):
-                outcome = self.shell.run_cell(request["code"], store_history=True)
+                return self.shell.run_cell(request["code"], store_history=True)
         finally:
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
-        elapsed = time.perf_counter() - started
 
-        emit({"kind": "stage", "stage": "pack"}, [])
+    def _collect(self, request: dict[str, Any], outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
+                 before: dict[str, Any]) -> tuple[dict[str, Any], wire.Payload]:
+        """What goes back: rebound names, inputs changed in place, deletions, the value or the error."""
+        ns = self.shell.user_ns
         error = outcome.error_before_exec or outcome.error_in_exec
         outputs = {name: ns[name] for name in self._changed(before, request.get("outputs"))}
         if request.get("outputs") is None:  # inputs the cell may have changed in place go back as updates
             outputs.update((name, value) for name, value in inputs.items()
                            if name not in outputs and ns.get(name, _MISSING) is value and arrived.is_input(value))
-        deleted = [name for name in before if name not in ns and name not in self._baseline]
         extra: dict[str, Any] = {}
-        if error is None and self.shell.displayhook.value is not None:
-            extra[VALUE] = self.shell.displayhook.value
         if error is not None:
             extra[ERROR] = error
-        payload = wire.pack({**outputs, **extra}, lenient=True, refs=arrived)
+        elif self.shell.displayhook.value is not None:
+            extra[VALUE] = self.shell.displayhook.value
         self.shell.displayhook.value = None
-        emit(
-            {
-                "kind": "result",
-                "payload": payload.meta(),
-                "deleted": deleted,
-                "error": None if error is None else {
-                    "type": type(error).__name__,
-                    "message": str(error),
-                    "traceback": self._traceback,
-                },
-                "value_repr": _safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
-                "elapsed": elapsed,
-            },
-            payload.buffers,
-        )
+        payload = wire.pack({**outputs, **extra}, lenient=True, refs=arrived)
+        meta = {
+            "kind": "result",
+            "payload": payload.meta(),
+            "deleted": [name for name in before if name not in ns and name not in self._baseline],
+            "error": None if error is None else {
+                "type": type(error).__name__, "message": str(error), "traceback": self._traceback},
+            "value_repr": _safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
+        }
+        return meta, payload
 
 
 @contextlib.contextmanager
