@@ -130,6 +130,7 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
     return names, inputs, request
 
 
+@wire.gc_paused()
 def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, namespace: MutableMapping[str, Any],
             options: CellOptions, clock: "_Stopwatch") -> CellOutcome:
     """Rebuild everything the runner sent, then (and only then) change the namespace."""

@@ -19,24 +19,34 @@ from .wire import gc_paused
 __all__ = ["send", "recv", "ConnectionClosed"]
 
 _LEN = struct.Struct("<Q")
-_SMALL = 1 << 16  # below this, join everything into one write
+_SMALL = 1 << 16  # buffers below this are joined with their neighbours into one write
+_BATCH = 1 << 20  # ...up to this many bytes per write
 
 
 class ConnectionClosed(EOFError):
     """The other end went away (the worker died, or the notebook did)."""
 
 
+@gc_paused()
 def send(sock: socket.socket, meta: dict[str, Any], buffers: Sequence[Any] = ()) -> None:
-    """Send ``meta`` and ``buffers`` (anything exposing the buffer protocol)."""
-    views = [memoryview(b).cast("B") for b in buffers]
+    """Send ``meta`` and ``buffers`` (anything exposing the buffer protocol, C-contiguous)."""
+    views = [memoryview(b) for b in buffers]
     body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
-    head = _LEN.pack(len(body)) + body
-    if sum(v.nbytes for v in views) < _SMALL:
-        sock.sendall(b"".join([head, *views]))
-        return
-    sock.sendall(head)
-    for view in views:
-        sock.sendall(view)
+    batch: list[Any] = [_LEN.pack(len(body)), body]
+    batched = len(body)
+    for view in views:  # small buffers go out joined (one syscall), big ones as they are (no copy)
+        if view.nbytes >= _SMALL:
+            sock.sendall(b"".join(batch))
+            batch, batched = [], 0
+            sock.sendall(view)
+        else:
+            batch.append(view)
+            batched += view.nbytes
+            if batched >= _BATCH:
+                sock.sendall(b"".join(batch))
+                batch, batched = [], 0
+    if batch:
+        sock.sendall(b"".join(batch))
 
 
 def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
@@ -49,7 +59,7 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
 
 def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:
     buf = _allocate(nbytes)
-    _recv_into(sock, memoryview(buf).cast("B"))
+    _recv_into(sock, memoryview(buf))
     return buf
 
 

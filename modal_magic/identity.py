@@ -27,43 +27,33 @@ from typing import Any
 __all__ = ["RemoteInputs", "LocalObjects"]
 
 _ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type, types.MethodType)
-_IMMUTABLE = (str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range)
+_IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range})
 
 
-def _tracked(obj: Any) -> bool:
-    """Objects whose identity matters: mutable containers, tensors, arrays, instances, callables."""
-    if isinstance(obj, _ALWAYS_REF):
-        return True
-    if isinstance(obj, _IMMUTABLE):
-        return False
-    return isinstance(obj, (list, dict, set, bytearray)) or _is_tensor(obj) or _is_array(obj) or (
-        hasattr(obj, "__dict__") and not _is_storage(obj))
-
-
-def _is_tensor(obj: Any) -> bool:
+def _tensor_type() -> type | tuple:
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.Tensor)
+    return torch.Tensor if torch is not None else ()
 
 
-def _is_storage(obj: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, (torch.UntypedStorage, torch.storage.TypedStorage))
-
-
-def _is_array(obj: Any) -> bool:
+def _array_type() -> type | tuple:
     numpy = sys.modules.get("numpy")
-    return numpy is not None and isinstance(obj, numpy.ndarray)
+    return numpy.ndarray if numpy is not None else ()
+
+
+def _storage_types() -> tuple:
+    torch = sys.modules.get("torch")
+    return (torch.UntypedStorage, torch.storage.TypedStorage) if torch is not None else ()
 
 
 def _snapshot(obj: Any) -> Any:
-    """What an input looked like on arrival, for the objects that can say so cheaply."""
-    if _is_tensor(obj):
+    """What a tensor or array looked like on arrival (tensors: their version counter)."""
+    if isinstance(obj, _tensor_type()):
         grad = obj.grad if obj.is_leaf else None
         return (obj._version, obj.data_ptr(), tuple(obj.shape), obj.requires_grad,
                 None if grad is None else (id(grad), grad._version))
-    if _is_array(obj) and obj.dtype != object:
-        return (obj.shape, obj.dtype.str, zlib.crc32(obj.tobytes() if not obj.flags.c_contiguous else obj.data))
-    return None
+    if obj.dtype == object:
+        return None  # an object array can change without its bytes changing
+    return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
 
 
 class RemoteInputs:
@@ -71,8 +61,18 @@ class RemoteInputs:
 
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo  # keeps every input object alive, so ids stay unique
-        self._index = {id(obj): i for i, obj in memo.items() if _tracked(obj)}
-        self._arrival = {id(obj): _snapshot(obj) for obj in memo.values() if _is_tensor(obj) or _is_array(obj)}
+        measurable = (_tensor_type(), _array_type())
+        storages = _storage_types()
+        self._index: dict[int, int] = {}
+        self._arrival: dict[int, Any] = {}
+        for index, obj in memo.items():
+            if type(obj) in _IMMUTABLE or isinstance(obj, storages):
+                continue
+            if isinstance(obj, measurable):
+                self._arrival[id(obj)] = _snapshot(obj)
+            elif not (isinstance(obj, (list, dict, set, bytearray, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+                continue
+            self._index[id(obj)] = index
         self._state: dict[int, str] = {}
 
     def reset(self) -> None:
@@ -83,10 +83,10 @@ class RemoteInputs:
         return id(obj) in self._index
 
     def persistent_id(self, obj: Any) -> tuple | None:
-        key = id(obj)
-        index = self._index.get(key)
-        if index is None:
+        index = self._index.get(id(obj))
+        if index is None:  # the common case, called for every object pickled: keep it short
             return None
+        key = id(obj)
         state = self._state.get(key)
         if state == "pending":  # the object inside its own ("upd", i, obj) entry: pickle it by value
             self._state[key] = "sent"
@@ -127,6 +127,14 @@ class LocalObjects:
         for local, new in self._updates:
             _update_in_place(local, new)
         self._updates.clear()
+
+
+def _is_tensor(obj: Any) -> bool:
+    return isinstance(obj, _tensor_type())
+
+
+def _is_array(obj: Any) -> bool:
+    return isinstance(obj, _array_type())
 
 
 def _updatable(local: Any, new: Any) -> bool:

@@ -125,6 +125,7 @@ class Runner:
         meta, payload = self._collect(request, outcome, inputs, arrived, before)
         emit({**meta, "elapsed": elapsed}, payload.buffers)
 
+    @wire.gc_paused()
     def _place_inputs(self, request: dict[str, Any], buffers: list[Any]) -> tuple[dict, RemoteInputs, dict]:
         """A fresh namespace holding just the inputs (and placeholders for names only deleted)."""
         memo: dict[int, Any] = {}
@@ -152,6 +153,7 @@ class Runner:
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
 
+    @wire.gc_paused()
     def _collect(self, request: dict[str, Any], outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
                  before: dict[str, Any]) -> tuple[dict[str, Any], wire.Payload]:
         """What goes back: rebound names, inputs changed in place, deletions, the value or the error."""
