@@ -34,7 +34,8 @@ class CellAnalysis:
     binds: tuple[str, ...]
     """Names the cell binds at module level (including ``global`` in functions)."""
     deletes: tuple[str, ...]
-    """Names the cell ``del``s at module level."""
+    """Names the cell may ``del`` at module level (even if it binds them again later:
+    the rebinding may not run)."""
     ends_with_expression: bool
     """Whether the last statement is an expression whose value a cell would show."""
     builtins_read: tuple[str, ...] = field(default=())
@@ -55,7 +56,7 @@ def analyze(source: str) -> CellAnalysis:
     return CellAnalysis(
         reads=reads,
         binds=tuple(dict.fromkeys(visitor.binds)),
-        deletes=tuple(n for n in dict.fromkeys(visitor.deletes) if n not in visitor.rebound_after_delete),
+        deletes=tuple(dict.fromkeys(visitor.deletes)),
         ends_with_expression=bool(tree.body) and isinstance(tree.body[-1], ast.Expr),
         builtins_read=tuple(n for n in reads if n in _BUILTINS),
     )
@@ -86,7 +87,6 @@ class _ModuleScope(ast.NodeVisitor):
         self.reads: list[str] = []
         self.binds: list[str] = []
         self.deletes: list[str] = []
-        self.rebound_after_delete: set[str] = set()
         self._bound: set[str] = set()  # bound on every path so far
 
     # -- helpers -------------------------------------------------------
@@ -96,8 +96,6 @@ class _ModuleScope(ast.NodeVisitor):
 
     def _bind(self, name: str, *, certain: bool = True) -> None:
         self.binds.append(name)
-        if name in self.deletes:
-            self.rebound_after_delete.add(name)
         if certain:
             self._bound.add(name)
 
@@ -112,10 +110,19 @@ class _ModuleScope(ast.NodeVisitor):
 
     def _uncertain_block(self, stmts: list[ast.stmt]) -> None:
         """Statements that may not run (branches, loop bodies, handlers)."""
-        saved = set(self._bound)
+        mark = self._mark()
         for stmt in stmts:
             self.visit(stmt)
-        self._bound = saved
+        self._restore(mark)
+
+    def _mark(self) -> tuple[set[str], int]:
+        return set(self._bound), len(self.deletes)
+
+    def _restore(self, mark: tuple[set[str], int]) -> None:
+        """Forget bindings made on a path that may not run — but not deletions: a name
+        deleted on any path may be unbound afterwards, so a later read is an input."""
+        saved, deletes_before = mark
+        self._bound = saved - set(self.deletes[deletes_before:])
 
     # -- statements ----------------------------------------------------
     def visit_Name(self, node: ast.Name) -> None:
@@ -125,7 +132,6 @@ class _ModuleScope(ast.NodeVisitor):
             self._bind(node.id)
         elif isinstance(node.ctx, ast.Del):
             self.deletes.append(node.id)
-            self.rebound_after_delete.discard(node.id)
             self._bound.discard(node.id)
 
     def visit_Assign(self, node: ast.Assign) -> None:
@@ -202,11 +208,11 @@ class _ModuleScope(ast.NodeVisitor):
 
     def visit_For(self, node: ast.For | ast.AsyncFor) -> None:
         self.visit(node.iter)
-        saved = set(self._bound)
+        mark = self._mark()
         self.visit(node.target)
         for stmt in node.body:
             self.visit(stmt)
-        self._bound = saved
+        self._restore(mark)
         self._uncertain_block(node.orelse)
 
     visit_AsyncFor = visit_For
@@ -236,12 +242,12 @@ class _ModuleScope(ast.NodeVisitor):
         for handler in node.handlers:
             if handler.type is not None:
                 self.visit(handler.type)
-            saved = set(self._bound)
+            mark = self._mark()
             if handler.name:
                 self._bind(handler.name)
             for stmt in handler.body:
                 self.visit(stmt)
-            self._bound = saved
+            self._restore(mark)
         self._uncertain_block(node.orelse)
         for stmt in node.finalbody:
             self.visit(stmt)
@@ -251,13 +257,13 @@ class _ModuleScope(ast.NodeVisitor):
     def visit_Match(self, node: ast.AST) -> None:
         self.visit(node.subject)  # type: ignore[attr-defined]
         for case in node.cases:  # type: ignore[attr-defined]
-            saved = set(self._bound)
+            mark = self._mark()
             self.visit(case.pattern)
             if case.guard is not None:
                 self.visit(case.guard)
             for stmt in case.body:
                 self.visit(stmt)
-            self._bound = saved
+            self._restore(mark)
 
     def visit_MatchAs(self, node: ast.AST) -> None:
         if node.pattern is not None:  # type: ignore[attr-defined]

@@ -29,7 +29,7 @@ from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_tracebac
 from .identity import LocalObjects
 from .output import show_event
 from .secrets import credential_reason
-from .runner import ERROR, VALUE
+from .runner import ERROR, INPUTS, VALUE
 
 __all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
 
@@ -143,19 +143,22 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
                           "Nothing was changed in the notebook.") from None
     clock.lap("unpack")
 
+    values.pop(INPUTS, None)  # only there to carry in-place updates, applied below
     error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
     value = values.pop(VALUE, NO_VALUE)
     if value is NO_VALUE and meta.get("value_repr") is not None:
         value = _ReprOnly(meta["value_repr"])
     outcome = CellOutcome(value=value, timings=clock.laps)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                        if name not in (VALUE, ERROR)] + list(payload.notes) + ours.notes
+                        if name not in (VALUE, ERROR, INPUTS)] + list(payload.notes) + ours.notes
     for warning in outcome.warnings:
         print(f"modal_gpu: {warning}", file=sys.stderr)
 
     ours.apply()
     if isinstance(namespace, dict):
-        values = {name: _with_globals(value, namespace) for name, value in values.items()}
+        rebound: dict[int, Any] = {}  # one new function per function, so `a = f` keeps a is f
+        values = {name: rebound.setdefault(id(value), _with_globals(value, namespace))
+                  for name, value in values.items()}
     namespace.update(values)
     outcome.injected = list(values)
     for name in meta.get("deleted", ()):

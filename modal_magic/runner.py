@@ -28,28 +28,42 @@ from traitlets.config import Config
 from . import wire
 from .identity import RemoteInputs
 
-__all__ = ["Runner", "Emit", "VALUE", "ERROR"]
+__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS"]
 
 Emit = Callable[[dict[str, Any], list[Any]], None]
 """Send one event: ``emit(meta, buffers)``."""
 
 VALUE = "<value>"  # payload slot of the last expression's value (not a valid identifier)
 ERROR = "<error>"  # payload slot of the exception the cell raised
+INPUTS = "<inputs>"  # payload slot carrying the inputs back, so in-place changes reach the notebook
 
 
 class _Stream(io.TextIOBase):
-    """sys.stdout/sys.stderr replacement that turns each write into a ``stream`` event."""
+    """sys.stdout/sys.stderr replacement that turns writes into ``stream`` events.
+
+    Line-buffered: a ``print`` is one event, not one per argument; ``\r``
+    (progress bars) and explicit flushes send at once, and every other event
+    flushes first, so the order of output is kept.
+    """
 
     def __init__(self, name: str, emit: Emit) -> None:
         self.name, self._emit = name, emit
+        self._pending: list[str] = []
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
         if text:
-            self._emit({"kind": "stream", "name": self.name, "text": text}, [])
+            self._pending.append(text)
+            if "\n" in text or "\r" in text:
+                self.flush()
         return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            text, self._pending = "".join(self._pending), []
+            self._emit({"kind": "stream", "name": self.name, "text": text}, [])
 
     def isatty(self) -> bool:
         return False
@@ -140,16 +154,25 @@ class Runner:
     def _execute(self, request: dict[str, Any], emit: Emit) -> Any:
         """Run the cell through IPython with its output turned into events."""
         self.shell.displayhook.value = None
-        self.shell.display_pub.emit = emit
         self.shell.execution_count = request.get("execution_count") or 1
         self._set_colors(request.get("colors", "NoColor"))
         self._traceback = []
         saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Stream("stdout", emit), _Stream("stderr", emit)
+        streams = _Stream("stdout", emit), _Stream("stderr", emit)
+
+        def emit_in_order(meta: dict[str, Any], buffers: list[Any]) -> None:
+            for stream in streams:
+                stream.flush()
+            emit(meta, buffers)
+
+        self.shell.display_pub.emit = emit_in_order
+        sys.stdout, sys.stderr = streams
         try:
             with _environment(request.get("env") or {}):
                 return self.shell.run_cell(request["code"], store_history=True)
         finally:
+            for stream in streams:
+                stream.flush()
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
 
@@ -160,10 +183,9 @@ class Runner:
         ns = self.shell.user_ns
         error = outcome.error_before_exec or outcome.error_in_exec
         outputs = {name: ns[name] for name in self._changed(before, request.get("outputs"))}
-        if request.get("outputs") is None:  # inputs the cell may have changed in place go back as updates
-            outputs.update((name, value) for name, value in inputs.items()
-                           if name not in outputs and ns.get(name, _MISSING) is value and arrived.is_input(value))
-        extra: dict[str, Any] = {}
+        # Every mutable input goes back (as an update, or a reference when unchanged), whatever became
+        # of its name: `a.append(1); a = []` must still change the list other notebook names hold.
+        extra: dict[str, Any] = {INPUTS: [value for value in inputs.values() if arrived.is_input(value)]}
         if error is not None:
             extra[ERROR] = error
         elif self.shell.displayhook.value is not None:
@@ -194,9 +216,6 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-_MISSING = object()
 
 
 class _Placeholder:

@@ -47,7 +47,7 @@ class PackError(TypeError):
         self.reason = reason
         super().__init__(
             f"variable {name!r} cannot be sent: {type(reason).__name__}: {reason}. "
-            f"Leave it out of the cell (or restrict inputs with --in), or make it picklable."
+            "Leave it out of the cell, or make it picklable."
         )
 
 

@@ -1,0 +1,48 @@
+"""What the cell prints and displays arrives here in order, while it runs."""
+
+from __future__ import annotations
+
+import time
+
+from modal_magic import run_cell
+
+from .conftest import run
+
+
+def test_output_events_keep_their_order_and_prints_are_whole_lines() -> None:
+    events: list[dict] = []
+    body = ("print('one', 2)\nfrom IPython.display import display, HTML\ndisplay(HTML('<b>x</b>'))\n"
+            "import sys\nprint('oops', file=sys.stderr)\nprint('three')")
+    run_cell(body, {}, on_event=events.append)
+    shown = [(e["kind"], e.get("text") or e.get("data", {}).get("text/html"))
+             for e in events if e["kind"] in ("stream", "display")]
+    assert shown == [("stream", "one 2\n"), ("display", "<b>x</b>"), ("stream", "oops\n"), ("stream", "three\n")]
+
+
+def test_output_streams_live() -> None:
+    arrivals: list[tuple[float, str]] = []
+
+    def on_event(event: dict) -> None:
+        if event["kind"] == "stream":
+            arrivals.append((time.monotonic(), event["text"]))
+
+    run_cell("print('early')\nimport time\ntime.sleep(2)\nprint('late')", {}, on_event=on_event)
+    ended = time.monotonic()
+    early = next(t for t, text in arrivals if "early" in text)
+    assert ended - early >= 1.5
+
+
+def test_carriage_return_progress_is_sent_as_written(shell, capsys) -> None:
+    run(shell, "%%modal_gpu\nimport sys\nfor i in range(3):\n    sys.stdout.write(f'\\rstep {i}')\nprint()")
+    assert capsys.readouterr().out == "\rstep 0\rstep 1\rstep 2\n"
+
+
+def test_rich_display_reaches_the_notebook(shell) -> None:
+    published = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append(data)
+    try:
+        assert run(shell, "%%modal_gpu\nfrom IPython.display import display, HTML\ndisplay(HTML('<i>hi</i>'))").success
+    finally:
+        shell.display_pub.publish = original
+    assert published and published[0]["text/html"] == "<i>hi</i>"
