@@ -28,6 +28,7 @@ from .backends import get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .identity import LocalObjects
 from .output import show_event
+from .progress import format_bytes
 from .secrets import credential_reason
 from .runner import ERROR, INPUTS, VALUE
 
@@ -93,12 +94,23 @@ def run_cell(
     subclasses when the machinery fails.
     """
     clock = _Stopwatch()
+    on_event({"kind": "stage", "stage": "analyse"})
     names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)
+    on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors)
-    meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
-    clock.lap("remote")
-    outcome = _finish(meta, buffers, inputs, namespace, options, clock)
+    try:
+        meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
+        clock.lap("remote")
+        on_event({"kind": "stage", "stage": "unpack", "bytes": sum(memoryview(b).nbytes for b in buffers)})
+        outcome = _finish(meta, buffers, inputs, namespace, options, clock)
+    except BaseException as exc:  # the view shows how it ended; the exception goes on
+        on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200], "timings": clock.laps})
+        raise
     outcome.sent = names
+    on_event({"kind": "done", "ok": True, "timings": clock.laps,
+              "injected": [describe_value(name, namespace[name]) for name in outcome.injected
+                           if name in namespace and not name.startswith("_")],
+              "deleted": outcome.deleted})
     return outcome
 
 
@@ -170,6 +182,17 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     return outcome
 
 
+def describe_value(name: str, value: Any) -> str:
+    """'y: Tensor[4096, 4096] float32 cpu' — what the summary shows for an injected name."""
+    kind = type(value).__name__
+    shape, dtype, device = getattr(value, "shape", None), getattr(value, "dtype", None), getattr(value, "device", None)
+    if shape is not None and dtype is not None:
+        dims = ", ".join(map(str, tuple(shape)))
+        where = f" {device}" if device is not None else ""
+        return f"{name}: {kind}[{dims}] {str(dtype).replace('torch.', '')}{where}"
+    return f"{name}: {kind}"
+
+
 class _Stopwatch:
     """Seconds spent per stage, for the outcome (and the progress view)."""
 
@@ -206,15 +229,6 @@ def _check_size(inputs: wire.Payload, limit: int | None) -> None:
     raise UsageProblem(f"the inputs come to {format_bytes(inputs.nbytes)}, over the limit of {format_bytes(limit)}: "
                        f"{listed}. Nothing was sent. Raise the limit with --max-input SIZE (e.g. 20GB), "
                        "or leave the big variables out of the cell.")
-
-
-def format_bytes(n: float) -> str:
-    """1536 → '1.5 KiB'."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError  # pragma: no cover
 
 
 def _check_device(device: str) -> None:

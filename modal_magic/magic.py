@@ -12,6 +12,8 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from . import driver
 from .backends import CHOICES
 from .errors import UsageProblem
+from .output import show_event
+from .progress import make_view
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -86,8 +88,14 @@ class ModalMagics(Magics):
                                      env=args.env, max_input_bytes=args.max_input)
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
+        view = make_view(args.quiet)
+
+        def on_event(event: dict[str, Any]) -> None:
+            view(event)
+            show_event(event)
+
         try:
-            outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden,
+            outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden, on_event=on_event,
                                       execution_count=shell.execution_count,
                                       colors=str(shell.colors),
                                       header=f"%%modal_gpu {line}".rstrip())

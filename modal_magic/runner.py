@@ -104,8 +104,24 @@ class Runner:
                                                display_pub_class=_EventPublisher)
         self.shell.system = self.shell.system_piped  # `!cmd` output through sys.stdout, as in Jupyter
         self.shell._showtraceback = self._record_traceback  # type: ignore[method-assign]
+        self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)
         self._traceback: list[str] = []
+
+    def _show_figures(self) -> None:
+        """Figures the cell left open are shown as PNGs and closed, as the inline backend does."""
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None or not pyplot.get_fignums():
+            return
+        import base64
+
+        from IPython.core.pylabtools import print_figure
+
+        for number in pyplot.get_fignums():
+            figure = pyplot.figure(number)
+            png = base64.b64encode(print_figure(figure, "png")).decode("ascii")
+            self.shell.display_pub.publish({"image/png": png, "text/plain": repr(figure)})
+        pyplot.close("all")
 
     def _record_traceback(self, etype: type, evalue: BaseException, stb: list[str]) -> None:
         self._traceback = list(stb)
@@ -130,12 +146,11 @@ class Runner:
     def run(self, request: dict[str, Any], buffers: list[Any], emit: Emit) -> None:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
-        emit({"kind": "stage", "stage": "unpack"}, [])
         inputs, arrived, before = self._place_inputs(request, buffers)
         emit({"kind": "stage", "stage": "run"}, [])
         outcome = self._execute(request, emit)
         elapsed = time.perf_counter() - started
-        emit({"kind": "stage", "stage": "pack"}, [])
+        emit({"kind": "stage", "stage": "download"}, [])
         meta, payload = self._collect(request, outcome, inputs, arrived, before)
         emit({**meta, "elapsed": elapsed}, payload.buffers)
 

@@ -33,7 +33,7 @@ def test_output_streams_live() -> None:
 
 
 def test_carriage_return_progress_is_sent_as_written(shell, capsys) -> None:
-    run(shell, "%%modal_gpu\nimport sys\nfor i in range(3):\n    sys.stdout.write(f'\\rstep {i}')\nprint()")
+    run(shell, "%%modal_gpu --quiet\nimport sys\nfor i in range(3):\n    sys.stdout.write(f'\\rstep {i}')\nprint()")
     assert capsys.readouterr().out == "\rstep 0\rstep 1\rstep 2\n"
 
 
@@ -46,3 +46,37 @@ def test_rich_display_reaches_the_notebook(shell) -> None:
     finally:
         shell.display_pub.publish = original
     assert published and published[0]["text/html"] == "<i>hi</i>"
+
+
+def test_matplotlib_figures_come_back_as_png(shell) -> None:
+    published = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append(data)
+    try:
+        assert run(shell, "%%modal_gpu --quiet\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])").success
+    finally:
+        shell.display_pub.publish = original
+    png = [d for d in published if "image/png" in d]
+    assert len(png) == 1
+    import base64
+
+    assert base64.b64decode(png[0]["image/png"]).startswith(b"\x89PNG")
+
+
+def test_text_view_summary_in_a_terminal_shell(shell, capsys) -> None:
+    shell.user_ns["x"] = [1, 2, 3]
+    assert run(shell, "%%modal_gpu\ny = len(x)").success
+    out = capsys.readouterr().out
+    assert "modal_gpu: done in" in out and "on local worker (pid" in out
+    assert "sent: x (" in out and "came back: y: int" in out
+    assert "\x1b[" not in out and "{" not in out           # plain lines: no ANSI, no JSON
+
+
+def test_quiet_shows_only_the_cells_own_output(shell, capsys) -> None:
+    assert run(shell, "%%modal_gpu --quiet\nprint('just this')").success
+    assert capsys.readouterr().out == "just this\n"
+
+
+def test_usage_error_shows_no_progress(shell, capsys) -> None:
+    run(shell, "%%modal_gpu --in missing_name\nx = 1")
+    assert "modal_gpu: " not in capsys.readouterr().out

@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .. import frames, wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
@@ -85,6 +85,7 @@ class LocalBackend(Backend):
         # torch's CPU allocator asks for transparent huge pages: fresh tensors (received
         # inputs, the cell's results) fault in ~2x faster (reference/torch_serialization.md §4).
         env["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "1")
+        env["MPLBACKEND"] = "Agg"  # headless, as a container is: figures come back as PNGs
         return env
 
     def close(self) -> None:
@@ -100,7 +101,10 @@ class LocalBackend(Backend):
     # ----------------------------------------------------------------- a cell
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
             *, timeout: float | None = None) -> ResultFrame:
+        warm = self.pid is not None
+        on_event({"kind": "stage", "stage": "start", "where": "local worker", "warm": warm})
         sock = self._ensure_worker()
+        on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": f"local worker (pid {self.pid})"})
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
@@ -111,7 +115,7 @@ class LocalBackend(Backend):
             raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started") from None
         while True:
             try:
-                self._wait_readable(sock, deadline)
+                self._wait_readable(sock, deadline, lambda: on_event({"kind": "tick"}))
             except KeyboardInterrupt:
                 self._interrupt()
                 raise
@@ -159,7 +163,8 @@ class LocalBackend(Backend):
             self._sock = None
 
     @staticmethod
-    def _wait_readable(sock: socket.socket, deadline: float | None) -> None:
+    def _wait_readable(sock: socket.socket, deadline: float | None,
+                       tick: Callable[[], None] | None = None) -> None:
         """Block until a frame starts arriving; interrupts here leave the stream aligned.
 
         Waits in short slices: a kernel interrupt that arrives as a pending
@@ -173,6 +178,8 @@ class LocalBackend(Backend):
             ready, _, _ = select.select([sock], [], [], wait)
             if ready:
                 return
+            if tick is not None:
+                tick()  # lets a progress view show the time going by
 
     def _interrupt(self) -> None:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it."""
