@@ -1,15 +1,19 @@
-"""Warm-cell overhead: `y = x * 2` through %%modal_gpu (local backend) vs plain vs ipyparallel.
+"""Cell overhead: `y = x * 2` through %%modal_gpu (local backend) vs plain vs ipyparallel; cold start.
 
 Run: python bench/bench_warm_cell.py [--repeat N]
-Prints the median wall time of each, side by side, from one process. Target
-(DESIGN §8): ≤ 10 ms of overhead per warm cell over the plain cell;
-ipyparallel's push + execute + pull with one local engine is the peer to beat.
+Prints, side by side from one process: the median wall time of a warm cell
+through the magic, the same cell run plainly, and ipyparallel's push + execute
++ pull with one local engine (targets, DESIGN §8: ≤ 10 ms overhead; ipyparallel
+the peer to beat); then the first cell with a cold worker that receives a
+tensor, vs `python -c "import torch, IPython"` (target ≤ 1.3×).
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -32,13 +36,33 @@ def bench_magic(repeat: int) -> tuple[float, float]:
     shell.user_ns["x"] = np.arange(100.0)
 
     def via_magic() -> None:
-        result = shell.run_cell("%%modal_gpu --backend local\ny = x * 2")
+        result = shell.run_cell("%%modal_gpu --backend local --quiet\ny = x * 2")
         assert result.success and shell.user_ns["y"][1] == 2.0
 
     def plain() -> None:
         assert shell.run_cell("y = x * 2").success
 
     return median_ms(via_magic, repeat), median_ms(plain, repeat)
+
+
+def bench_cold_start(repeat: int) -> tuple[float, float]:
+    """(first cell with a fresh worker, `python -c "import torch, IPython"`), medians in seconds."""
+    from modal_magic.backends import get_backend
+
+    shell = InteractiveShell.instance()
+    shell.user_ns["t"] = __import__("torch").ones(3)
+    cold = []
+    for _ in range(repeat):
+        get_backend("local").close()
+        start = time.perf_counter()
+        assert shell.run_cell("%%modal_gpu --backend local --quiet\nu = t * 2").success
+        cold.append(time.perf_counter() - start)
+    baseline = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import torch, IPython"], check=True)
+        baseline.append(time.perf_counter() - start)
+    return statistics.median(cold), statistics.median(baseline)
 
 
 def bench_ipyparallel(repeat: int) -> float | None:
@@ -73,6 +97,9 @@ def main() -> None:
     print(f"warm cell `y = x * 2`, median of {args.repeat}:")
     print(f"  plain cell (baseline)            {plain:8.2f} ms")
     print(f"  %%modal_gpu --backend local      {magic:8.2f} ms   overhead {magic - plain:6.2f} ms (target <= 10 ms)")
+    cold, imports = bench_cold_start(5)
+    print(f"first cell, cold worker (median of 5)  {cold:6.2f} s   "
+          f"python -c 'import torch, IPython' {imports:5.2f} s   ratio {cold / imports:.2f}x (target <= 1.3x)")
     if ipp_ms is None:
         print("  ipyparallel push+execute+pull    (ipyparallel not installed)")
     else:

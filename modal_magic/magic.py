@@ -8,6 +8,7 @@ from typing import Any
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from traitlets import Float, Unicode
 
 from . import driver
 from .backends import CHOICES
@@ -47,24 +48,33 @@ def _size(text: str) -> int:
 
 @magics_class
 class ModalMagics(Magics):
-    """Run cells on a GPU container (or a local worker) as if they ran here."""
+    """Run cells on a GPU container (or a local worker) as if they ran here.
+
+    Session defaults are traitlets, set with ``%config ModalMagics.timeout = 600``
+    or in ``ipython_config.py`` (``c.ModalMagics.timeout = 600``); flags win.
+    """
+
+    backend = Unicode("auto", help="default for --backend").tag(config=True)
+    device = Unicode("cpu", help="default for --device").tag(config=True)
+    timeout = Float(None, allow_none=True, help="default for --timeout, in seconds").tag(config=True)
+    max_input = Unicode("4GiB", help="default for --max-input").tag(config=True)
 
     @magic_arguments()
-    @argument("--backend", choices=CHOICES, default="auto",
+    @argument("--backend", choices=CHOICES, default=None,
               help="where the cell runs: 'modal' (a GPU container), 'local' (a worker process "
                    "on this machine) or 'auto' (Modal when configured, else local). Default: auto.")
     @argument("--in", dest="inputs", type=_names, default=(), metavar="NAMES",
               help="comma-separated names to send in addition to the ones the cell is seen to read")
     @argument("--out", dest="outputs", type=_names, default=None, metavar="NAMES",
               help="comma-separated names to bring back; by default every name the cell binds")
-    @argument("--device", choices=("cpu", "auto", "cuda"), default="cpu",
+    @argument("--device", choices=("cpu", "auto", "cuda"), default=None,
               help="where returned tensors land here: 'cpu' (default), 'auto' (CUDA if this "
                    "machine has it) or 'cuda'")
     @argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
               help="stop the cell after this many seconds")
     @argument("--env", type=_names, default=(), metavar="NAMES",
               help="environment variables to set for the cell there (none are forwarded otherwise)")
-    @argument("--max-input", type=_size, default=driver.DEFAULT_MAX_INPUT, metavar="SIZE",
+    @argument("--max-input", type=_size, default=None, metavar="SIZE",
               help="refuse to send more than this much data (default 4GiB), e.g. 20GB")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
     @cell_magic
@@ -83,9 +93,10 @@ class ModalMagics(Magics):
             y = model(x.cuda())
         """
         args = parse_argstring(self.modal_gpu, line)
-        options = driver.CellOptions(backend=args.backend, inputs=args.inputs, outputs=args.outputs,
-                                     device=args.device, timeout=args.timeout, quiet=args.quiet,
-                                     env=args.env, max_input_bytes=args.max_input)
+        options = driver.CellOptions(
+            backend=args.backend or self.backend, inputs=args.inputs, outputs=args.outputs,
+            device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
+            env=args.env, max_input_bytes=args.max_input or _size(self.max_input))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         view = make_view(args.quiet)

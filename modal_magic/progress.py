@@ -134,7 +134,7 @@ class WidgetView:
         self.bar = widgets.FloatProgress(value=0, min=0, max=len(STAGES), bar_style="info",
                                          layout=widgets.Layout(width="160px"))
         self.details = widgets.HTML(value="")
-        self.box = widgets.VBox([widgets.HBox([self.bar, self.label]), self.details])
+        self.box = widgets.HBox([self.bar, self.label, self.details])
         self._handle = display(self._bundle(), raw=True, display_id=True)
 
     def _bundle(self) -> dict[str, Any]:
@@ -152,10 +152,13 @@ class WidgetView:
         if progress.stage in STAGES:
             self.bar.value = STAGES.index(progress.stage) + (1 if progress.done else 0.5)
         self.label.value = html.escape(progress.headline())
-        if progress.done:
+        if progress.done:  # collapse to one line; the summary opens under it
             self.bar.value = len(STAGES)
             self.bar.bar_style = "success" if progress.ok else "danger"
-            self.details.value = "<br>".join(html.escape(line) for line in progress.summary_lines()[1:])
+            lines = progress.summary_lines()
+            self.label.value = ""
+            self.details.value = (f"<details><summary>{html.escape(lines[0])}</summary>"
+                                  + "<br>".join(html.escape(line) for line in lines[1:]) + "</details>")
             self._handle.update(self._bundle(), raw=True)  # the text fallback shows the summary too
 
 

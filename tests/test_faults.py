@@ -180,3 +180,15 @@ def test_worker_environment_is_scrubbed(monkeypatch) -> None:
         backend.close()
     assert "AWS_SECRET_ACCESS_KEY" not in env and "PATH" in env
     assert os.getcwd() in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_session_default_timeout_is_enforced_and_flags_win(shell) -> None:
+    shell.run_line_magic("config", "ModalMagics.timeout = 1.0")
+    try:
+        started = time.monotonic()
+        result = run(shell, "%%modal_gpu\nimport time\ntime.sleep(30)")
+        assert isinstance(result.error_in_exec, CellTimeout) and time.monotonic() - started < 5
+        assert run(shell, "%%modal_gpu --timeout 10\nimport time\ntime.sleep(1.5)\nslept = True").success
+    finally:
+        shell.run_line_magic("config", "ModalMagics.timeout = None")
+    assert_next_cell_works(shell)

@@ -68,6 +68,7 @@ def test_widget_view_traits_follow_events_and_collapse_to_a_summary() -> None:
     finally:
         shell.display_pub.publish = original
     assert view.bar.value == len(STAGES) and view.bar.bar_style == "success"
+    assert view.details.value.startswith("<details><summary>modal_gpu: done in")  # one line, opens to the rest
     assert "came back: y: Tensor[2, 3] float32 cpu" in view.details.value
     first, last = published[0][0], published[-1][0]
     assert "application/vnd.jupyter.widget-view+json" in first
