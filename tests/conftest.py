@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -19,6 +22,18 @@ def shell(_ipython: InteractiveShell) -> InteractiveShell:
     """The shell with a namespace emptied of the previous test's variables."""
     _ipython.reset(new_session=False)
     return _ipython
+
+
+@contextlib.contextmanager
+def published_displays(shell: InteractiveShell) -> Iterator[list[dict]]:
+    """Collect what the shell's display publisher is asked to show (data bundles, with keyword args)."""
+    published: list[dict] = []
+    original = shell.display_pub.publish
+    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append({**data, "_kw": kw})
+    try:
+        yield published
+    finally:
+        shell.display_pub.publish = original
 
 
 def run(shell: InteractiveShell, source: str):

@@ -6,7 +6,7 @@ import time
 
 from modal_magic import run_cell
 
-from .conftest import run
+from .conftest import published_displays, run
 
 
 def test_output_events_keep_their_order_and_prints_are_whole_lines() -> None:
@@ -38,24 +38,14 @@ def test_carriage_return_progress_is_sent_as_written(shell, capsys) -> None:
 
 
 def test_rich_display_reaches_the_notebook(shell) -> None:
-    published = []
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append(data)
-    try:
-        assert run(shell, "%%modal_gpu\nfrom IPython.display import display, HTML\ndisplay(HTML('<i>hi</i>'))").success
-    finally:
-        shell.display_pub.publish = original
+    with published_displays(shell) as published:
+        assert run(shell, "%%modal_gpu --quiet\nfrom IPython.display import display, HTML\ndisplay(HTML('<i>hi</i>'))").success
     assert published and published[0]["text/html"] == "<i>hi</i>"
 
 
 def test_matplotlib_figures_come_back_as_png(shell) -> None:
-    published = []
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append(data)
-    try:
+    with published_displays(shell) as published:
         assert run(shell, "%%modal_gpu --quiet\nimport matplotlib.pyplot as plt\nplt.plot([1, 2, 3])").success
-    finally:
-        shell.display_pub.publish = original
     png = [d for d in published if "image/png" in d]
     assert len(png) == 1
     import base64

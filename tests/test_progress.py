@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 
 from modal_magic.progress import STAGES, Progress, TextView, WidgetView
+
+from .conftest import published_displays
 
 SCRIPT = [
     {"kind": "stage", "stage": "analyse"},
@@ -49,13 +52,7 @@ def test_text_view_prints_a_cold_start_line_and_a_summary() -> None:
 
 def test_widget_view_traits_follow_events_and_collapse_to_a_summary() -> None:
     pytest.importorskip("ipywidgets")
-    published = []
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda data, metadata=None, **kw: published.append((data, kw))
-    try:
+    with published_displays(InteractiveShell.instance()) as published:
         view = WidgetView()
         view(SCRIPT[1])  # pack
         assert view.bar.value == STAGES.index("pack") + 0.5
@@ -65,27 +62,18 @@ def test_widget_view_traits_follow_events_and_collapse_to_a_summary() -> None:
         assert "unpacking 1.0 MiB" in view.label.value
         assert view.details.value == ""
         view(DONE)
-    finally:
-        shell.display_pub.publish = original
     assert view.bar.value == len(STAGES) and view.bar.bar_style == "success"
     assert view.details.value.startswith("<details><summary>modal_gpu: done in")  # one line, opens to the rest
     assert "came back: y: Tensor[2, 3] float32 cpu" in view.details.value
-    first, last = published[0][0], published[-1][0]
+    first, last = published[0], published[-1]
     assert "application/vnd.jupyter.widget-view+json" in first
     assert last["text/plain"].splitlines()[1] == "  sent: x, model (3.0 MiB)"  # readable without widgets
-    assert published[-1][1].get("update") is True
+    assert last["_kw"].get("update") is True
 
 
 def test_failure_turns_the_bar_red() -> None:
     pytest.importorskip("ipywidgets")
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    original = shell.display_pub.publish
-    shell.display_pub.publish = lambda *a, **kw: None
-    try:
+    with published_displays(InteractiveShell.instance()):
         view = WidgetView()
         view({"kind": "done", "ok": False, "error": "ValueError: bad", "timings": {}})
-    finally:
-        shell.display_pub.publish = original
     assert view.bar.bar_style == "danger" and "error: ValueError: bad" in view.details.value
