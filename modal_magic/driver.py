@@ -24,9 +24,10 @@ from typing import Any, Callable, Collection, MutableMapping
 from IPython.core.inputtransformer2 import TransformerManager
 
 from . import cell, wire
-from .backends import get_backend
+from .backends import choose, get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .identity import LocalObjects
+from .modal_plan import ImageSpec
 from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
@@ -58,6 +59,12 @@ class CellOptions:
     """Environment variables to set for the cell there (none are forwarded otherwise)."""
     max_input_bytes: int | None = DEFAULT_MAX_INPUT
     """Refuse to send more than this (a typo'd 40 GB upload is better caught here)."""
+    gpu: tuple[str, ...] = ()
+    """Modal GPU types in order of preference, normalised (``modal_plan.parse_gpu``)."""
+    cpu: float | None = None
+    memory_mib: int | None = None
+    pip: tuple[str, ...] = ()
+    """Extra packages for the container image."""
 
 
 @dataclass
@@ -203,6 +210,25 @@ class _Stopwatch:
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
         self.laps[stage], self._last = now - self._last, now
+
+
+def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions = CellOptions(), *,
+              hidden: Collection[str] = ()) -> list[str]:
+    """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
+    backend, why = choose(options.backend)
+    names, inputs, _ = _prepare(source, dict(namespace), options, hidden, None, _Stopwatch())
+    image = ImageSpec.for_this_kernel(options.pip)
+    sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
+    return [
+        "modal_gpu --dry-run: nothing was run, sent or changed",
+        f"  backend: {backend} ({why})",
+        f"  gpu: {' then '.join(options.gpu) or 'none'}"
+        + (" (used by the Modal backend; the local worker runs on this machine)" if options.gpu and backend == "local" else ""),
+        f"  cpu: {options.cpu or 'default'}, memory: {f'{options.memory_mib} MiB' if options.memory_mib else 'default'}, "
+        f"timeout: {f'{options.timeout:g} s' if options.timeout else 'none'}",
+        "  image: " + "; ".join(image.describe()),
+        f"  inputs: {sent} — {format_bytes(inputs.nbytes)} in all",
+    ]
 
 
 def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:

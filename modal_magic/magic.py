@@ -13,6 +13,7 @@ from traitlets import Float, Unicode
 from . import driver
 from .backends import CHOICES
 from .errors import UsageProblem
+from .modal_plan import parse_gpu
 from .output import show_event
 from .progress import make_view
 
@@ -76,6 +77,14 @@ class ModalMagics(Magics):
               help="environment variables to set for the cell there (none are forwarded otherwise)")
     @argument("--max-input", type=_size, default=None, metavar="SIZE",
               help="refuse to send more than this much data (default 4GiB), e.g. 20GB")
+    @argument("--gpu", type=str, default=None, metavar="TYPE[:N][,TYPE…]",
+              help="Modal GPU, e.g. A10G, H100:2, or an ordered fallback list H100,A100 (case-insensitive)")
+    @argument("--cpu", type=float, default=None, help="CPU cores for the container")
+    @argument("--memory", type=int, default=None, metavar="MiB", help="memory for the container, in MiB")
+    @argument("--pip", nargs="+", default=(), metavar="PKG==VER",
+              help="extra packages for the container image (pin them: same pins, no rebuild)")
+    @argument("--dry-run", action="store_true",
+              help="print the plan (backend, GPU, image, inputs and sizes) without running or sending anything")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
     @cell_magic
     def modal_gpu(self, line: str, cell: str) -> Any:
@@ -93,25 +102,32 @@ class ModalMagics(Magics):
             y = model(x.cuda())
         """
         args = parse_argstring(self.modal_gpu, line)
+        try:
+            return self._run(args, line, cell)
+        except UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+
+    def _run(self, args: Any, line: str, cell: str) -> Any:
         options = driver.CellOptions(
             backend=args.backend or self.backend, inputs=args.inputs, outputs=args.outputs,
             device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
-            env=args.env, max_input_bytes=args.max_input or _size(self.max_input))
+            env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
+            gpu=tuple(parse_gpu(args.gpu)) if args.gpu else (), cpu=args.cpu, memory_mib=args.memory,
+            pip=tuple(args.pip))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
+        if args.dry_run:
+            print("\n".join(driver.plan_cell(cell, shell.user_ns, options, hidden=hidden)))
+            return None
         view = make_view(args.quiet)
 
         def on_event(event: dict[str, Any]) -> None:
             view(event)
             show_event(event)
 
-        try:
-            outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden, on_event=on_event,
-                                      execution_count=shell.execution_count,
-                                      colors=str(shell.colors),
-                                      header=f"%%modal_gpu {line}".rstrip())
-        except UsageProblem as exc:
-            raise UsageError(str(exc)) from None
+        outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden, on_event=on_event,
+                                  execution_count=shell.execution_count, colors=str(shell.colors),
+                                  header=f"%%modal_gpu {line}".rstrip())
         return None if outcome.value is driver.NO_VALUE else outcome.value
 
 

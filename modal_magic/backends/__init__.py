@@ -3,27 +3,49 @@
 from __future__ import annotations
 
 import atexit
+import sys
 
 from ..errors import UsageProblem
+from ..modal_plan import HOW_TO_CONFIGURE, modal_credentials
 from .base import Backend, OnEvent, ResultFrame
 from .local import LocalBackend
 
-__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "get_backend", "close_all", "CHOICES"]
+__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "choose", "get_backend", "close_all", "CHOICES"]
 
 CHOICES = ("auto", "local", "modal")
 _live: dict[str, Backend] = {}
 
 
-def get_backend(choice: str) -> Backend:
-    """The session's backend for ``choice`` (``auto`` means local until the Modal backend lands)."""
+def choose(choice: str) -> tuple[str, str]:
+    """(the backend ``choice`` resolves to, why) — decided offline, from flags and credentials."""
     if choice not in CHOICES:
         raise UsageProblem(f"unknown backend {choice!r}; choose one of {', '.join(CHOICES)}")
+    found = modal_credentials()
     if choice == "modal":
-        raise UsageProblem("the Modal backend is not available yet in this version; "
-                           "use --backend local (or leave --backend out).")
-    if "local" not in _live:
-        _live["local"] = LocalBackend()
-    return _live["local"]
+        if found is None:
+            raise UsageProblem(f"--backend modal needs Modal credentials, and none were found: {HOW_TO_CONFIGURE}.")
+        raise UsageProblem(f"Modal credentials were found ({found}), but the Modal backend is not available "
+                           "in this version yet; use --backend local (or leave --backend out).")
+    if choice == "local":
+        return "local", "asked for"
+    if found is None:
+        return "local", f"auto: no Modal credentials found; to run on GPUs, {HOW_TO_CONFIGURE}"
+    return "local", f"auto: Modal credentials found ({found}), but the Modal backend is not in this version yet"
+
+
+_noticed = False
+
+
+def get_backend(choice: str) -> Backend:
+    """The session's backend for ``choice``; ``auto`` says once per session where cells run and why."""
+    global _noticed
+    name, why = choose(choice)
+    if choice == "auto" and not _noticed:
+        _noticed = True
+        print(f"modal_gpu: running cells on the local backend (this machine) — {why}.", file=sys.stderr)
+    if name not in _live:
+        _live[name] = LocalBackend()
+    return _live[name]
 
 
 def close_all() -> None:

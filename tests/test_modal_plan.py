@@ -1,0 +1,133 @@
+"""The Modal plan, offline: GPU specs, credentials, image spec, the backend choice, --dry-run.
+
+Modal's servers cannot be reached from here; nothing in these tests needs them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from modal_magic import modal_plan
+from modal_magic.backends import choose
+from modal_magic.errors import UsageProblem
+from modal_magic.modal_plan import ImageSpec, modal_credentials, parse_gpu
+
+from .conftest import run
+
+
+@pytest.fixture
+def no_credentials(monkeypatch, tmp_path):
+    monkeypatch.delenv("MODAL_TOKEN_ID", raising=False)
+    monkeypatch.delenv("MODAL_TOKEN_SECRET", raising=False)
+    monkeypatch.delenv("MODAL_PROFILE", raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "absent.toml"))
+    return tmp_path
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("a10g", ["A10G"]), ("H100:2", ["H100:2"]), ("h100!, a100-80gb:4", ["H100!", "A100-80GB:4"]),
+    ("T4,L4", ["T4", "L4"]), ("b200+", ["B200+"]),
+])
+def test_gpu_specs_are_normalised(spec: str, expected: list[str]) -> None:
+    assert parse_gpu(spec) == expected
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("H1000", "unknown GPU type 'H1000'. Modal has: T4, L4"),
+    ("A10:8", "from 1 to 4 for A10"),
+    ("H100:two", "whole number"),
+    (",", "needs a GPU type"),
+])
+def test_bad_gpu_specs_are_refused_with_the_valid_ones(spec: str, message: str) -> None:
+    with pytest.raises(UsageProblem, match=message):
+        parse_gpu(spec)
+
+
+def test_credentials_from_environment(no_credentials, monkeypatch) -> None:
+    assert modal_credentials() is None
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-123")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-456")
+    assert modal_credentials() == "environment (MODAL_TOKEN_ID)"
+
+
+def test_credentials_from_an_isolated_modal_toml(no_credentials, monkeypatch) -> None:
+    config = no_credentials / "modal.toml"
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(config))
+    config.write_text('[work]\ntoken_id = "ak-1"\ntoken_secret = "as-2"\nactive = true\n\n[other]\ntoken_id = "x"\n')
+    assert modal_credentials() == f"profile 'work' in {config}"
+    monkeypatch.setenv("MODAL_PROFILE", "other")  # a profile without a secret is not configured
+    assert modal_credentials() is None
+    config.write_text("this is [not toml")
+    assert modal_credentials() is None
+
+
+def test_auto_choice_with_and_without_credentials(no_credentials, monkeypatch) -> None:
+    backend, why = choose("auto")
+    assert backend == "local" and "no Modal credentials" in why and "modal setup" in why
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-1")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-2")
+    backend, why = choose("auto")
+    assert backend == "local" and "credentials found" in why and "not in this version yet" in why
+
+
+def test_backend_modal_without_credentials_says_how_to_configure(shell, capsys, no_credentials) -> None:
+    run(shell, "x = 'untouched'")
+    result = run(shell, "%%modal_gpu --backend modal\nx = 1")
+    assert not result.success
+    err = capsys.readouterr().err
+    assert "--backend modal needs Modal credentials" in err and "modal setup" in err and "MODAL_TOKEN_ID" in err
+    assert "Traceback" not in err and shell.user_ns["x"] == "untouched"
+
+
+def test_image_spec_pins_this_kernel_and_is_stable() -> None:
+    import cloudpickle
+    import IPython
+    import numpy
+    import torch
+
+    spec = ImageSpec.for_this_kernel(("transformers==4.57.1",))
+    assert spec == ImageSpec.for_this_kernel(("transformers==4.57.1",))  # same inputs, same spec: no rebuild
+    assert spec.torch == f"torch=={torch.__version__.split('+')[0]}"
+    assert set(spec.pinned) == {f"numpy=={numpy.__version__}", f"cloudpickle=={cloudpickle.__version__}",
+                                f"ipython=={IPython.__version__}"}
+    assert spec.describe()[0].startswith("debian_slim, python 3.")
+    assert spec.describe()[-1] == "then: modal_magic itself (add_local_python_source)"
+
+
+def test_cuda_builds_use_their_wheel_index(monkeypatch) -> None:
+    monkeypatch.setattr(modal_plan, "_version", lambda name: "2.13.0+cu128" if name == "torch" else "1.0")
+    spec = ImageSpec.for_this_kernel()
+    assert spec.torch == "torch==2.13.0" and spec.torch_index_url == "https://download.pytorch.org/whl/cu128"
+
+
+def test_pip_options_are_not_packages() -> None:
+    with pytest.raises(UsageProblem, match="not pip options"):
+        ImageSpec.for_this_kernel(("--index-url=http://x",))
+
+
+def test_import_check_names_the_broken_package() -> None:
+    ok = subprocess.run(ImageSpec.for_this_kernel(("cloudpickle",)).import_check(), shell=True,
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    broken = subprocess.run(ImageSpec.for_this_kernel(("no-such-package-mm",)).import_check(), shell=True,
+                            capture_output=True, text=True)
+    assert broken.returncode != 0 and "package no-such-package-mm was installed but does not import" in broken.stderr
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentials) -> None:
+    import torch
+
+    shell.user_ns["x"] = torch.ones(1000)
+    shell.user_ns["k"] = 3
+    result = run(shell, "%%modal_gpu --dry-run --gpu h100:2,a100 --cpu 4 --memory 16384 --timeout 600 "
+                        "--pip transformers==4.57.1\ny = x * k")
+    assert result.success and "y" not in shell.user_ns
+    out = capsys.readouterr().out
+    assert "nothing was run, sent or changed" in out
+    assert "backend: local (auto: no Modal credentials found" in out
+    assert "gpu: H100:2 then A100" in out
+    assert "cpu: 4.0, memory: 16384 MiB, timeout: 600 s" in out
+    assert "torch==" in out and "transformers==4.57.1 (--pip)" in out
+    assert "inputs: x (4.0 KiB), k (5 B)" in out
