@@ -146,7 +146,6 @@ def test_modules_travel_by_reference(shell) -> None:
 @pytest.mark.parametrize(
     "cell, message",
     [
-        ("%%modal_gpu --backend modal\nx = 1", "not available yet"),
         ("%%modal_gpu --bogus\nx = 1", "unrecognized arguments: --bogus"),
         ("%%modal_gpu --in 3x\nx = 1", "not a variable name"),
         ("%%modal_gpu --in nope\nx = 1", "--in names nope, which is not defined"),
