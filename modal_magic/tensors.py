@@ -79,8 +79,12 @@ class map_location:
 
 def _torch_map_location(choice: str | None):
     """The same choice expressed as a ``torch.load`` map_location."""
-    return lambda storage, location: storage.to(resolve_device(location, choice)) if (
-        resolve_device(location, choice).type != "cpu") else storage.cpu()
+    return lambda storage, location: _place(storage, resolve_device(location, choice))
+
+
+def _place(storage: torch.UntypedStorage, target: torch.device) -> torch.UntypedStorage:
+    """``storage`` on ``target`` (``UntypedStorage.to`` takes the device by keyword only)."""
+    return storage if storage.device == target else storage.to(device=target)
 
 
 # --------------------------------------------------------------------- sending
@@ -212,8 +216,7 @@ def _make_storage(buffer: Any, device: str) -> torch.UntypedStorage:
         if memoryview(buffer).readonly:  # torch.frombuffer needs a writable buffer
             buffer = bytearray(buffer)
         storage = torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
-    target = resolve_device(device, getattr(_target, "choice", None))
-    return storage if target.type == "cpu" else storage.to(target)
+    return _place(storage, resolve_device(device, getattr(_target, "choice", None)))
 
 
 def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=None):

@@ -299,3 +299,24 @@ def _equal(a, b) -> bool:
 def test_nested_containers_round_trip(value) -> None:
     assert _equal(across_wire({"v": value})["v"], value)
     assert _equal(wire.loads(wire.dumps(value)), value)
+
+
+def test_storages_are_placed_on_a_non_cpu_target(monkeypatch) -> None:
+    """The path a GPU receiver takes (--device auto/cuda, CUDA inputs in a container).
+
+    This machine has no CUDA device, so torch's ``UntypedStorage.to`` is replaced by a spy
+    with the same keyword-only signature (a positional device raises TypeError, as torch's
+    does); the target is forced to cuda:0. The real move is exercised where a GPU exists.
+    """
+    moves = []
+
+    def to(self, *, device, non_blocking=False):
+        moves.append(torch.device(device))
+        return self
+
+    monkeypatch.setattr(torch.UntypedStorage, "to", to)
+    monkeypatch.setattr(tensors, "resolve_device", lambda stored, choice: torch.device("cuda", 0))
+    ours = wire.loads(wire.dumps({"t": torch.arange(6.0).view(2, 3)}))["t"]
+    legacy = wire.loads(dumps_as_if_cuda(torch.arange(3.0)))
+    assert torch.equal(ours, torch.arange(6.0).view(2, 3)) and torch.equal(legacy, torch.arange(3.0))
+    assert moves == [torch.device("cuda", 0)] * 2
