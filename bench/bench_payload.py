@@ -64,10 +64,10 @@ def median_time(fn, repeat: int) -> float:
     return statistics.median(samples)
 
 
-IN_PLACE = ("%%modal_gpu --backend local\nwith torch.no_grad():\n"
+IN_PLACE = ("%%modal_gpu --backend local --quiet\nwith torch.no_grad():\n"
             "    for t in (x.parameters() if isinstance(x, torch.nn.Module) else x if isinstance(x, list) else [x]):\n"
             "        t.mul_(1)")
-NEW_VALUE = "%%modal_gpu --backend local\nimport copy\ny = copy.deepcopy(x)"
+NEW_VALUE = "%%modal_gpu --backend local --quiet\nimport copy\ny = copy.deepcopy(x)"
 
 
 def measure_cell(shell: InteractiveShell, cell: str, size: int, repeat: int) -> tuple[float, float, float]:
