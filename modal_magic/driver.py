@@ -145,6 +145,8 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
         "outputs": None if options.outputs is None else list(options.outputs),
         "placeholders": placeholders,
         "env": env,
+        "resources": {"gpu": list(options.gpu), "cpu": options.cpu, "memory": options.memory_mib,
+                      "pip": list(options.pip)},
     }
     return names, inputs, request
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from .wire import gc_paused
 
-__all__ = ["send", "recv", "ConnectionClosed"]
+__all__ = ["send", "recv", "encode", "decode", "ConnectionClosed"]
 
 _LEN = struct.Struct("<Q")
 _SMALL = 1 << 16  # buffers below this are joined with their neighbours into one write
@@ -55,6 +55,25 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
     meta = pickle.loads(_recv_exact(sock, size))
     with gc_paused():
         return meta, [_recv_buffer(sock, nbytes) for nbytes in meta.pop("_sizes")]
+
+
+def encode(meta: dict[str, Any], buffers: Sequence[Any] = ()) -> bytes:
+    """One frame as one bytes value (for transports that move whole messages, such as Modal's generators)."""
+    views = [memoryview(b) for b in buffers]
+    body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
+    return b"".join([_LEN.pack(len(body)), body, *views])
+
+
+def decode(data: bytes) -> tuple[dict[str, Any], list[memoryview]]:
+    """The inverse of ``encode``; buffers are views into ``data`` (read-only, not copied)."""
+    view = memoryview(data)
+    (size,) = _LEN.unpack_from(view)
+    meta = pickle.loads(view[_LEN.size:_LEN.size + size])
+    position, buffers = _LEN.size + size, []
+    for nbytes in meta.pop("_sizes"):
+        buffers.append(view[position:position + nbytes])
+        position += nbytes
+    return meta, buffers
 
 
 def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:

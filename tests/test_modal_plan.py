@@ -69,7 +69,8 @@ def test_auto_choice_with_and_without_credentials(no_credentials, monkeypatch) -
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-1")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-2")
     backend, why = choose("auto")
-    assert backend == "local" and "credentials found" in why and "not in this version yet" in why
+    assert backend == "local" and "credentials found" in why and "--backend modal runs cells on Modal" in why
+    assert choose("modal") == ("modal", "credentials: environment (MODAL_TOKEN_ID)")
 
 
 def test_backend_modal_without_credentials_says_how_to_configure(shell, capsys, no_credentials) -> None:

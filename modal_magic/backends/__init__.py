@@ -9,8 +9,9 @@ from ..errors import UsageProblem
 from ..modal_plan import HOW_TO_CONFIGURE, modal_credentials
 from .base import Backend, OnEvent, ResultFrame
 from .local import LocalBackend
+from .modal import ModalBackend
 
-__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "choose", "get_backend", "close_all", "CHOICES"]
+__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "ModalBackend", "choose", "get_backend", "close_all", "CHOICES"]
 
 CHOICES = ("auto", "local", "modal")
 _live: dict[str, Backend] = {}
@@ -24,13 +25,13 @@ def choose(choice: str) -> tuple[str, str]:
     if choice == "modal":
         if found is None:
             raise UsageProblem(f"--backend modal needs Modal credentials, and none were found: {HOW_TO_CONFIGURE}.")
-        raise UsageProblem(f"Modal credentials were found ({found}), but the Modal backend is not available "
-                           "in this version yet; use --backend local (or leave --backend out).")
+        return "modal", f"credentials: {found}"
     if choice == "local":
         return "local", "asked for"
     if found is None:
         return "local", f"auto: no Modal credentials found; to run on GPUs, {HOW_TO_CONFIGURE}"
-    return "local", f"auto: Modal credentials found ({found}), but the Modal backend is not in this version yet"
+    # Until the Modal backend has been run against Modal's servers, it is opt-in.
+    return "local", f"auto: Modal credentials found ({found}); --backend modal runs cells on Modal"
 
 
 _noticed = False
@@ -44,7 +45,7 @@ def get_backend(choice: str) -> Backend:
         _noticed = True
         print(f"modal_gpu: running cells on the local backend (this machine) — {why}.", file=sys.stderr)
     if name not in _live:
-        _live[name] = LocalBackend()
+        _live[name] = ModalBackend() if name == "modal" else LocalBackend()
     return _live[name]
 
 

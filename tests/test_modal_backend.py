@@ -1,0 +1,114 @@
+"""The Modal backend with Modal's real SDK, up to the network (Modal's servers cannot be reached here).
+
+Offline: the image built from the spec, the executor's code path through Modal's own
+``.local()``, and a fake token against a closed local port. Live tests (``pytest -m modal``)
+run a real GPU cell when credentials exist and skip, saying so, when they do not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from modal_magic.modal_plan import ImageSpec, modal_credentials
+
+
+def run_python(script: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """A fresh interpreter: the runner takes over its process's IPython singleton."""
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def test_image_is_built_with_the_real_sdk_offline() -> None:
+    import modal
+
+    from modal_magic.backends.modal import build_image
+
+    image = build_image(ImageSpec.for_this_kernel(("cloudpickle",)))
+    assert isinstance(image, modal.Image)  # layers are lazy: nothing is built or sent until an app runs
+
+
+def test_executor_runs_a_cell_through_modals_local() -> None:
+    out = run_python("""
+        import json, torch, modal
+        from modal_magic import frames, wire
+        from modal_magic.backends.modal import executor_class
+        app = modal.App("modal-magic-test")
+        Executor = app.cls(serialized=True, max_containers=1)(executor_class())
+        from modal_magic.identity import LocalObjects
+        inputs = wire.pack({"x": torch.arange(4.0)}, keep_memo=True)
+        request = {"kind": "run", "code": "print('hi from the container')\\ny = x * 2\\ny.sum()",
+                   "outputs": None, "placeholders": [], "env": {}, "inputs": inputs.meta()}
+        events = []
+        for chunk in Executor().run.local(frames.encode(request, inputs.buffers)):
+            meta, buffers = frames.decode(chunk)
+            events.append(meta["kind"] if meta["kind"] != "stream" else meta["text"])
+        values = wire.unpack(wire.Payload.from_meta(meta["payload"], buffers),
+                             persistent_load=LocalObjects(inputs.memo).persistent_load)
+        print(json.dumps({"events": events, "y": values["y"].tolist(), "value": float(values["<value>"])}))
+    """)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["events"] == ["stage", "hi from the container\n", "stage", "result"]
+    assert result["y"] == [0.0, 2.0, 4.0, 6.0] and result["value"] == 12.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed again when the socket is: nothing listens there
+
+
+def test_fake_token_and_unreachable_server_fail_in_seconds_leaving_the_namespace() -> None:
+    started = time.monotonic()
+    out = run_python("""
+        from modal_magic import run_cell, CellOptions
+        from modal_magic.errors import BackendUnavailable
+        ns = {"x": 1}
+        try:
+            run_cell("x = 2", ns, CellOptions(backend="modal"))
+        except BackendUnavailable as exc:
+            print("ERROR:", exc)
+        print("x is", ns["x"])
+    """, env={"MODAL_TOKEN_ID": "ak-fake", "MODAL_TOKEN_SECRET": "as-fake",
+              "MODAL_SERVER_URL": f"http://127.0.0.1:{_closed_port()}"})
+    elapsed = time.monotonic() - started
+    assert out.returncode == 0, out.stderr
+    assert "ERROR: cannot reach Modal at 127.0.0.1:" in out.stdout and "--backend local" in out.stdout
+    assert "x is 1" in out.stdout
+    assert elapsed < 20  # (interpreter start and imports included; Modal's own client takes ~1 minute)
+
+
+live = pytest.mark.skipif(modal_credentials() is None,
+                          reason="no Modal credentials (MODAL_TOKEN_ID/MODAL_TOKEN_SECRET or ~/.modal.toml)")
+
+
+@pytest.mark.modal
+@live
+def test_live_gpu_cell_returns_cpu_tensors_and_reuses_the_container(shell) -> None:
+    from .conftest import run
+
+    assert run(shell, "import torch\nx = torch.ones(256, 256)").success
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nimport os, torch\non_gpu = torch.cuda.is_available()\n"
+                      "y = (x.cuda() @ x.cuda()).relu()\nfirst = os.getpid()").success
+    assert shell.user_ns["on_gpu"] and shell.user_ns["y"].device.type == "cpu"
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nimport os\nsecond = os.getpid()").success
+    assert shell.user_ns["first"] == shell.user_ns["second"]  # the warm container served both cells
+
+
+@pytest.mark.modal
+@live
+def test_live_timeout(shell) -> None:
+    from modal_magic.errors import CellTimeout
+
+    from .conftest import run
+
+    result = run(shell, "%%modal_gpu --backend modal --timeout 5\nimport time\ntime.sleep(60)")
+    assert isinstance(result.error_in_exec, CellTimeout)
