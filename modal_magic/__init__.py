@@ -33,3 +33,5 @@ def unload_ipython_extension(ipython: Any) -> None:
 
     close_all()
     ipython.magics_manager.magics["cell"].pop("modal_gpu", None)
+    for name in ("modal_stop", "modal_config"):
+        ipython.magics_manager.magics["line"].pop(name, None)

@@ -6,12 +6,12 @@ import re
 from typing import Any
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from traitlets import Float, Unicode
 
 from . import driver
-from .backends import CHOICES
+from .backends import CHOICES, close_all
 from .errors import UsageProblem
 from .modal_plan import parse_gpu
 from .output import show_event
@@ -129,6 +129,36 @@ class ModalMagics(Magics):
                                   execution_count=shell.execution_count, colors=str(shell.colors),
                                   header=f"%%modal_gpu {line}".rstrip())
         return None if outcome.value is driver.NO_VALUE else outcome.value
+
+
+    @line_magic
+    def modal_stop(self, line: str = "") -> None:
+        """Stop this session's backends: the Modal app (and its warm container) and the local worker.
+
+        The next ``%%modal_gpu`` cell starts them again.
+        """
+        close_all()
+        print("modal_gpu: stopped the Modal app and the local worker; the next cell starts afresh.")
+
+    @line_magic
+    def modal_config(self, line: str = "") -> None:
+        """Show or set session defaults: ``%modal_config timeout=600 backend=modal device=cpu max_input=8GB``.
+
+        The same settings as ``%config ModalMagics.<name>`` and ``c.ModalMagics.<name>`` in
+        ``ipython_config.py``; a flag on a cell still wins.
+        """
+        settable = {"backend": str, "device": str, "timeout": float, "max_input": str}
+        for item in line.split():
+            name, sep, value = item.partition("=")
+            if not sep or name not in settable:
+                raise UsageError(f"%modal_config takes name=value with a name from {', '.join(settable)}; got {item!r}")
+            if name == "backend" and value not in CHOICES:
+                raise UsageError(f"backend must be one of {', '.join(CHOICES)}, not {value!r}")
+            if name == "max_input":
+                _size(value)
+            setattr(self, name, None if value.lower() == "none" else settable[name](value))
+        for name in settable:
+            print(f"{name} = {getattr(self, name)!r}")
 
 
 _ABSENT = object()

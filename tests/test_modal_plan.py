@@ -132,3 +132,26 @@ def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentia
     assert "cpu: 4.0, memory: 16384 MiB, timeout: 600 s" in out
     assert "torch==" in out and "transformers==4.57.1 (--pip)" in out
     assert "inputs: x (4.0 KiB), k (5 B)" in out
+
+
+def test_modal_config_shows_and_sets_session_defaults(shell, capsys) -> None:
+    shell.run_line_magic("modal_config", "timeout=42 max_input=8GB")
+    try:
+        out = capsys.readouterr().out
+        assert "timeout = 42.0" in out and "max_input = '8GB'" in out and "backend = 'auto'" in out
+        assert shell.magics_manager.registry["ModalMagics"].timeout == 42.0  # the trait %config sets
+        with pytest.raises(Exception, match="name=value"):
+            shell.run_line_magic("modal_config", "gpu")
+    finally:
+        shell.run_line_magic("modal_config", "timeout=none max_input=4GiB")
+
+
+def test_modal_stop_stops_the_worker_and_the_next_cell_starts_one(shell, capsys) -> None:
+    from modal_magic.backends import get_backend
+
+    assert run(shell, "%%modal_gpu --quiet\nimport os\nbefore = os.getpid()").success
+    shell.run_line_magic("modal_stop", "")
+    assert "stopped the Modal app and the local worker" in capsys.readouterr().out
+    assert run(shell, "%%modal_gpu --quiet\nimport os\nafter = os.getpid()").success
+    assert shell.user_ns["after"] != shell.user_ns["before"]
+    assert get_backend("local").pid == shell.user_ns["after"]
