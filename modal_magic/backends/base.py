@@ -32,9 +32,5 @@ class Backend(abc.ABC):
         or ``BackendUnavailable`` when the machinery fails.
         """
 
-    @abc.abstractmethod
-    def describe(self) -> str:
-        """A short phrase for notices: 'local worker (pid 123)'."""
-
     def close(self) -> None:
         """Release what the backend holds (processes, apps). Idempotent."""

@@ -46,9 +46,6 @@ class LocalBackend(Backend):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
-    def describe(self) -> str:
-        return f"local worker (pid {self.pid})" if self.pid else "local worker (not started)"
-
     def _ensure_worker(self) -> socket.socket:
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
             return self._sock

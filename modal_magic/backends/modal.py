@@ -112,9 +112,6 @@ class ModalBackend(Backend):
         self._executor: Any = None
         self._spec: ImageSpec | None = None
 
-    def describe(self) -> str:
-        return "Modal"
-
     def _ensure_app(self, spec: ImageSpec) -> Any:
         if self._executor is not None and spec == self._spec:
             return self._executor
