@@ -6,19 +6,16 @@ parse as Python. The answers decide what leaves the machine (the inputs) and
 what comes back (the outputs), so the analysis errs on the side of what Python
 itself would look up: a name counts as *read* when some load of it can reach
 the module namespace, in any nested scope, before the cell has bound it on
-every path. Builtins are excluded unless the namespace shadows them (the caller
-decides that by intersecting with the namespace).
+every path. Builtin names are reported too: the caller sends only the names
+that exist in the namespace, which is exactly the shadowed builtins.
 """
 
 from __future__ import annotations
 
 import ast
-import builtins
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 __all__ = ["CellAnalysis", "UnsupportedCell", "analyze"]
-
-_BUILTINS = frozenset(dir(builtins))
 
 
 class UnsupportedCell(ValueError):
@@ -38,8 +35,6 @@ class CellAnalysis:
     the rebinding may not run)."""
     ends_with_expression: bool
     """Whether the last statement is an expression whose value a cell would show."""
-    builtins_read: tuple[str, ...] = field(default=())
-    """The subset of ``reads`` that are builtin names (sent only when shadowed)."""
 
 
 def analyze(source: str) -> CellAnalysis:
@@ -58,7 +53,6 @@ def analyze(source: str) -> CellAnalysis:
         binds=tuple(dict.fromkeys(visitor.binds)),
         deletes=tuple(dict.fromkeys(visitor.deletes)),
         ends_with_expression=bool(tree.body) and isinstance(tree.body[-1], ast.Expr),
-        builtins_read=tuple(n for n in reads if n in _BUILTINS),
     )
 
 

@@ -178,8 +178,10 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     ours.apply()
     if isinstance(namespace, dict):
         rebound: dict[int, Any] = {}  # one new function per function, so `a = f` keeps a is f
-        values = {name: rebound.setdefault(id(value), _with_globals(value, namespace))
-                  for name, value in values.items()}
+        for name, value in values.items():
+            if id(value) not in rebound:
+                rebound[id(value)] = _with_globals(value, namespace)
+            values[name] = rebound[id(value)]
     namespace.update(values)
     outcome.injected = list(values)
     for name in meta.get("deleted", ()):
@@ -218,7 +220,7 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
               hidden: Collection[str] = ()) -> list[str]:
     """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
     backend, why = choose(options.backend)
-    names, inputs, _ = _prepare(source, dict(namespace), options, hidden, None, _Stopwatch())
+    names, inputs, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
     image = ImageSpec.for_this_kernel(options.pip)
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
     return [

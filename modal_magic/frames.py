@@ -31,9 +31,9 @@ class ConnectionClosed(EOFError):
 def send(sock: socket.socket, meta: dict[str, Any], buffers: Sequence[Any] = ()) -> None:
     """Send ``meta`` and ``buffers`` (anything exposing the buffer protocol, C-contiguous)."""
     views = [memoryview(b) for b in buffers]
-    body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
-    batch: list[Any] = [_LEN.pack(len(body)), body]
-    batched = len(body)
+    head = _head(meta, views)
+    batch: list[Any] = [head]
+    batched = len(head)
     for view in views:  # small buffers go out joined (one syscall), big ones as they are (no copy)
         if view.nbytes >= _SMALL:
             sock.sendall(b"".join(batch))
@@ -60,8 +60,13 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
 def encode(meta: dict[str, Any], buffers: Sequence[Any] = ()) -> bytes:
     """One frame as one bytes value (for transports that move whole messages, such as Modal's generators)."""
     views = [memoryview(b) for b in buffers]
+    return b"".join([_head(meta, views), *views])
+
+
+def _head(meta: dict[str, Any], views: list[memoryview]) -> bytes:
+    """Length-prefixed pickled ``meta``, with the buffer sizes the receiver needs."""
     body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
-    return b"".join([_LEN.pack(len(body)), body, *views])
+    return _LEN.pack(len(body)) + body
 
 
 def decode(data: bytes) -> tuple[dict[str, Any], list[memoryview]]:

@@ -80,11 +80,6 @@ def test_deletes_and_rebinding() -> None:
     assert analyze("a = 1\ndel a").deletes == ("a",)
 
 
-def test_shadowed_builtins_are_reported() -> None:
-    analysis = analyze("y = len(x) + sum")
-    assert set(analysis.builtins_read) == {"len", "sum"}
-
-
 def test_ends_with_expression() -> None:
     assert analyze("x = 1\nx + 1").ends_with_expression
     assert not analyze("x = 1").ends_with_expression

@@ -184,3 +184,10 @@ def test_conditional_delete_that_did_not_happen_keeps_the_name(shell) -> None:
     run(shell, "maybe = 'here'")
     assert run(shell, "%%modal_gpu\nif False:\n    del maybe").success
     assert shell.user_ns["maybe"] == "here"
+
+
+def test_builtins_stay_home_unless_the_notebook_shadows_them(shell) -> None:
+    run(shell, "sum = 5")  # shadows the builtin: the cell must see the notebook's `sum`
+    result = run(shell, "%%modal_gpu\ntotal = sum + len([1, 2])\nsent = sorted(k for k in globals() if k in ('sum', 'len'))")
+    assert result.success and shell.user_ns["total"] == 7
+    assert shell.user_ns["sent"] == ["sum"]
