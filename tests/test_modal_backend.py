@@ -49,15 +49,71 @@ def test_executor_runs_a_cell_through_modals_local() -> None:
         events = []
         for chunk in Executor().run.local(frames.encode(request, inputs.buffers)):
             meta, buffers = frames.decode(chunk)
-            events.append(meta["kind"] if meta["kind"] != "stream" else meta["text"])
+            events.append({"stream": meta.get("text"), "call": f"call {meta.get('id')}"}.get(meta["kind"], meta["kind"]))
         values = wire.unpack(wire.Payload.from_meta(meta["payload"], buffers),
                              persistent_load=LocalObjects(inputs.memo).persistent_load)
         print(json.dumps({"events": events, "y": values["y"].tolist(), "value": float(values["<value>"])}))
     """)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["events"] == ["stage", "hi from the container\n", "stage", "result"]
+    # (no call id outside a container: modal.current_function_call_id() is None under .local())
+    assert result["events"] == ["call None", "stage", "hi from the container\n", "stage", "result"]
     assert result["y"] == [0.0, 2.0, 4.0, 6.0] and result["value"] == 12.0
+
+
+CANCEL_SCRIPT = """
+    import json, os, signal, sys, threading
+    import modal
+    from modal.exception import InputCancellation
+    from modal_magic import frames, wire
+    from modal_magic.backends.modal import executor_class
+
+    def cancelled(signum, frame):  # what Modal's container entrypoint installs for a sync input
+        raise InputCancellation("Input was cancelled by user")
+
+    signal.signal(signal.SIGUSR1, cancelled)
+    executor = modal.App("modal-magic-test").cls(serialized=True, max_containers=1)(executor_class())()
+
+    def request(code):
+        inputs = wire.pack({})
+        return frames.encode({"kind": "run", "code": code, "outputs": None, "placeholders": [], "env": {},
+                              "inputs": inputs.meta()}, inputs.buffers)
+
+    seen = []
+    try:
+        for chunk in executor.run.local(request(sys.argv[1])):
+            meta, _ = frames.decode(chunk)
+            seen.append(meta.get("stage", meta["kind"]))
+            if meta.get("stage") == "run":  # Modal's FunctionCallCancel arrives as SIGUSR1
+                threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    except InputCancellation:
+        seen.append("cancelled")
+    seen.append([t.name for t in threading.enumerate()])
+    for chunk in executor.run.local(request("y = 6 * 7\\nprint(y)")):  # the same warm runner
+        meta, _ = frames.decode(chunk)
+        seen.append(meta.get("text", meta.get("stage", meta["kind"])))
+    print(json.dumps(seen))
+"""
+
+
+def test_a_cancelled_call_interrupts_the_cell_and_keeps_the_container() -> None:
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CANCEL_SCRIPT),
+                          "import time\nfor i in range(200):\n    time.sleep(0.05)\nfinished = True"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen[:3] == ["call", "run", "cancelled"]
+    assert seen[3] == ["MainThread"]  # the cell's thread has ended
+    assert seen[4:] == ["call", "run", "42\n", "download", "result"]
+
+
+def test_a_cancelled_cell_stuck_in_native_code_restarts_the_container() -> None:
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(CANCEL_SCRIPT), "import time\ntime.sleep(60)"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 75, out.stderr  # modal_magic.backends.modal._STUCK_EXIT
+    assert "did not stop within 2 s; restarting the container" in out.stderr
+    assert time.monotonic() - started < 20  # the grace is 2 s, not the cell's 60
 
 
 def _closed_port() -> int:

@@ -11,16 +11,18 @@ Results travel as our own bytes and are unpacked by the driver (CUDA → CPU),
 never by Modal's result unpickling.
 
 A changed image spec (new ``--pip`` packages) needs a new app: running apps
-cannot take new functions. A kernel interrupt stops the app, which stops the
-container (generators cannot be cancelled one by one); the next cell starts a
-fresh one.
+cannot take new functions. A kernel interrupt cancels the call by its id (the
+container's first event), which interrupts the cell there as a local one would.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import os
 import queue
 import socket
+import sys
 import threading
 import traceback
 from typing import Any, Iterator
@@ -36,27 +38,56 @@ __all__ = ["ModalBackend", "build_image", "executor_class", "serve_one"]
 _PREFLIGHT_TIMEOUT = 3.0  # seconds: Modal's own client retries for about a minute before giving up
 _DEFAULT_TIMEOUT = 3600   # seconds per cell when --timeout is not given
 _SCALEDOWN = 1200         # seconds a warm container waits for the next cell
+_GRACE = 2.0              # seconds a cancelled cell gets to unwind before its container exits
+_STUCK_EXIT = 75          # the container's exit code when a cancelled cell would not stop
 
 
-def serve_one(runner: Any, data: bytes) -> Iterator[bytes]:
+def serve_one(runner: Any, data: bytes, call_id: str | None = None) -> Iterator[bytes]:
     """Run one encoded request on ``runner``, yielding encoded events as they happen.
 
+    The first event names the Modal call (``call_id``): generator calls cannot
+    be spawned, so this is how the notebook learns what to cancel.
     The cell runs in a thread so that its output can be yielded while it runs.
+    When the notebook cancels the call, Modal raises ``InputCancellation`` here
+    (in the main thread, from its SIGUSR1 handler): the cell gets a
+    ``KeyboardInterrupt``, as a local cell would. A cell that does not unwind
+    within ``_GRACE`` seconds (stuck in native code) takes the container down
+    with it, so the next cell gets a clean one rather than a runner still busy.
     """
+    yield frames.encode({"kind": "call", "id": call_id})
     meta, buffers = frames.decode(data)
     events: queue.Queue[bytes | None] = queue.Queue()
 
     def work() -> None:
         try:
             runner.run(meta, list(buffers), lambda m, b: events.put(frames.encode(m, b)))
+        except KeyboardInterrupt:
+            pass  # interrupted outside the cell itself: nobody is listening any more
         except Exception:  # noqa: BLE001 - our own failure, reported to the notebook
             events.put(frames.encode({"kind": "internal_error", "traceback": traceback.format_exc()}))
         finally:
             events.put(None)
 
-    threading.Thread(target=work, name="modal_magic-cell", daemon=True).start()
-    while (item := events.get()) is not None:
-        yield item
+    cell = threading.Thread(target=work, name="modal_magic-cell", daemon=True)
+    cell.start()
+    try:
+        while (item := events.get()) is not None:
+            yield item
+    except BaseException:  # InputCancellation (a BaseException), or the generator closed
+        _interrupt_thread(cell)
+        raise
+
+
+def _interrupt_thread(thread: threading.Thread) -> None:
+    """Raise KeyboardInterrupt in ``thread``; exit the process if it does not end within ``_GRACE``."""
+    if not thread.is_alive() or thread.ident is None:
+        return
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
+    thread.join(_GRACE)
+    if thread.is_alive():
+        print(f"modal_magic: the interrupted cell did not stop within {_GRACE:g} s; restarting the container",
+              file=sys.__stderr__, flush=True)  # sys.stderr is still the cell's stream
+        os._exit(_STUCK_EXIT)
 
 
 def executor_class() -> type:
@@ -74,7 +105,7 @@ def executor_class() -> type:
         def run(self, data: bytes) -> Iterator[bytes]:
             from modal_magic.backends.modal import serve_one
 
-            yield from serve_one(self.runner, data)
+            yield from serve_one(self.runner, data, call_id=modal.current_function_call_id())
 
     return Executor
 
@@ -151,17 +182,22 @@ class ModalBackend(Backend):
         instance = (executor.with_options(**options) if options else executor)()
         data = frames.encode({**request, "inputs": inputs.meta()}, inputs.buffers)
         on_event({"kind": "stage", "stage": "upload", "bytes": len(data), "where": f"Modal ({options.get('gpu') or 'CPU'})"})
+        call_id = None
         try:
             for chunk in instance.run.remote_gen(data):
                 meta, buffers = frames.decode(chunk)
-                if meta["kind"] == "result":
+                kind = meta["kind"]
+                if kind == "call":
+                    call_id = meta["id"]
+                elif kind == "result":
                     return meta, buffers
-                if meta["kind"] == "internal_error":
+                elif kind == "internal_error":
                     raise InternalError("modal_magic failed inside the container (a bug; please report it):\n"
                                         + meta["traceback"])
-                on_event(meta)
+                else:
+                    on_event(meta)
         except KeyboardInterrupt:
-            self.close()  # stopping the app stops the container and the cell in it
+            self._cancel(call_id)
             raise
         except modal.exception.FunctionTimeoutError:
             raise CellTimeout(f"the cell ran longer than its timeout of {timeout or _DEFAULT_TIMEOUT:g} s and was "
@@ -174,6 +210,22 @@ class ModalBackend(Backend):
                              "the next cell starts a fresh container.") from None
         raise WorkerDied("the Modal container ended without finishing the cell (out of memory, or preempted). "
                          "The notebook's variables are unchanged; the next cell starts a fresh container.")
+
+    def _cancel(self, call_id: str | None) -> None:
+        """Stop the interrupted call remotely; the container stays warm when the cell unwinds.
+
+        Before the container has started the cell there is no call id to cancel
+        (the input may still be queued for a GPU): stopping the app withdraws it.
+        """
+        import modal
+
+        if call_id is not None:
+            try:
+                modal.FunctionCall.from_id(call_id).cancel()
+                return
+            except (modal.exception.Error, OSError):
+                pass  # cannot say it: stopping the app stops the call too
+        self.close()
 
     def close(self) -> None:
         if self._stack is not None:
