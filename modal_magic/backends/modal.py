@@ -17,6 +17,7 @@ container's first event), which interrupts the cell there as a local one would.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
@@ -25,11 +26,12 @@ import socket
 import sys
 import threading
 import traceback
+from dataclasses import dataclass
 from typing import Any, Iterator
 from urllib.parse import urlparse
 
 from .. import frames, wire
-from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied
+from ..errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied
 from ..modal_plan import HOW_TO_CONFIGURE, ImageSpec
 from .base import Backend, OnEvent, ResultFrame
 
@@ -135,16 +137,80 @@ def _preflight(server_url: str) -> None:
             "connection, or run on this machine with --backend local.") from None
 
 
+_UNCHANGED = "The notebook's variables are unchanged"
+
+
+def explain(exc: BaseException, *, starting: bool = False, timeout: float | None = None) -> ModalMagicError:
+    """One sentence for a failure inside Modal's SDK: whose problem it is, and what to do.
+
+    Told apart by Modal's exception types (its messages are not a stable interface);
+    anything else Modal raises — its client also raises plain ``Exception`` — still
+    becomes one sentence rather than a traceback through Modal's internals.
+    """
+    import modal
+
+    errors = modal.exception
+    if isinstance(exc, errors.AuthError):
+        return BackendUnavailable(f"Modal did not accept the credentials ({exc}); {HOW_TO_CONFIGURE}.")
+    if isinstance(exc, errors.ConnectionError):
+        return BackendUnavailable(("cannot reach Modal's server" if starting else "lost the connection to Modal")
+                                  + f". Check the network connection, or use --backend local. {_UNCHANGED}.")
+    if isinstance(exc, errors.ImageBuildError):
+        return BackendUnavailable(f"the container image failed to build: {_build_failure(exc.image_id)}. "
+                                  f"Check the --pip packages and their versions; the whole log: "
+                                  f"`modal image logs {exc.image_id}`. {_UNCHANGED}.")
+    if isinstance(exc, errors.FunctionTimeoutError):
+        return CellTimeout(f"the cell ran longer than its timeout of {timeout:g} s and was stopped. "
+                           f"Raise it with --timeout SECONDS. {_UNCHANGED}.")
+    if isinstance(exc, errors.InternalFailure):
+        return WorkerDied(f"the Modal container stopped before the cell finished ({exc}): usually out of memory "
+                          "(try --memory MiB, or a smaller batch), or the machine was preempted. "
+                          f"{_UNCHANGED}; the next cell starts a fresh container.")
+    if isinstance(exc, errors.InvalidError):
+        return UsageProblem(f"Modal refused the request: {exc}")
+    if starting:
+        return BackendUnavailable(f"Modal could not start the app: {exc}. {_UNCHANGED}.")
+    return WorkerDied(f"the Modal call failed: {exc}. {_UNCHANGED}; the next cell starts a fresh container.")
+
+
+def _build_failure(image_id: str) -> str:
+    """The line of the build log that says what failed (our import check names the package)."""
+    import modal
+
+    try:  # what `modal image logs IMAGE_ID` shows
+        lines = [line for entry in modal.Image.from_id(image_id).logs.fetch() for line in entry.message.splitlines()]
+    except Exception:  # noqa: BLE001 - the log is a nicety; the image id still lets the user look
+        return "its log could not be fetched"
+    ours = [line.strip() for line in lines if line.startswith("modal_magic: ")]
+    if ours:
+        return ours[-1].removeprefix("modal_magic: ")
+    return "; ".join(line.strip() for line in lines[-3:] if line.strip()) or "the log is empty"
+
+
+@dataclass(frozen=True)
+class AppShape:
+    """What is fixed when the app starts: the image, and a GPU fallback list.
+
+    Everything else varies per cell with ``with_options``, which takes one GPU
+    type, not a list: an ordered fallback (``--gpu H100,A100``) must be given
+    when the class is defined, so a different list needs a new app.
+    """
+
+    image: ImageSpec
+    gpu_fallbacks: tuple[str, ...] | None = None
+
+
 class ModalBackend(Backend):
     name = "modal"
 
     def __init__(self) -> None:
         self._stack: contextlib.ExitStack | None = None
         self._executor: Any = None
-        self._spec: ImageSpec | None = None
+        self._shape: AppShape | None = None
+        self._closes_at_exit = False
 
-    def _ensure_app(self, spec: ImageSpec) -> Any:
-        if self._executor is not None and spec == self._spec:
+    def _ensure_app(self, shape: AppShape) -> Any:
+        if self._executor is not None and shape == self._shape:
             return self._executor
         self.close()
         import modal
@@ -152,38 +218,39 @@ class ModalBackend(Backend):
 
         _preflight(config.get("server_url") or "https://api.modal.com")
         app = modal.App("modal-magic")
-        executor = app.cls(serialized=True, image=build_image(spec), timeout=_DEFAULT_TIMEOUT,
-                           scaledown_window=_SCALEDOWN, max_containers=1)(executor_class())
+        gpu = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
+        executor = app.cls(serialized=True, image=build_image(shape.image), timeout=_DEFAULT_TIMEOUT,
+                           scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
         stack = contextlib.ExitStack()
         try:
             stack.enter_context(app.run())
-        except modal.exception.AuthError as exc:
-            raise BackendUnavailable(f"Modal did not accept the credentials ({exc}); {HOW_TO_CONFIGURE}.") from None
-        except modal.exception.ConnectionError:
-            raise BackendUnavailable("cannot reach Modal's server. Check the network connection, or run on "
-                                     "this machine with --backend local.") from None
-        except modal.exception.Error as exc:
-            raise BackendUnavailable(f"Modal could not start the app: {exc}") from None
-        self._stack, self._executor, self._spec = stack, executor, spec
+        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
+            raise explain(exc, starting=True) from None
+        self._stack, self._executor, self._shape = stack, executor, shape
+        if not self._closes_at_exit:
+            # After Modal's own exit handlers (they run last-in first-out), so the app is closed while
+            # Modal's client still works: the server stops the container now, not after missed heartbeats.
+            atexit.register(self.close)
+            self._closes_at_exit = True
         return executor
 
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
             *, timeout: float | None = None) -> ResultFrame:
-        import modal
-
         resources = request.get("resources", {})
-        spec = ImageSpec.for_this_kernel(tuple(resources.get("pip", ())))
-        on_event({"kind": "stage", "stage": "start", "where": "Modal", "warm": spec == self._spec})
-        executor = self._ensure_app(spec)
+        gpus = tuple(resources.get("gpu", ()))
+        shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))),
+                         gpus if len(gpus) > 1 else None)
+        on_event({"kind": "stage", "stage": "start", "where": "Modal", "warm": shape == self._shape})
+        executor = self._ensure_app(shape)
         options = {key: value for key, value in {
-            "gpu": list(resources.get("gpu", ())) or None, "cpu": resources.get("cpu"),
+            "gpu": gpus[0] if len(gpus) == 1 else None, "cpu": resources.get("cpu"),
             "memory": resources.get("memory"), "timeout": int(timeout) if timeout else None,
         }.items() if value is not None}
-        instance = (executor.with_options(**options) if options else executor)()
         data = frames.encode({**request, "inputs": inputs.meta()}, inputs.buffers)
-        on_event({"kind": "stage", "stage": "upload", "bytes": len(data), "where": f"Modal ({options.get('gpu') or 'CPU'})"})
+        on_event({"kind": "stage", "stage": "upload", "bytes": len(data), "where": f"Modal ({', '.join(gpus) or 'CPU'})"})
         call_id = None
         try:
+            instance = (executor.with_options(**options) if options else executor)()
             for chunk in instance.run.remote_gen(data):
                 meta, buffers = frames.decode(chunk)
                 kind = meta["kind"]
@@ -199,15 +266,10 @@ class ModalBackend(Backend):
         except KeyboardInterrupt:
             self._cancel(call_id)
             raise
-        except modal.exception.FunctionTimeoutError:
-            raise CellTimeout(f"the cell ran longer than its timeout of {timeout or _DEFAULT_TIMEOUT:g} s and was "
-                              "stopped. Raise it with --timeout SECONDS.") from None
-        except modal.exception.ConnectionError:
-            raise BackendUnavailable("lost the connection to Modal while the cell ran; "
-                                     "the notebook's variables are unchanged.") from None
-        except modal.exception.Error as exc:
-            raise WorkerDied(f"the Modal container failed: {exc}. The notebook's variables are unchanged; "
-                             "the next cell starts a fresh container.") from None
+        except ModalMagicError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
+            raise explain(exc, timeout=timeout or _DEFAULT_TIMEOUT) from None
         raise WorkerDied("the Modal container ended without finishing the cell (out of memory, or preempted). "
                          "The notebook's variables are unchanged; the next cell starts a fresh container.")
 
