@@ -1,0 +1,176 @@
+"""The Modal backend end to end: the real magic and Modal's real SDK, against a fake Modal server.
+
+Modal's servers cannot be reached from here. ``tests/fake_modal.py`` stands in for
+them (the only mock in the suite, and only of the server): it speaks Modal's
+gRPC protocol on a local port and runs our executor class the way a container
+would. Everything on the notebook's side — the magic, the backend, Modal's client
+with its app start, image and mount creation, ``with_options`` variants,
+``remote_gen`` streaming, cancellation — is the real code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from .conftest import run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Server:
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.fake_modal", str(state)], cwd=ROOT,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
+
+    def report(self) -> dict:
+        return json.loads((self.state / "report.json").read_text())
+
+    def fail(self, fault: str) -> None:
+        (self.state / "fail").write_text(fault)
+
+    def stop(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def modal_server(tmp_path_factory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("fake_modal"))
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MODAL_SERVER_URL", server.url)
+        env.setenv("MODAL_TOKEN_ID", "ak-fake")
+        env.setenv("MODAL_TOKEN_SECRET", "as-fake")
+        yield server
+        from modal_magic.backends import close_all
+
+        close_all()  # while the server still answers: the app says goodbye
+    server.stop()
+
+
+@pytest.fixture
+def fresh(modal_server, shell) -> Server:
+    """No app open and no fault armed: the next Modal cell starts an app."""
+    run(shell, "%modal_stop")
+    modal_server.fail("")
+    return modal_server
+
+
+def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> None:
+    server = fresh
+    apps_before = server.report()["rpcs"].get("AppCreate", 0)
+    assert run(shell, "import torch\nx = torch.arange(6.0)").success
+    first = run(shell, "%%modal_gpu --backend modal --gpu t4\nprint('hello from the container')\ny = x * 2\ny.sum()")
+    assert first.success, first.error_in_exec
+    assert shell.user_ns["y"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]
+    assert float(first.result) == 30.0 and float(shell.user_ns["_"]) == 30.0
+    assert "hello from the container" in capsys.readouterr().out
+    after_first = server.report()
+
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nz = y + 1").success
+    assert shell.user_ns["z"].tolist() == [1.0, 3.0, 5.0, 7.0, 9.0, 11.0]
+    after_second = server.report()
+    assert after_second["rpcs"]["AppCreate"] == apps_before + 1             # one app for the session
+    assert after_second["rpcs"]["ImageGetOrCreate"] == after_first["rpcs"]["ImageGetOrCreate"]  # no rebuild
+    assert after_second["containers"] == after_first["containers"]         # the warm one served cell two
+    assert after_second["gpus"][-2:] == [["T4"], ["T4"]]
+
+    assert run(shell, "%%modal_gpu --backend modal --gpu H100:2\nw = 1").success
+    after_third = server.report()
+    assert after_third["gpus"][-1] == ["H100:2"]
+    assert after_third["containers"] == after_second["containers"] + 1     # a variant is its own pool
+    assert after_third["rpcs"]["AppCreate"] == apps_before + 1
+
+
+def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) -> None:
+    import torch
+
+    assert run(shell, "%%modal_gpu --backend modal --pip tqdm==4.66.0\nv = 1").success
+    report = fresh.report()
+    layers = "\n".join(report["images"])
+    assert f"torch=={torch.__version__.split('+')[0]}" in layers
+    assert "tqdm==4.66.0" in layers and "does not import" in layers
+    assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
+    ours = [files for files in report["mounts"] if isinstance(files, list)]
+    assert any("/root/modal_magic/runner.py" in files for files in ours)
+
+
+def test_an_error_in_the_cell_is_raised_with_its_traceback(fresh, shell, capsys) -> None:
+    run(shell, "state = 'before'")
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'half'\n1 / 0")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert "1 / 0" in capsys.readouterr().out
+    assert shell.user_ns["state"] == "half"  # assignments made before the error arrive, as locally
+
+
+def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell) -> None:
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nfirst = os.getpid()\nstate = 'before'").success
+    before = fresh.report()
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # the kernel's interrupt
+    timer.start()
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'after'\nimport time\n"
+                        "for _ in range(600):\n    time.sleep(0.05)")
+    elapsed = time.monotonic() - started
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert elapsed < 10
+    assert shell.user_ns["state"] == "before"
+    assert fresh.report()["cancelled"] == before["cancelled"] + 1   # FunctionCallCancel reached the server
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
+    assert fresh.report()["containers"] == before["containers"]    # the same warm container
+    assert fresh.report()["rpcs"]["AppCreate"] == before["rpcs"]["AppCreate"]
+
+
+def test_timeout_stops_the_cell(fresh, shell) -> None:
+    from modal_magic.errors import CellTimeout
+
+    run(shell, "state = 'before'")
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --backend modal --timeout 2\nstate = 'after'\nimport time\n"
+                        "for _ in range(600):\n    time.sleep(0.05)")
+    assert isinstance(result.error_in_exec, CellTimeout)
+    assert "timeout of 2 s" in str(result.error_in_exec)
+    assert time.monotonic() - started < 15
+    assert shell.user_ns["state"] == "before"
+
+
+def test_a_container_killed_midway_reads_as_a_sentence(fresh, shell, capsys) -> None:
+    from modal_magic.errors import WorkerDied
+
+    run(shell, "state = 'before'")
+    fresh.fail("internal")
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'after'")
+    assert isinstance(result.error_in_exec, WorkerDied)
+    err = capsys.readouterr()
+    assert "Traceback" not in err.out + err.err
+    assert "out of memory" in str(result.error_in_exec)
+    assert shell.user_ns["state"] == "before"
+    fresh.fail("")
+    assert run(shell, "%%modal_gpu --backend modal\nstate = 'after'").success
+
+
+def test_an_image_that_fails_to_build_names_the_package(fresh, shell, capsys) -> None:
+    from modal_magic.errors import BackendUnavailable
+
+    run(shell, "state = 'before'")
+    fresh.fail("image")
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'after'")
+    assert isinstance(result.error_in_exec, BackendUnavailable)
+    message = str(result.error_in_exec)
+    assert "package torch was installed but does not import" in message
+    assert "libcudnn.so.9" in message
+    err = capsys.readouterr()
+    assert "Traceback" not in err.out + err.err
+    assert shell.user_ns["state"] == "before"
