@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import json
 import queue
@@ -38,11 +39,13 @@ from typing import Any
 from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from aiohttp import web
 from grpclib.const import Cardinality, Handler
 from grpclib.server import Server
 from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
 from modal._runtime.execution_context import _set_current_context_ids
 from modal._serialization import deserialize, serialize
+from modal._utils.blob_utils import MAX_OBJECT_SIZE_BYTES
 from modal.exception import InputCancellation
 from modal_proto import api_grpc, api_pb2
 
@@ -94,7 +97,10 @@ class FakeModal:
         self.containers: dict[str, Any] = {}             # bound function id -> the entered instance
         self.inputs: queue.Queue = queue.Queue()          # calls waiting for the "container"
         self.cancelled: list[str] = []                   # function call ids the client cancelled
-        self.blobs: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}                # blob id -> bytes (Modal's blob store)
+        self.saving = threading.Lock()
+        self.blob_url = ""                               # set once the blob endpoint listens
+        self.input_bytes: list[int] = []                 # the size of each call's arguments
 
     # ------------------------------------------------------------------ plumbing
     @property
@@ -123,7 +129,7 @@ class FakeModal:
                 reply = own(request)
                 if asyncio.iscoroutine(reply):
                     reply = await reply
-            (self.state / "report.json").write_text(json.dumps(self.report()))
+            self.save()
             if generated.cardinality is Cardinality.UNARY_STREAM:
                 async for item in reply:
                     await stream.send_message(item)
@@ -224,6 +230,32 @@ class FakeModal:
                                file_descriptor=api_pb2.FILE_DESCRIPTOR_STDOUT)
         return api_pb2.AppFetchLogsResponse(batches=[api_pb2.TaskLogsBatch(task_id="ta-builder", items=[log])])
 
+    # ------------------------------------------------------------------ blobs (payloads over 2 MiB)
+    def BlobCreate(self, request):
+        blob_id = self.new_id("bl")
+        return api_pb2.BlobCreateResponse(blob_ids=[blob_id], upload_urls=api_pb2.UploadUrlList(
+            items=[f"{self.blob_url}/{blob_id}"]))
+
+    def BlobGet(self, request):
+        return api_pb2.BlobGetResponse(download_url=f"{self.blob_url}/{request.blob_id}")
+
+    async def _put_blob(self, request: web.Request) -> web.Response:
+        data = await request.read()
+        self.blobs[request.match_info["blob_id"]] = data
+        return web.Response(headers={"ETag": f'"{hashlib.md5(data).hexdigest()}"'})
+
+    async def _get_blob(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.blobs[request.match_info["blob_id"]])
+
+    def _chunk(self, item: Any, index: int) -> api_pb2.DataChunk:
+        """A generator item as Modal sends it: inline up to 2 MiB, else through the blob store."""
+        data = serialize(item)
+        if len(data) <= MAX_OBJECT_SIZE_BYTES:
+            return api_pb2.DataChunk(data_format=api_pb2.DATA_FORMAT_PICKLE, data=data, index=index)
+        blob_id = self.new_id("bl")
+        self.blobs[blob_id] = data
+        return api_pb2.DataChunk(data_format=api_pb2.DATA_FORMAT_PICKLE, data_blob_id=blob_id, index=index)
+
     # ------------------------------------------------------------------ calls
     def FunctionMap(self, request):
         item = request.pipelined_inputs[0].input
@@ -233,7 +265,8 @@ class FakeModal:
         options = function.get("options")
         self.gpus.append([] if options is None else [str(gpu.gpu_type) + (f":{gpu.count}" if gpu.count > 1 else "")
                                                      for gpu in [options.resources.gpu_config] if gpu.gpu_type])
-        args = self.blobs.pop(item.args_blob_id) if item.args_blob_id else item.args
+        args = self.blobs[item.args_blob_id] if item.args_blob_id else item.args
+        self.input_bytes.append(len(args))
         self.inputs.put((call, request.function_id, item.method_name, args))
         return api_pb2.FunctionMapResponse(
             function_call_id=call.id,
@@ -263,7 +296,7 @@ class FakeModal:
         while (job := self.inputs.get()) is not None:
             call = job[0]
             if call.stopped is not None:  # cancelled while queued
-                call.finish(api_pb2.GenericResult(status=call.stopped[0], exception=call.stopped[1]),
+                self._finish(call, api_pb2.GenericResult(status=call.stopped[0], exception=call.stopped[1]),
                             api_pb2.DATA_FORMAT_PICKLE)
                 continue
             previous = signal.signal(signal.SIGUSR1, cancelled)
@@ -281,7 +314,7 @@ class FakeModal:
                 api_pb2.GenericResult.GENERIC_STATUS_TIMEOUT, f"Function timed out after {options.timeout_secs} s",
             )).start()
         if self.fail == "internal":  # the container dies under the input: the OOM killer, a preemption
-            call.finish(api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_INTERNAL_FAILURE,
+            self._finish(call, api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_INTERNAL_FAILURE,
                                               exception="Container was OOM-killed (exit code 137)"),
                         api_pb2.DATA_FORMAT_PICKLE)
             return
@@ -292,19 +325,24 @@ class FakeModal:
             method = _find_callables_for_obj(instance, _PartialFunctionFlags.CALLABLE_INTERFACE)[method_name]
             call_args, call_kwargs = deserialize(args, None)
             for item in method(*call_args, **call_kwargs):
-                call.put(api_pb2.DataChunk(data_format=api_pb2.DATA_FORMAT_PICKLE, data=serialize(item),
-                                           index=len(call.chunks) + 1))
+                chunk = self._chunk(item, len(call.chunks) + 1)
+                self.save()  # before the client can see the item: the test reads what led to it
+                call.put(chunk)
             done = api_pb2.GeneratorDone(items_total=len(call.chunks))
-            call.finish(api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS,
+            self._finish(call, api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS,
                                               data=done.SerializeToString()), api_pb2.DATA_FORMAT_GENERATOR_DONE)
         except InputCancellation:
             status, message = call.stopped or (api_pb2.GenericResult.GENERIC_STATUS_TERMINATED, "cancelled")
-            call.finish(api_pb2.GenericResult(status=status, exception=message), api_pb2.DATA_FORMAT_PICKLE)
+            self._finish(call, api_pb2.GenericResult(status=status, exception=message), api_pb2.DATA_FORMAT_PICKLE)
         except Exception as exc:  # the method raised: Modal sends the pickled exception back
-            call.finish(api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE,
+            self._finish(call, api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_FAILURE,
                                               exception=repr(exc), data=serialize(exc)), api_pb2.DATA_FORMAT_PICKLE)
         finally:
             call.running = False
+
+    def _finish(self, call: _Call, result: api_pb2.GenericResult, data_format: int) -> None:
+        self.save()
+        call.finish(result, data_format)
 
     async def FunctionGetOutputs(self, request):
         call = self.calls[request.function_call_id]
@@ -334,23 +372,39 @@ class FakeModal:
                                                   "Input was cancelled by user")
         return empty_pb2.Empty()
 
+    def save(self) -> None:
+        """Write the report where the test reads it (atomically: the test may read at any time)."""
+        with self.saving:
+            temporary = self.state / "report.json.new"
+            temporary.write_text(json.dumps(self.report()))
+            temporary.replace(self.state / "report.json")
+
     def report(self) -> dict[str, Any]:
         return {"rpcs": dict(self.rpcs), "images": self.images, "gpus": self.gpus, "mounts": self.mounts,
-                "containers": len(self.containers), "cancelled": len(self.cancelled)}
+                "containers": len(self.containers), "cancelled": len(self.cancelled),
+                "input_bytes": self.input_bytes, "blobs": len(self.blobs)}
 
 
 async def _serve(fake: FakeModal) -> None:
+    blobs = web.Application(client_max_size=2**31)
+    blobs.add_routes([web.put("/blob/{blob_id}", fake._put_blob), web.get("/blob/{blob_id}", fake._get_blob)])
+    runner = web.AppRunner(blobs)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.blob_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/blob"
     server = Server([fake])
     await server.start("127.0.0.1", 0)
     print(server._server.sockets[0].getsockname()[1], flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes our stdin
     server.close()
     await server.wait_closed()
+    await runner.cleanup()
     fake.inputs.put(None)
 
 
 if __name__ == "__main__":
     fake = FakeModal(Path(sys.argv[1]))
-    (fake.state / "report.json").write_text(json.dumps(fake.report()))
+    fake.save()
     threading.Thread(target=asyncio.run, args=(_serve(fake),), daemon=True).start()
     fake.run_inputs()

@@ -174,3 +174,12 @@ def test_an_image_that_fails_to_build_names_the_package(fresh, shell, capsys) ->
     err = capsys.readouterr()
     assert "Traceback" not in err.out + err.err
     assert shell.user_ns["state"] == "before"
+
+
+def test_payloads_over_two_mib_go_through_modals_blob_store(fresh, shell) -> None:
+    assert run(shell, "import torch\nbig = torch.arange(2_000_000, dtype=torch.float32)").success  # 8 MB
+    assert run(shell, "%%modal_gpu --backend modal\nbig.mul_(2)\nnew = big + 1").success
+    assert shell.user_ns["big"][-1].item() == 3_999_998.0                     # changed in place, back here
+    assert shell.user_ns["new"][-1].item() == 3_999_999.0
+    report = fresh.report()
+    assert report["input_bytes"][-1] > 8_000_000 and report["blobs"] >= 2  # the argument and the result
