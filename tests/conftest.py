@@ -9,6 +9,20 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 
+@pytest.fixture(autouse=True)
+def _no_modal_account(request, monkeypatch, tmp_path) -> None:
+    """Hide a developer's Modal credentials: with them, ``--backend auto`` would run cells on real Modal.
+
+    Only the tests that ask for Modal keep them: the live ones (marked ``modal``) and
+    those against the fake server (``modal_server``), which set their own.
+    """
+    if request.node.get_closest_marker("modal") or "modal_server" in request.fixturenames:
+        return
+    for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(tmp_path / "no-modal.toml"))
+
+
 @pytest.fixture(scope="session")
 def _ipython() -> InteractiveShell:
     shell = InteractiveShell.instance()

@@ -57,6 +57,11 @@ class _Names:
         return name
 
 
+def _gpu_names(resources: api_pb2.Resources) -> list[str]:
+    gpu = resources.gpu_config
+    return [gpu.gpu_type + (f":{gpu.count}" if gpu.count > 1 else "")] if gpu.gpu_type else []
+
+
 class _Call:
     """One function call: its data chunks so far, and its result once it ends."""
 
@@ -94,6 +99,7 @@ class FakeModal:
         self.bound: dict[bytes, str] = {}                # FunctionBindParams request -> bound function id
         self.mounts: list[Any] = []                      # mounts by name, or by their files
         self.gpus: list[list[str]] = []                  # the GPUs each call asked for
+        self.fallbacks: list[list[str]] = []             # GPU fallback lists the app's class was defined with
         self.containers: dict[str, Any] = {}             # bound function id -> the entered instance
         self.inputs: queue.Queue = queue.Queue()          # calls waiting for the "container"
         self.cancelled: list[str] = []                   # function call ids the client cancelled
@@ -169,6 +175,8 @@ class FakeModal:
     def FunctionCreate(self, request):
         if request.HasField("function_data"):  # GPU fallbacks: one ranked definition per choice
             data = request.function_data
+            self.fallbacks.append([name for ranked in data.ranked_functions
+                                   for name in _gpu_names(ranked.function.resources)])
         else:
             data = api_pb2.FunctionData(
                 function_name=request.function.function_name, function_type=request.function.function_type,
@@ -263,8 +271,7 @@ class FakeModal:
         self.calls[call.id] = call
         function = self.functions[request.function_id]
         options = function.get("options")
-        self.gpus.append([] if options is None else [str(gpu.gpu_type) + (f":{gpu.count}" if gpu.count > 1 else "")
-                                                     for gpu in [options.resources.gpu_config] if gpu.gpu_type])
+        self.gpus.append(_gpu_names(options.resources) if options is not None else [])
         args = self.blobs[item.args_blob_id] if item.args_blob_id else item.args
         self.input_bytes.append(len(args))
         self.inputs.put((call, request.function_id, item.method_name, args))
@@ -380,7 +387,7 @@ class FakeModal:
             temporary.replace(self.state / "report.json")
 
     def report(self) -> dict[str, Any]:
-        return {"rpcs": dict(self.rpcs), "images": self.images, "gpus": self.gpus, "mounts": self.mounts,
+        return {"rpcs": dict(self.rpcs), "images": self.images, "gpus": self.gpus, "fallbacks": self.fallbacks, "mounts": self.mounts,
                 "containers": len(self.containers), "cancelled": len(self.cancelled),
                 "input_bytes": self.input_bytes, "blobs": len(self.blobs)}
 

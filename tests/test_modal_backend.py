@@ -39,7 +39,7 @@ def test_executor_runs_a_cell_through_modals_local() -> None:
     out = run_python("""
         import json, torch, modal
         from modal_magic import frames, wire
-        from modal_magic.backends.modal import executor_class
+        from modal_magic.backends.modal_executor import executor_class
         app = modal.App("modal-magic-test")
         Executor = app.cls(serialized=True, max_containers=1)(executor_class())
         from modal_magic.identity import LocalObjects
@@ -66,7 +66,7 @@ CANCEL_SCRIPT = """
     import modal
     from modal.exception import InputCancellation
     from modal_magic import frames, wire
-    from modal_magic.backends.modal import executor_class
+    from modal_magic.backends.modal_executor import executor_class
 
     def cancelled(signum, frame):  # what Modal's container entrypoint installs for a sync input
         raise InputCancellation("Input was cancelled by user")
@@ -111,7 +111,7 @@ def test_a_cancelled_cell_stuck_in_native_code_restarts_the_container() -> None:
     started = time.monotonic()
     out = subprocess.run([sys.executable, "-c", textwrap.dedent(CANCEL_SCRIPT), "import time\ntime.sleep(60)"],
                          capture_output=True, text=True, timeout=60)
-    assert out.returncode == 75, out.stderr  # modal_magic.backends.modal._STUCK_EXIT
+    assert out.returncode == 75, out.stderr  # modal_magic.backends.modal_executor._STUCK_EXIT
     assert "did not stop within 2 s; restarting the container" in out.stderr
     assert time.monotonic() - started < 20  # the grace is 2 s, not the cell's 60
 
@@ -168,3 +168,34 @@ def test_live_timeout(shell) -> None:
 
     result = run(shell, "%%modal_gpu --backend modal --timeout 5\nimport time\ntime.sleep(60)")
     assert isinstance(result.error_in_exec, CellTimeout)
+
+
+@pytest.mark.modal
+@live
+def test_live_cuda_tensor_round_trip(shell) -> None:
+    from .conftest import run
+
+    assert run(shell, "import torch\nw = torch.randn(512, 512)").success
+    result = run(shell, "%%modal_gpu --backend modal --gpu T4\nimport torch\nw_gpu = w.cuda()\n"
+                        "w.mul_(2)\nsquare = w_gpu @ w_gpu\nsquare.device.type")
+    assert result.success and result.result == "cuda"   # it really ran on a GPU
+    square = shell.user_ns["square"]
+    assert square.device.type == "cpu"                   # and came back usable on this machine
+    torch = shell.user_ns["torch"]
+    assert torch.allclose(square, (shell.user_ns["w"] / 2) @ (shell.user_ns["w"] / 2), atol=1e-2)
+
+
+@pytest.mark.modal
+@live
+def test_live_interrupt_cancels_the_call_and_keeps_the_container(shell) -> None:
+    import signal
+    import threading
+
+    from .conftest import run
+
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nfirst = os.getpid()").success
+    threading.Timer(10.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the kernel's stop button
+    result = run(shell, "%%modal_gpu --backend modal\nimport time\nfor _ in range(1200):\n    time.sleep(0.05)")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
+    assert shell.user_ns["first"] == shell.user_ns["second"]

@@ -93,6 +93,20 @@ def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> N
     assert after_third["rpcs"]["AppCreate"] == apps_before + 1
 
 
+def test_a_gpu_fallback_list_is_defined_on_the_class(fresh, shell) -> None:
+    apps_before = fresh.report()["rpcs"].get("AppCreate", 0)
+    assert run(shell, "%%modal_gpu --backend modal --gpu h100,a100-80gb:2\nv = 1").success
+    assert fresh.report()["fallbacks"][-1] == ["H100", "A100-80GB:2"]   # ranked, in the order given
+    assert run(shell, "%%modal_gpu --backend modal --gpu H100,A100-80GB:2\nv = 2").success
+    assert fresh.report()["rpcs"]["AppCreate"] == apps_before + 1        # the same list: the same app
+
+
+def test_auto_runs_on_modal_when_credentials_exist(fresh, shell) -> None:
+    calls_before = fresh.report()["rpcs"].get("FunctionMap", 0)
+    assert run(shell, "%%modal_gpu\nwhere = 'remote'").success  # no --backend: auto
+    assert fresh.report()["rpcs"]["FunctionMap"] == calls_before + 1 and shell.user_ns["where"] == "remote"
+
+
 def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) -> None:
     import torch
 

@@ -69,7 +69,7 @@ def test_auto_choice_with_and_without_credentials(no_credentials, monkeypatch) -
     monkeypatch.setenv("MODAL_TOKEN_ID", "ak-1")
     monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-2")
     backend, why = choose("auto")
-    assert backend == "local" and "credentials found" in why and "--backend modal runs cells on Modal" in why
+    assert backend == "modal" and "credentials found" in why and "--backend local runs cells on this machine" in why
     assert choose("modal") == ("modal", "credentials: environment (MODAL_TOKEN_ID)")
 
 

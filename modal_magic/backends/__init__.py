@@ -30,8 +30,7 @@ def choose(choice: str) -> tuple[str, str]:
         return "local", "asked for"
     if found is None:
         return "local", f"auto: no Modal credentials found; to run on GPUs, {HOW_TO_CONFIGURE}"
-    # Until the Modal backend has been run against Modal's servers, it is opt-in.
-    return "local", f"auto: Modal credentials found ({found}); --backend modal runs cells on Modal"
+    return "modal", f"auto: Modal credentials found ({found}); --backend local runs cells on this machine"
 
 
 _noticed = False
@@ -43,7 +42,8 @@ def get_backend(choice: str) -> Backend:
     name, why = choose(choice)
     if choice == "auto" and not _noticed:
         _noticed = True
-        print(f"modal_gpu: running cells on the local backend (this machine) — {why}.", file=sys.stderr)
+        where = "on Modal" if name == "modal" else "on the local backend (this machine)"
+        print(f"modal_gpu: running cells {where} — {why}.", file=sys.stderr)
     if name not in _live:
         _live[name] = ModalBackend() if name == "modal" else LocalBackend()
     return _live[name]

@@ -10,106 +10,33 @@ which routes container logs into the wrong cell (``reference/modal_api.md`` §6)
 Results travel as our own bytes and are unpacked by the driver (CUDA → CPU),
 never by Modal's result unpickling.
 
-A changed image spec (new ``--pip`` packages) needs a new app: running apps
-cannot take new functions. A kernel interrupt cancels the call by its id (the
-container's first event), which interrupts the cell there as a local one would.
+A changed image spec (new ``--pip`` packages) or GPU fallback list needs a
+new app: running apps cannot take new functions, and ``with_options`` takes
+one GPU type, not a list. A kernel interrupt cancels the call by its id (the
+container's first event), which interrupts the cell there as a local one
+would. What runs in the container is in ``modal_executor.py``.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import os
-import queue
 import socket
-import sys
-import threading
-import traceback
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import urlparse
 
 from .. import frames, wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied
 from ..modal_plan import HOW_TO_CONFIGURE, ImageSpec
 from .base import Backend, OnEvent, ResultFrame
+from .modal_executor import executor_class
 
-__all__ = ["ModalBackend", "build_image", "executor_class", "serve_one"]
+__all__ = ["ModalBackend", "AppShape", "build_image", "explain"]
 
 _PREFLIGHT_TIMEOUT = 3.0  # seconds: Modal's own client retries for about a minute before giving up
 _DEFAULT_TIMEOUT = 3600   # seconds per cell when --timeout is not given
 _SCALEDOWN = 1200         # seconds a warm container waits for the next cell
-_GRACE = 2.0              # seconds a cancelled cell gets to unwind before its container exits
-_STUCK_EXIT = 75          # the container's exit code when a cancelled cell would not stop
-
-
-def serve_one(runner: Any, data: bytes, call_id: str | None = None) -> Iterator[bytes]:
-    """Run one encoded request on ``runner``, yielding encoded events as they happen.
-
-    The first event names the Modal call (``call_id``): generator calls cannot
-    be spawned, so this is how the notebook learns what to cancel.
-    The cell runs in a thread so that its output can be yielded while it runs.
-    When the notebook cancels the call, Modal raises ``InputCancellation`` here
-    (in the main thread, from its SIGUSR1 handler): the cell gets a
-    ``KeyboardInterrupt``, as a local cell would. A cell that does not unwind
-    within ``_GRACE`` seconds (stuck in native code) takes the container down
-    with it, so the next cell gets a clean one rather than a runner still busy.
-    """
-    yield frames.encode({"kind": "call", "id": call_id})
-    meta, buffers = frames.decode(data)
-    events: queue.Queue[bytes | None] = queue.Queue()
-
-    def work() -> None:
-        try:
-            runner.run(meta, list(buffers), lambda m, b: events.put(frames.encode(m, b)))
-        except KeyboardInterrupt:
-            pass  # interrupted outside the cell itself: nobody is listening any more
-        except Exception:  # noqa: BLE001 - our own failure, reported to the notebook
-            events.put(frames.encode({"kind": "internal_error", "traceback": traceback.format_exc()}))
-        finally:
-            events.put(None)
-
-    cell = threading.Thread(target=work, name="modal_magic-cell", daemon=True)
-    cell.start()
-    try:
-        while (item := events.get()) is not None:
-            yield item
-    except BaseException:  # InputCancellation (a BaseException), or the generator closed
-        _interrupt_thread(cell)
-        raise
-
-
-def _interrupt_thread(thread: threading.Thread) -> None:
-    """Raise KeyboardInterrupt in ``thread``; exit the process if it does not end within ``_GRACE``."""
-    if not thread.is_alive() or thread.ident is None:
-        return
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(KeyboardInterrupt))
-    thread.join(_GRACE)
-    if thread.is_alive():
-        print(f"modal_magic: the interrupted cell did not stop within {_GRACE:g} s; restarting the container",
-              file=sys.__stderr__, flush=True)  # sys.stderr is still the cell's stream
-        os._exit(_STUCK_EXIT)
-
-
-def executor_class() -> type:
-    """The class Modal runs in the container (defined in a function: ``serialized=True``)."""
-    import modal
-
-    class Executor:
-        @modal.enter()
-        def start(self) -> None:
-            from modal_magic.runner import Runner
-
-            self.runner = Runner()
-
-        @modal.method()
-        def run(self, data: bytes) -> Iterator[bytes]:
-            from modal_magic.backends.modal import serve_one
-
-            yield from serve_one(self.runner, data, call_id=modal.current_function_call_id())
-
-    return Executor
 
 
 def build_image(spec: ImageSpec) -> Any:
