@@ -93,6 +93,16 @@ def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> N
     assert after_third["rpcs"]["AppCreate"] == apps_before + 1
 
 
+def test_progress_says_cold_then_warm_and_cold_again_after_modal_stop(fresh, shell, capsys) -> None:
+    cells = []
+    for source in ("%%modal_gpu --backend modal\na = 1", "%%modal_gpu --backend modal\na = 2",
+                   "%modal_stop", "%%modal_gpu --backend modal\na = 3"):
+        capsys.readouterr()
+        assert run(shell, source).success
+        cells.append("modal_gpu: starting Modal" in capsys.readouterr().out)
+    assert cells == [True, False, False, True]
+
+
 def test_a_gpu_fallback_list_is_defined_on_the_class(fresh, shell) -> None:
     apps_before = fresh.report()["rpcs"].get("AppCreate", 0)
     assert run(shell, "%%modal_gpu --backend modal --gpu h100,a100-80gb:2\nv = 1").success

@@ -218,7 +218,7 @@ class ModalBackend(Backend):
 
     def close(self) -> None:
         if self._stack is not None:
-            stack, self._stack, self._executor, self._spec = self._stack, None, None, None
+            stack, self._stack, self._executor, self._shape = self._stack, None, None, None
             with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
                 stack.close()
 
