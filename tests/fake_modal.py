@@ -16,8 +16,9 @@ Run as ``python -m tests.fake_modal STATE_DIR``: prints its port and serves unti
 stdin closes. After every RPC it writes ``STATE_DIR/report.json`` (RPC counts,
 image layers, GPUs asked for, containers started, calls cancelled). A fault to
 inject is read from ``STATE_DIR/fail``: ``image`` (the import-check layer fails
-to build, with its log) or ``internal`` (a call ends in an internal failure, as
-when a container is OOM-killed or preempted). Timeouts are real: a call's
+to build, with its log), ``internal`` (a call ends in an internal failure, as
+when a container is OOM-killed or preempted), ``auth`` (the token is refused)
+or ``gpu`` (the workspace is out of GPUs). Timeouts are real: a call's
 ``timeout`` option stops it like Modal does.
 """
 
@@ -40,7 +41,8 @@ from google.protobuf import empty_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from aiohttp import web
-from grpclib.const import Cardinality, Handler
+from grpclib.const import Cardinality, Handler, Status
+from grpclib.exceptions import GRPCError
 from grpclib.server import Server
 from modal._partial_function import _find_callables_for_obj, _PartialFunctionFlags
 from modal._runtime.execution_context import _set_current_context_ids
@@ -48,6 +50,13 @@ from modal._serialization import deserialize, serialize
 from modal._utils.blob_utils import MAX_OBJECT_SIZE_BYTES
 from modal.exception import InputCancellation
 from modal_proto import api_grpc, api_pb2
+
+
+# Faults a server answers with a gRPC status: (RPC, fault) -> (status, message).
+REFUSALS = {
+    ("AppCreate", "auth"): (Status.UNAUTHENTICATED, "Token rejected: the token id or secret is not valid"),
+    ("FunctionMap", "gpu"): (Status.RESOURCE_EXHAUSTED, "Your workspace has reached its limit of H100 GPUs"),
+}
 
 
 class _Names:
@@ -129,6 +138,8 @@ class FakeModal:
         async def handle(stream) -> None:
             request = await stream.recv_message()
             self.rpcs[name] += 1
+            if (name, self.fail) in REFUSALS:
+                raise GRPCError(*REFUSALS[name, self.fail])
             if own is None:
                 reply = generated.reply_type()
             else:

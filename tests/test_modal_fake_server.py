@@ -185,6 +185,23 @@ def test_a_container_killed_midway_reads_as_a_sentence(fresh, shell, capsys) -> 
     assert run(shell, "%%modal_gpu --backend modal\nstate = 'after'").success
 
 
+@pytest.mark.parametrize("fault, fragments", [
+    ("auth", ["did not accept the credentials (Token rejected", "run `modal setup`"]),
+    ("gpu", ["reached its limit of H100 GPUs", "Try another --gpu type"]),
+])
+def test_refusals_read_as_a_sentence(fresh, shell, capsys, fault, fragments) -> None:
+    from modal_magic.errors import BackendUnavailable
+
+    run(shell, "state = 'before'")
+    fresh.fail(fault)
+    result = run(shell, "%%modal_gpu --backend modal --gpu H100\nstate = 'after'")
+    assert isinstance(result.error_in_exec, BackendUnavailable)
+    assert all(fragment in str(result.error_in_exec) for fragment in fragments), result.error_in_exec
+    err = capsys.readouterr()
+    assert "Traceback" not in err.out + err.err
+    assert shell.user_ns["state"] == "before"
+
+
 def test_an_image_that_fails_to_build_names_the_package(fresh, shell, capsys) -> None:
     from modal_magic.errors import BackendUnavailable
 

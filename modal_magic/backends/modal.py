@@ -93,6 +93,9 @@ def explain(exc: BaseException, *, starting: bool = False, timeout: float | None
         return WorkerDied(f"the Modal container stopped before the cell finished ({exc}): usually out of memory "
                           "(try --memory MiB, or a smaller batch), or the machine was preempted. "
                           f"{_UNCHANGED}; the next cell starts a fresh container.")
+    if isinstance(exc, (errors.ResourceExhaustedError, errors.PermissionDeniedError)):
+        return BackendUnavailable(f"Modal cannot run this cell as asked: {exc}. Try another --gpu type, or an "
+                                  f"ordered fallback such as --gpu H100,A100-80GB. {_UNCHANGED}.")
     if isinstance(exc, errors.InvalidError):
         return UsageProblem(f"Modal refused the request: {exc}")
     if starting:
