@@ -102,9 +102,8 @@ class FakeModal:
         self.rpcs: collections.Counter[str] = collections.Counter()
         self.ids = itertools.count(1)
         self.functions: dict[str, dict[str, Any]] = {}   # function id -> definition, options
-        self.calls: dict[str, dict[str, Any]] = {}       # function call id -> state
+        self.calls: dict[str, _Call] = {}                # function call id -> its state
         self.images: list[str] = []                      # every image layer asked for, as text
-        self.failing_images: set[str] = set()
         self.bound: dict[bytes, str] = {}                # FunctionBindParams request -> bound function id
         self.mounts: list[Any] = []                      # mounts by name, or by their files
         self.gpus: list[list[str]] = []                  # the GPUs each call asked for
@@ -219,8 +218,7 @@ class FakeModal:
         image_id = self.new_id("im")
         commands = "\n".join(request.image.dockerfile_commands)
         self.images.append(commands)
-        if self.fail == "image" and "does not import" in commands:
-            self.failing_images.add(image_id)  # built (and failed) when the client joins its build
+        if self.fail == "image" and "does not import" in commands:  # not built yet: the client joins its build
             return api_pb2.ImageGetOrCreateResponse(image_id=image_id)
         return api_pb2.ImageGetOrCreateResponse(
             image_id=image_id, result=api_pb2.GenericResult(status=api_pb2.GenericResult.GENERIC_STATUS_SUCCESS))
