@@ -34,6 +34,8 @@ from .modal_executor import executor_class
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "explain"]
 
+_UNCHANGED = "The notebook's variables are unchanged"
+_OFFLINE = f". Check the network connection, or use --backend local. {_UNCHANGED}."
 _PREFLIGHT_TIMEOUT = 3.0  # seconds: Modal's own client retries for about a minute before giving up
 _DEFAULT_TIMEOUT = 3600   # seconds per cell when --timeout is not given
 _SCALEDOWN = 1200         # seconds a warm container waits for the next cell
@@ -59,15 +61,10 @@ def _preflight(server_url: str) -> None:
         with socket.create_connection((url.hostname, port), timeout=_PREFLIGHT_TIMEOUT):
             pass
     except OSError as exc:
-        raise BackendUnavailable(
-            f"cannot reach Modal at {url.hostname}:{port} ({exc.strerror or exc}). Check the network "
-            "connection, or run on this machine with --backend local.") from None
+        raise BackendUnavailable(f"cannot reach Modal at {url.hostname}:{port} ({exc.strerror or exc}){_OFFLINE}") from None
 
 
-_UNCHANGED = "The notebook's variables are unchanged"
-
-
-def explain(exc: BaseException, *, starting: bool = False, timeout: float | None = None) -> ModalMagicError:
+def explain(exc: BaseException, *, starting: bool = False, timeout: float = _DEFAULT_TIMEOUT) -> ModalMagicError:
     """One sentence for a failure inside Modal's SDK: whose problem it is, and what to do.
 
     Told apart by Modal's exception types (its messages are not a stable interface);
@@ -81,7 +78,7 @@ def explain(exc: BaseException, *, starting: bool = False, timeout: float | None
         return BackendUnavailable(f"Modal did not accept the credentials ({exc}); {HOW_TO_CONFIGURE}.")
     if isinstance(exc, errors.ConnectionError):
         return BackendUnavailable(("cannot reach Modal's server" if starting else "lost the connection to Modal")
-                                  + f". Check the network connection, or use --backend local. {_UNCHANGED}.")
+                                  + _OFFLINE)
     if isinstance(exc, errors.ImageBuildError):
         return BackendUnavailable(f"the container image failed to build: {_build_failure(exc.image_id)}. "
                                   f"Check the --pip packages and their versions; the whole log: "
@@ -201,7 +198,7 @@ class ModalBackend(Backend):
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
             raise explain(exc, timeout=timeout or _DEFAULT_TIMEOUT) from None
         raise WorkerDied("the Modal container ended without finishing the cell (out of memory, or preempted). "
-                         "The notebook's variables are unchanged; the next cell starts a fresh container.")
+                         f"{_UNCHANGED}; the next cell starts a fresh container.")
 
     def _cancel(self, call_id: str | None) -> None:
         """Stop the interrupted call remotely; the container stays warm when the cell unwinds.
