@@ -108,6 +108,8 @@ def run_cell(
     try:
         meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
         clock.lap("remote")
+        if meta.get("interrupted"):  # as a local interrupt: the cell's own line, the namespace untouched
+            raise with_remote_traceback(KeyboardInterrupt(), meta["error"]["traceback"])
         on_event({"kind": "stage", "stage": "unpack", "bytes": sum(memoryview(b).nbytes for b in buffers)})
         outcome = _finish(meta, buffers, inputs, namespace, options, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on

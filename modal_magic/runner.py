@@ -150,6 +150,10 @@ class Runner:
         emit({"kind": "stage", "stage": "run"}, [])
         outcome = self._execute(request, emit)
         elapsed = time.perf_counter() - started
+        error = outcome.error_before_exec or outcome.error_in_exec
+        if isinstance(error, KeyboardInterrupt):  # stopped: nothing is packed, the notebook keeps its variables
+            emit({"kind": "result", "interrupted": True, "error": self._error_info(error), "elapsed": elapsed}, [])
+            return
         emit({"kind": "stage", "stage": "download"}, [])
         meta, payload = self._collect(request, outcome, inputs, arrived, before)
         emit({**meta, "elapsed": elapsed}, payload.buffers)
@@ -191,6 +195,10 @@ class Runner:
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
 
+    def _error_info(self, error: BaseException) -> dict[str, Any]:
+        """The cell's exception as the notebook shows it: type, message, IPython's formatted traceback."""
+        return {"type": type(error).__name__, "message": str(error), "traceback": self._traceback}
+
     @wire.gc_paused()
     def _collect(self, request: dict[str, Any], outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
                  before: dict[str, Any]) -> tuple[dict[str, Any], wire.Payload]:
@@ -211,8 +219,7 @@ class Runner:
             "kind": "result",
             "payload": payload.meta(),
             "deleted": [name for name in before if name not in ns and name not in self._baseline],
-            "error": None if error is None else {
-                "type": type(error).__name__, "message": str(error), "traceback": self._traceback},
+            "error": None if error is None else self._error_info(error),
             "value_repr": _safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
         }
         return meta, payload

@@ -56,7 +56,7 @@ def test_timeout_stops_the_cell_soon_after_the_limit(shell) -> None:
     assert_next_cell_works(shell)
 
 
-def test_interrupt_stops_the_remote_cell_and_keeps_the_worker(shell) -> None:
+def test_interrupt_stops_the_remote_cell_and_keeps_the_worker(shell, capsys) -> None:
     run(shell, "%%modal_gpu\nimport os\nfirst_pid = os.getpid()")
     run(shell, "state = 'before'")
     timer = threading.Timer(1.0, _thread.interrupt_main)  # the notebook's stop button
@@ -68,6 +68,10 @@ def test_interrupt_stops_the_remote_cell_and_keeps_the_worker(shell) -> None:
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert elapsed < 4                                     # stopped within a couple of seconds
     assert shell.user_ns["state"] == "before"
+    shown = capsys.readouterr()
+    shown = shown.out + shown.err
+    assert "----> 4 time.sleep(30)" in shown and "KeyboardInterrupt" in shown  # where it stopped, as locally
+    assert "modal_magic" not in shown and "select" not in shown               # nothing of our machinery
     assert_next_cell_works(shell)
     assert shell.user_ns["next_pid"] == shell.user_ns["first_pid"]  # the cell unwound; worker kept
 

@@ -114,8 +114,10 @@ class LocalBackend(Backend):
             try:
                 self._wait_readable(sock, deadline, lambda: on_event({"kind": "tick"}))
             except KeyboardInterrupt:
-                self._interrupt()
-                raise
+                stopped = self._interrupt()
+                if stopped is None:
+                    raise
+                return stopped  # the cell's last frame: the driver raises the interrupt where the cell was
             except TimeoutError:
                 self.close()
                 raise CellTimeout(
@@ -178,17 +180,24 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self) -> None:
-        """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it."""
+    def _interrupt(self) -> ResultFrame | None:
+        """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
+
+        Returns the interrupted cell's last frame (it says where the cell was), or
+        None when the worker had to go or the interrupt came outside the cell.
+        """
         if self._proc is None or self._sock is None:
-            return
+            return None
         try:
             os.kill(self._proc.pid, signal.SIGINT)
             deadline = time.monotonic() + _GRACE
             while True:
                 self._wait_readable(self._sock, deadline)
-                meta, _ = frames.recv(self._sock)
+                meta, buffers = frames.recv(self._sock)
+                if meta["kind"] == "result" and meta.get("interrupted"):
+                    return meta, buffers
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
-                    return
+                    return None
         except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
             self.close()
+            return None
