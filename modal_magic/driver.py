@@ -27,7 +27,7 @@ from . import cell, wire
 from .backends import choose, get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .identity import LocalObjects
-from .modal_plan import ImageSpec
+from .modal_plan import DEFAULT_GPU, ImageSpec
 from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
@@ -59,8 +59,8 @@ class CellOptions:
     """Environment variables to set for the cell there (none are forwarded otherwise)."""
     max_input_bytes: int | None = DEFAULT_MAX_INPUT
     """Refuse to send more than this (a typo'd 40 GB upload is better caught here)."""
-    gpu: tuple[str, ...] = ()
-    """Modal GPU types in order of preference, normalised (``modal_plan.parse_gpu``)."""
+    gpu: tuple[str, ...] = (DEFAULT_GPU,)
+    """Modal GPU types in order of preference, normalised (``modal_plan.parse_gpu``); empty: a CPU container."""
     cpu: float | None = None
     memory_mib: int | None = None
     pip: tuple[str, ...] = ()
@@ -228,13 +228,16 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
     return [
         "modal_gpu --dry-run: nothing was run, sent or changed",
         f"  backend: {backend} ({why})",
-        f"  gpu: {' then '.join(options.gpu) or 'none'}"
+        f"  gpu: {' then '.join(options.gpu) or 'none (a CPU container)'}"
         + (" (used by the Modal backend; the local worker runs on this machine)" if options.gpu and backend == "local" else ""),
         f"  cpu: {options.cpu or 'default'}, memory: {f'{options.memory_mib} MiB' if options.memory_mib else 'default'}, "
-        f"timeout: {f'{options.timeout:g} s' if options.timeout else 'none'}",
+        f"timeout: {f'{options.timeout:g} s' if options.timeout else _NO_TIMEOUT[backend]}",
         "  image: " + "; ".join(image.describe()),
         f"  inputs: {sent} — {format_bytes(inputs.nbytes)} in all",
     ]
+
+
+_NO_TIMEOUT = {"local": "none", "modal": "none of ours; Modal's maximum, 24 h"}
 
 
 def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:

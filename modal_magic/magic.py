@@ -13,7 +13,7 @@ from traitlets import Float, Unicode
 from . import driver
 from .backends import CHOICES, close_all
 from .errors import UsageProblem
-from .modal_plan import parse_gpu
+from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .progress import make_view
 
@@ -59,6 +59,7 @@ class ModalMagics(Magics):
     device = Unicode("cpu", help="default for --device").tag(config=True)
     timeout = Float(None, allow_none=True, help="default for --timeout, in seconds").tag(config=True)
     max_input = Unicode("4GiB", help="default for --max-input").tag(config=True)
+    gpu = Unicode(DEFAULT_GPU, help=f"default for --gpu ('{NO_GPU}': a CPU container)").tag(config=True)
 
     @magic_arguments()
     @argument("--backend", choices=CHOICES, default=None,
@@ -72,13 +73,15 @@ class ModalMagics(Magics):
               help="where returned tensors land here: 'cpu' (default), 'auto' (CUDA if this "
                    "machine has it) or 'cuda'")
     @argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
-              help="stop the cell after this many seconds")
+              help="stop the cell after this many seconds (default: no limit of ours; "
+                   "a Modal cell runs at most Modal's maximum, 24 h)")
     @argument("--env", type=_names, default=(), metavar="NAMES",
               help="environment variables to set for the cell there (none are forwarded otherwise)")
     @argument("--max-input", type=_size, default=None, metavar="SIZE",
               help="refuse to send more than this much data (default 4GiB), e.g. 20GB")
     @argument("--gpu", type=str, default=None, metavar="TYPE[:N][,TYPE…]",
-              help="Modal GPU, e.g. A10G, H100:2, or an ordered fallback list H100,A100 (case-insensitive)")
+              help=f"Modal GPU, e.g. A10G, H100:2, or an ordered fallback list H100,A100 (case-insensitive); "
+                   f"'{NO_GPU}' for a CPU container. Default: {DEFAULT_GPU} (%%modal_config gpu=…)")
     @argument("--cpu", type=float, default=None, help="CPU cores for the container")
     @argument("--memory", type=int, default=None, metavar="MiB", help="memory for the container, in MiB")
     @argument("--pip", nargs="+", default=(), metavar="PKG==VER",
@@ -112,7 +115,7 @@ class ModalMagics(Magics):
             backend=args.backend or self.backend, inputs=args.inputs, outputs=args.outputs,
             device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
             env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
-            gpu=tuple(parse_gpu(args.gpu)) if args.gpu else (), cpu=args.cpu, memory_mib=args.memory,
+            gpu=tuple(parse_gpu(args.gpu or self.gpu)), cpu=args.cpu, memory_mib=args.memory,
             pip=tuple(args.pip))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
@@ -142,12 +145,12 @@ class ModalMagics(Magics):
 
     @line_magic
     def modal_config(self, line: str = "") -> None:
-        """Show or set session defaults: ``%modal_config timeout=600 backend=modal device=cpu max_input=8GB``.
+        """Show or set session defaults: ``%modal_config gpu=A10G timeout=600 backend=modal max_input=8GB``.
 
         The same settings as ``%config ModalMagics.<name>`` and ``c.ModalMagics.<name>`` in
         ``ipython_config.py``; a flag on a cell still wins.
         """
-        settable = {"backend": str, "device": str, "timeout": float, "max_input": str}
+        settable = {"backend": str, "gpu": str, "device": str, "timeout": float, "max_input": str}
         for item in line.split():
             name, sep, value = item.partition("=")
             if not sep or name not in settable:
@@ -156,6 +159,11 @@ class ModalMagics(Magics):
                 raise UsageError(f"backend must be one of {', '.join(CHOICES)}, not {value!r}")
             if name == "max_input":
                 _size(value)
+            if name == "gpu":
+                try:
+                    parse_gpu(value)
+                except UsageProblem as exc:
+                    raise UsageError(str(exc)) from None
             setattr(self, name, None if value.lower() == "none" else settable[name](value))
         for name in settable:
             print(f"{name} = {getattr(self, name)!r}")

@@ -5,7 +5,10 @@ Modal's servers cannot be reached from here; nothing in these tests needs them.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,14 +38,23 @@ def test_gpu_specs_are_normalised(spec: str, expected: list[str]) -> None:
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("H1000", "unknown GPU type 'H1000'. Modal has: T4, L4"),
     ("A10:8", "from 1 to 4 for A10"),
     ("H100:two", "whole number"),
     (",", "needs a GPU type"),
 ])
-def test_bad_gpu_specs_are_refused_with_the_valid_ones(spec: str, message: str) -> None:
+def test_bad_gpu_specs_are_refused(spec: str, message: str) -> None:
     with pytest.raises(UsageProblem, match=message):
         parse_gpu(spec)
+
+
+def test_a_gpu_type_we_do_not_know_goes_to_modal_with_a_warning(capsys) -> None:
+    assert parse_gpu("x900:2,h100") == ["X900:2", "H100"]  # Modal validates; a new type must not be blocked
+    err = capsys.readouterr().err
+    assert "'X900' is not a GPU type we know (T4, L4" in err and "passing it to Modal" in err
+
+
+def test_gpu_none_is_a_cpu_container() -> None:
+    assert parse_gpu("none") == [] and parse_gpu(" None ") == []
 
 
 def test_credentials_from_environment(no_credentials, monkeypatch) -> None:
@@ -61,6 +73,27 @@ def test_credentials_from_an_isolated_modal_toml(no_credentials, monkeypatch) ->
     assert modal_credentials() is None
     config.write_text("this is [not toml")
     assert modal_credentials() is None
+
+
+def test_credentials_are_found_key_by_key_as_modal_finds_them(no_credentials, monkeypatch) -> None:
+    config = no_credentials / "modal.toml"
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(config))
+    config.write_text('[default]\ntoken_secret = "as-2"\n')
+    monkeypatch.setenv("MODAL_TOKEN_ID", "ak-1")  # the id from the environment, the secret from the file
+    assert modal_credentials() == f"environment (MODAL_TOKEN_ID) and profile 'default' in {config}"
+    monkeypatch.delenv("MODAL_TOKEN_ID")
+    config.write_text('[default]\ntoken_id = "ak-1"\ntoken_secret = "as-2"\n')
+    monkeypatch.setenv("MODAL_PROFILE", "")  # empty is unset to Modal, not a profile named ''
+    assert modal_credentials() == f"profile 'default' in {config}"
+
+
+def test_several_profiles_none_active_is_not_configured(no_credentials, monkeypatch) -> None:
+    config = no_credentials / "modal.toml"
+    monkeypatch.setenv("MODAL_CONFIG_PATH", str(config))
+    config.write_text('[default]\ntoken_id = "a"\ntoken_secret = "b"\n\n[work]\ntoken_id = "c"\ntoken_secret = "d"\n')
+    assert modal_credentials() is None  # Modal's client refuses to start: "No Modal profile is active"
+    monkeypatch.setenv("MODAL_PROFILE", "work")
+    assert modal_credentials() == f"profile 'work' in {config}"
 
 
 def test_auto_choice_with_and_without_credentials(no_credentials, monkeypatch) -> None:
@@ -108,13 +141,42 @@ def test_pip_options_are_not_packages() -> None:
         ImageSpec.for_this_kernel(("--index-url=http://x",))
 
 
-def test_import_check_names_the_broken_package() -> None:
-    ok = subprocess.run(ImageSpec.for_this_kernel(("cloudpickle",)).import_check(), shell=True,
-                        capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
-    broken = subprocess.run(ImageSpec.for_this_kernel(("no-such-package-mm",)).import_check(), shell=True,
-                            capture_output=True, text=True)
+def _build_step(command: str, site: Path | None = None) -> subprocess.CompletedProcess:
+    """Run one Dockerfile ``RUN`` line as a builder does: ``/bin/sh -c LINE``."""
+    env = {"PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/bin", "/bin"])}
+    if site is not None:
+        env["PYTHONPATH"] = str(site)
+    return subprocess.run(["/bin/sh", "-c", command], capture_output=True, text=True, env=env)
+
+
+def test_import_check_is_one_dockerfile_line_and_names_the_broken_package() -> None:
+    ok = ImageSpec.for_this_kernel(("cloudpickle",)).import_check()
+    assert "\n" not in ok  # each run_commands element is one Dockerfile line
+    result = _build_step(ok)
+    assert result.returncode == 0, result.stderr
+    broken = _build_step(ImageSpec.for_this_kernel(("no-such-package-mm",)).import_check())
     assert broken.returncode != 0 and "package no-such-package-mm was installed but does not import" in broken.stderr
+
+
+def test_import_check_finds_import_names_from_the_distributions_metadata(tmp_path) -> None:
+    # A wheel as hatchling/flit/maturin build it: no top_level.txt, and an import name unlike the
+    # distribution's (beautifulsoup4 → bs4, scikit-learn → sklearn, pyzmq → zmq).
+    (tmp_path / "mm_soup").mkdir()
+    (tmp_path / "mm_soup" / "__init__.py").write_text("")
+    info = tmp_path / "mm_beautiful_soup-4.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mm-beautiful-soup\nVersion: 4.0\n")
+    (info / "RECORD").write_text("mm_soup/__init__.py,,\nmm_beautiful_soup-4.0.dist-info/METADATA,,\n")
+    result = _build_step(ImageSpec.for_this_kernel(("mm_Beautiful.Soup==4.0", "pyzmq")).import_check(), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "import check passed: torch, mm-beautiful-soup, pyzmq" in result.stdout
+
+
+def test_torch_family_packages_cannot_replace_the_pinned_torch() -> None:
+    spec = ImageSpec.for_this_kernel(("torchvision==0.29.1", "transformers==4.57.1", "TorchAudio"))
+    assert spec.torch_packages() == (spec.torch, "torchvision==0.29.1", "TorchAudio")  # from torch's own index
+    assert spec.extra_packages()[-1] == spec.torch and "transformers==4.57.1" in spec.extra_packages()
+    assert not {"torchvision==0.29.1", "TorchAudio"} & set(spec.extra_packages())
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentials) -> None:
@@ -132,6 +194,9 @@ def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentia
     assert "cpu: 4.0, memory: 16384 MiB, timeout: 600 s" in out
     assert "torch==" in out and "transformers==4.57.1 (--pip)" in out
     assert "inputs: x (4.0 KiB), k (5 B)" in out
+    result = run(shell, "%%modal_gpu --dry-run --gpu none\ny = x * k")
+    out = capsys.readouterr().out
+    assert "gpu: none (a CPU container)" in out and "timeout: none" in out
 
 
 def test_modal_config_shows_and_sets_session_defaults(shell, capsys) -> None:
