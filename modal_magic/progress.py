@@ -44,6 +44,8 @@ class Progress:
     stage_started: float = field(default_factory=time.monotonic)
     where: str = ""
     warm: bool | None = None
+    note: str = ""
+    """What the current stage is waiting for, in words (building the image, a new container…)."""
     variables: list[str] = field(default_factory=list)
     sent_bytes: int = 0
     received_bytes: int = 0
@@ -60,6 +62,7 @@ class Progress:
             self.stage, self.stage_started = event["stage"], time.monotonic()
             self.where = event.get("where", self.where)
             self.warm = event.get("warm", self.warm)
+            self.note = event.get("note", "")
             if event["stage"] == "pack":
                 self.variables, self.sent_bytes = list(event["variables"]), event["bytes"]
             if event["stage"] == "unpack":
@@ -90,6 +93,8 @@ class Progress:
                   "unpack": f" {format_bytes(self.received_bytes)}"}.get(self.stage, "")
         if self.stage == "run":
             detail = f" {time.monotonic() - self.stage_started:.1f} s"
+        elif self.note:
+            detail += f" — {self.note} {time.monotonic() - self.stage_started:.0f} s"
         return f"modal_gpu: {_LABELS.get(self.stage, self.stage)}{detail} · {where} · {self.elapsed:.1f} s"
 
     def summary_lines(self) -> list[str]:
@@ -117,7 +122,8 @@ class TextView:
     def __call__(self, event: dict[str, Any]) -> None:
         self.progress.update(event)
         if event.get("kind") == "stage" and event["stage"] == "start" and event.get("warm") is False:
-            self._write(f"modal_gpu: starting {event.get('where', 'the backend')}…\n")
+            note = f" ({event['note']})" if event.get("note") else ""
+            self._write(f"modal_gpu: starting {event.get('where', 'the backend')}{note}…\n")
         if event.get("kind") == "done":
             self._write("\n".join(self.progress.summary_lines()) + "\n")
 

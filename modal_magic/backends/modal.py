@@ -3,128 +3,104 @@
 One ephemeral app per kernel session, entered once and kept open so the
 container stays warm from cell to cell (a per-cell ``app.run()`` is a cold
 start every time). The app holds one generic executor, defined before the app
-starts and varied per cell with ``with_options`` (GPU, CPU, memory, timeout).
-Its generator method runs our ``Runner`` and yields every event as one encoded
-frame, consumed here with ``remote_gen`` — not ``modal.enable_output()``,
-which routes container logs into the wrong cell (``reference/modal_api.md`` §6).
-Results travel as our own bytes and are unpacked by the driver (CUDA → CPU),
-never by Modal's result unpickling.
+starts; its generator method runs our ``Runner`` and yields every event as one
+encoded frame, consumed with ``remote_gen`` on a thread of its own — not
+``modal.enable_output()``, which routes container logs into the wrong cell.
+Results travel as our own bytes and are unpacked by the driver (CUDA → CPU).
 
-A changed image spec (new ``--pip`` packages) or GPU fallback list needs a
-new app: running apps cannot take new functions, and ``with_options`` takes
-one GPU type, not a list. A kernel interrupt cancels the call by its id (the
-container's first event), which interrupts the cell there as a local one
-would. What runs in the container is in ``modal_executor.py``.
+What starts a new container is kept to what needs another machine. A
+``with_options`` variant is its own container pool (a cold start, and the old
+container idles, billed, for its scale-down window), so cells vary only the GPU
+type per call: the cell's ``--timeout`` is enforced in the container (the class
+has Modal's maximum), and ``--cpu``/``--memory`` reuse the GPU type's pool when
+it already has as much. A changed image (other ``--pip`` packages) or GPU
+fallback list needs a new app: a running app takes no new functions, and
+``with_options`` takes one GPU type, not a list.
+
+An interrupt stops the cell in band (a stop token in the session's
+``modal.Queue``) and waits for the cell's last frame, so the container stays
+warm; cancelling the call is the fallback for a cell that will not stop. Any
+failure of Modal's drops the app, so a stopped app (laptop sleep, network loss)
+is never reused. What runs in the container is in ``modal_executor.py``.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import socket
-from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlparse
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 from .. import frames, wire
-from ..errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied
-from ..modal_plan import HOW_TO_CONFIGURE, ImageSpec
+from ..errors import CellTimeout, InternalError, ModalMagicError, WorkerDied, with_remote_traceback
+from ..modal_plan import ImageSpec
 from .base import Backend, OnEvent, ResultFrame
-from .modal_executor import executor_class
+from .modal_errors import UNCHANGED, explain, preflight
+from .modal_executor import GRACE, STOP, executor_class
 
-__all__ = ["ModalBackend", "AppShape", "build_image", "explain"]
+__all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 
-_UNCHANGED = "The notebook's variables are unchanged"
-_OFFLINE = f". Check the network connection, or use --backend local. {_UNCHANGED}."
-_PREFLIGHT_TIMEOUT = 3.0  # seconds: Modal's own client retries for about a minute before giving up
-_DEFAULT_TIMEOUT = 3600   # seconds per cell when --timeout is not given
-_SCALEDOWN = 1200         # seconds a warm container waits for the next cell
+MAX_TIMEOUT = 86_400       # seconds: Modal's longest function timeout; a cell's --timeout is enforced inside it
+_SCALEDOWN = 1200          # seconds a warm container waits for the next cell
+_DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take before the call is cancelled
+_SLICE = 0.2               # seconds between progress ticks while waiting for a frame
 
 
 def build_image(spec: ImageSpec) -> Any:
-    """The ``modal.Image`` for ``spec``: same spec, same layers, so nothing rebuilds."""
-    import modal
+    """The ``modal.Image`` for ``spec``: same spec, same layers, so nothing rebuilds.
 
-    image = modal.Image.debian_slim(python_version=spec.python)
-    image = (image.uv_pip_install(spec.torch, index_url=spec.torch_index_url) if spec.torch_index_url
-             else image.uv_pip_install(spec.torch))
-    image = image.uv_pip_install(*spec.pinned, *spec.extra)
-    image = image.run_commands(spec.import_check())
-    return image.add_local_python_source("modal_magic")  # last: mounted at start, not built
-
-
-def _preflight(server_url: str) -> None:
-    """Fail in seconds, in words, when Modal's server cannot be reached."""
-    url = urlparse(server_url)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname, port), timeout=_PREFLIGHT_TIMEOUT):
-            pass
-    except OSError as exc:
-        raise BackendUnavailable(f"cannot reach Modal at {url.hostname}:{port} ({exc.strerror or exc}){_OFFLINE}") from None
-
-
-def explain(exc: BaseException, *, starting: bool = False, timeout: float = _DEFAULT_TIMEOUT) -> ModalMagicError:
-    """One sentence for a failure inside Modal's SDK: whose problem it is, and what to do.
-
-    Told apart by Modal's exception types (its messages are not a stable interface);
-    anything else Modal raises — its client also raises plain ``Exception`` — still
-    becomes one sentence rather than a traceback through Modal's internals.
+    Each ``run_commands`` element is one Dockerfile line (``ImageSpec.import_check``
+    is one line); our package is mounted last, at container start, so it never
+    changes the image.
     """
     import modal
 
-    errors = modal.exception
-    if isinstance(exc, errors.AuthError):
-        return BackendUnavailable(f"Modal did not accept the credentials ({exc}); {HOW_TO_CONFIGURE}.")
-    if isinstance(exc, errors.ConnectionError):
-        return BackendUnavailable(("cannot reach Modal's server" if starting else "lost the connection to Modal")
-                                  + _OFFLINE)
-    if isinstance(exc, errors.ImageBuildError):
-        return BackendUnavailable(f"the container image failed to build: {_build_failure(exc.image_id)}. "
-                                  f"Check the --pip packages and their versions; the whole log: "
-                                  f"`modal image logs {exc.image_id}`. {_UNCHANGED}.")
-    if isinstance(exc, errors.FunctionTimeoutError):
-        return CellTimeout(f"the cell ran longer than its timeout of {timeout:g} s and was stopped. "
-                           f"Raise it with --timeout SECONDS. {_UNCHANGED}.")
-    if isinstance(exc, errors.InternalFailure):
-        return WorkerDied(f"the Modal container stopped before the cell finished ({exc}): usually out of memory "
-                          "(try --memory MiB, or a smaller batch), or the machine was preempted. "
-                          f"{_UNCHANGED}; the next cell starts a fresh container.")
-    if isinstance(exc, (errors.ResourceExhaustedError, errors.PermissionDeniedError)):
-        return BackendUnavailable(f"Modal cannot run this cell as asked: {exc}. Try another --gpu type, or an "
-                                  f"ordered fallback such as --gpu H100,A100-80GB. {_UNCHANGED}.")
-    if isinstance(exc, errors.InvalidError):
-        return UsageProblem(f"Modal refused the request: {exc}")
-    if starting:
-        return BackendUnavailable(f"Modal could not start the app: {exc}. {_UNCHANGED}.")
-    return WorkerDied(f"the Modal call failed: {exc}. {_UNCHANGED}; the next cell starts a fresh container.")
-
-
-def _build_failure(image_id: str) -> str:
-    """The line of the build log that says what failed (our import check names the package)."""
-    import modal
-
-    try:  # what `modal image logs IMAGE_ID` shows
-        lines = [line for entry in modal.Image.from_id(image_id).logs.fetch() for line in entry.message.splitlines()]
-    except Exception:  # noqa: BLE001 - the log is a nicety; the image id still lets the user look
-        return "its log could not be fetched"
-    ours = [line.strip() for line in lines if line.startswith("modal_magic: ")]
-    if ours:
-        return ours[-1].removeprefix("modal_magic: ")
-    return "; ".join(line.strip() for line in lines[-3:] if line.strip()) or "the log is empty"
+    image = modal.Image.debian_slim(python_version=spec.python)
+    image = image.uv_pip_install(*spec.torch_packages(), index_url=spec.torch_index_url)
+    image = image.uv_pip_install(*spec.extra_packages())
+    image = image.run_commands(spec.import_check())
+    return image.add_local_python_source("modal_magic")
 
 
 @dataclass(frozen=True)
 class AppShape:
-    """What is fixed when the app starts: the image, and a GPU fallback list.
-
-    Everything else varies per cell with ``with_options``, which takes one GPU
-    type, not a list: an ordered fallback (``--gpu H100,A100``) must be given
-    when the class is defined, so a different list needs a new app.
-    """
+    """What is fixed when the app starts: the image, and a GPU fallback list."""
 
     image: ImageSpec
     gpu_fallbacks: tuple[str, ...] | None = None
+
+
+@dataclass
+class _Pool:
+    """The ``with_options`` variant one GPU type's cells use: its own containers, warm between cells."""
+
+    cpu: float | None = None
+    memory: int | None = None
+    last_used: float = field(default=-float("inf"))
+
+    def covers(self, cpu: float | None, memory: int | None) -> bool:
+        return (cpu is None or (self.cpu or 0) >= cpu) and (memory is None or (self.memory or 0) >= memory)
+
+    @classmethod
+    def grown(cls, previous: "_Pool | None", cpu: float | None, memory: int | None) -> "_Pool":
+        """A pool with what the cell asks for and at least what ``previous`` had, so pools never flip-flop."""
+        if previous is None:
+            return cls(cpu, memory)
+        return cls(max(cpu or 0, previous.cpu or 0) or None, max(memory or 0, previous.memory or 0) or None)
+
+    def options(self, gpu: str | None) -> dict[str, Any]:
+        """``with_options`` for this pool: none at all for a CPU container with defaults (the base class)."""
+        return {key: value for key, value in (("gpu", gpu), ("cpu", self.cpu), ("memory", self.memory))
+                if value is not None}
+
+    @property
+    def warm(self) -> bool:
+        """Its container is probably still up: used within the scale-down window (Modal promises no more)."""
+        return time.monotonic() - self.last_used < _SCALEDOWN - 60
 
 
 class ModalBackend(Backend):
@@ -133,9 +109,119 @@ class ModalBackend(Backend):
     def __init__(self) -> None:
         self._stack: contextlib.ExitStack | None = None
         self._executor: Any = None
+        self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
         self._shape: AppShape | None = None
+        self._pools: dict[str | None, _Pool] = {}
         self._closes_at_exit = False
 
+    # ------------------------------------------------------------------ a cell
+    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
+            *, timeout: float | None = None) -> ResultFrame:
+        resources = request.get("resources", {})
+        gpus = tuple(resources.get("gpu", ()))
+        shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))), gpus if len(gpus) > 1 else None)
+        gpu = gpus[0] if len(gpus) == 1 else None
+        cpu, memory = resources.get("cpu"), resources.get("memory")
+        where = f"Modal ({' or '.join(gpus) or 'CPU'})"
+        app_warm = self._executor is not None and shape == self._shape
+        pool = self._pools.get(gpu) if app_warm else None
+        reuse = pool is not None and pool.covers(cpu, memory)
+        if self._executor is None:
+            note = "starting the app (the first build of an image takes minutes)"
+        elif not app_warm:
+            note = "a new app, for other --pip packages or GPU fallbacks (cold)"
+        else:
+            note = "" if reuse and pool.warm else "new container (cold)"
+        on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
+        executor = self._ensure_app(shape)
+        if not reuse:
+            pool = self._pools[gpu] = _Pool.grown(pool, cpu, memory)
+        token = secrets.token_hex(8)
+        data = frames.encode({**request, "inputs": inputs.meta(), "token": token, "timeout": timeout},
+                             inputs.buffers)
+        on_event({"kind": "stage", "stage": "upload", "bytes": len(data), "where": where,
+                  "note": f"then waiting for a container ({' or '.join(gpus) or 'CPU'})"})
+        try:
+            options = pool.options(gpu)
+            instance = (executor.with_options(**options) if options else executor)()
+            stream = _Stream(lambda: instance.run.remote_gen(data, self._control))
+            del data
+            result = self._follow(stream, token, on_event, timeout)
+        except (ModalMagicError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
+            self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
+            raise explain(exc) from None
+        pool.last_used = time.monotonic()
+        return result
+
+    def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None) -> ResultFrame:
+        """Read the cell's frames to its result, forwarding events; an interrupt stops the cell in band."""
+        call_id = None
+        try:
+            for meta, buffers in stream.frames(on_wait=lambda: on_event({"kind": "tick"})):
+                kind = meta["kind"]
+                if kind == "call":
+                    call_id = meta["id"]
+                elif kind in ("result", "interrupted", "stuck"):
+                    if kind == "result" and not meta.get("interrupted"):
+                        return meta, buffers
+                    if kind == "stuck":
+                        self._cancel(call_id)
+                    raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
+                                      + (" (its container too: it did not unwind)" if kind == "stuck" else "")
+                                      + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
+                elif kind == "internal_error":
+                    raise InternalError("modal_magic failed inside the container (a bug; please report it):\n"
+                                        + meta["traceback"])
+                else:
+                    on_event(meta)
+        except KeyboardInterrupt:
+            return self._stop(stream, token, call_id, on_event)
+        raise WorkerDied(f"the Modal container ended without finishing the cell. {UNCHANGED}; "
+                         "the next cell starts a fresh container.")
+
+    def _stop(self, stream: "_Stream", token: str, call_id: str | None, on_event: OnEvent) -> ResultFrame:
+        """Stop the cell where it is, keeping its container: the result frame says on which line.
+
+        Before the container has started the cell (queued for a GPU) there is
+        nothing to stop in band: closing the app withdraws the input. A cell
+        that does not unwind (native code), or a second interrupt, cancels the
+        call, and Modal stops its container.
+        """
+        if call_id is None:
+            self.close()
+            raise KeyboardInterrupt
+        try:
+            self._control.put(STOP, partition=token)
+            for meta, buffers in stream.frames(deadline=time.monotonic() + _DRAIN):
+                if meta["kind"] == "result":
+                    return meta, buffers  # interrupted where it was, or it had just finished
+                if meta["kind"] in ("interrupted", "internal_error", "stuck"):
+                    break
+                on_event(meta)  # what the cell printed while it unwound
+        except KeyboardInterrupt:
+            pass  # asked twice: do not wait
+        except Exception:  # noqa: BLE001 - the stream broke while stopping: cancelling is all that is left
+            pass
+        self._cancel(call_id)
+        message = ("the cell did not stop in time, so its Modal container was stopped too; "
+                   f"the next cell starts a fresh one. {UNCHANGED}.")
+        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+
+    def _cancel(self, call_id: str | None) -> None:
+        """Cancel the call and stop its container (Modal does not re-run a cancelled input); else stop the app."""
+        import modal
+
+        if call_id is not None:
+            try:
+                modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
+                return
+            except Exception:  # noqa: BLE001 - cannot say it: stopping the app stops the call too
+                pass
+        self.close()
+
+    # ------------------------------------------------------------------ the app
     def _ensure_app(self, shape: AppShape) -> Any:
         if self._executor is not None and shape == self._shape:
             return self._executor
@@ -143,15 +229,18 @@ class ModalBackend(Backend):
         import modal
         from modal.config import config
 
-        _preflight(config.get("server_url") or "https://api.modal.com")
-        app = modal.App("modal-magic")
-        gpu = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
-        executor = app.cls(serialized=True, image=build_image(shape.image), timeout=_DEFAULT_TIMEOUT,
-                           scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
+        preflight(config.get("server_url") or "https://api.modal.com")
         stack = contextlib.ExitStack()
         try:
+            app = modal.App("modal-magic")
+            gpu = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
+            executor = app.cls(serialized=True, image=build_image(shape.image), timeout=MAX_TIMEOUT,
+                               scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
+            self._control = stack.enter_context(modal.Queue.ephemeral())
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
+            with contextlib.suppress(Exception):
+                stack.close()
             raise explain(exc, starting=True) from None
         self._stack, self._executor, self._shape = stack, executor, shape
         if not self._closes_at_exit:
@@ -161,64 +250,51 @@ class ModalBackend(Backend):
             self._closes_at_exit = True
         return executor
 
-    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None) -> ResultFrame:
-        resources = request.get("resources", {})
-        gpus = tuple(resources.get("gpu", ()))
-        shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))),
-                         gpus if len(gpus) > 1 else None)
-        on_event({"kind": "stage", "stage": "start", "where": "Modal", "warm": shape == self._shape})
-        executor = self._ensure_app(shape)
-        options = {key: value for key, value in {
-            "gpu": gpus[0] if len(gpus) == 1 else None, "cpu": resources.get("cpu"),
-            "memory": resources.get("memory"), "timeout": int(timeout) if timeout else None,
-        }.items() if value is not None}
-        data = frames.encode({**request, "inputs": inputs.meta()}, inputs.buffers)
-        on_event({"kind": "stage", "stage": "upload", "bytes": len(data), "where": f"Modal ({', '.join(gpus) or 'CPU'})"})
-        call_id = None
-        try:
-            instance = (executor.with_options(**options) if options else executor)()
-            for chunk in instance.run.remote_gen(data):
-                meta, buffers = frames.decode(chunk)
-                kind = meta["kind"]
-                if kind == "call":
-                    call_id = meta["id"]
-                elif kind == "result":
-                    return meta, buffers
-                elif kind == "internal_error":
-                    raise InternalError("modal_magic failed inside the container (a bug; please report it):\n"
-                                        + meta["traceback"])
-                else:
-                    on_event(meta)
-        except KeyboardInterrupt:
-            self._cancel(call_id)
-            raise
-        except ModalMagicError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            raise explain(exc, timeout=timeout or _DEFAULT_TIMEOUT) from None
-        raise WorkerDied("the Modal container ended without finishing the cell (out of memory, or preempted). "
-                         f"{_UNCHANGED}; the next cell starts a fresh container.")
-
-    def _cancel(self, call_id: str | None) -> None:
-        """Stop the interrupted call remotely; the container stays warm when the cell unwinds.
-
-        Before the container has started the cell there is no call id to cancel
-        (the input may still be queued for a GPU): stopping the app withdraws it.
-        """
-        import modal
-
-        if call_id is not None:
-            try:
-                modal.FunctionCall.from_id(call_id).cancel()
-                return
-            except (modal.exception.Error, OSError):
-                pass  # cannot say it: stopping the app stops the call too
-        self.close()
-
     def close(self) -> None:
+        self._pools.clear()
         if self._stack is not None:
-            stack, self._stack, self._executor, self._shape = self._stack, None, None, None
+            stack, self._stack, self._executor, self._shape, self._control = self._stack, None, None, None, None
             with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
                 stack.close()
 
+
+class _Stream:
+    """A generator call read on a thread of its own.
+
+    A kernel interrupt lands in the notebook's main thread; if that thread were
+    iterating ``remote_gen`` itself, Modal's client would cancel the stream and
+    the stopped cell's last frame (where it stopped) would be lost. Here the
+    interrupt only ends one ``frames()`` loop; the stream goes on, and the next
+    ``frames()`` reads the rest.
+    """
+
+    def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
+        self._items: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue()
+        threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
+
+    def _pump(self, start: Callable[[], Iterator[bytes]]) -> None:
+        try:
+            for chunk in start():
+                self._items.put((chunk, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
+            self._items.put((None, exc))
+        else:
+            self._items.put((None, None))
+
+    def frames(self, *, deadline: float | None = None,
+               on_wait: Callable[[], None] | None = None) -> Iterator[tuple[dict[str, Any], list[Any]]]:
+        """Decoded frames until the call ends (or ``deadline``); buffers are writable, as locally."""
+        while True:
+            try:
+                chunk, error = self._items.get(timeout=_SLICE)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                if on_wait is not None:
+                    on_wait()
+                continue
+            if error is not None:
+                raise error
+            if chunk is None:
+                return
+            yield frames.decode(bytearray(chunk))
