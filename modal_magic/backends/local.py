@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -36,8 +37,14 @@ _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
 class LocalBackend(Backend):
     name = "local"
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, *, grace: float = _GRACE,
+                 environment: dict[str, str] | None = None) -> None:
+        """``environment`` replaces the scrubbed one: a Modal container passes its own (CUDA paths
+        and the like), which is the container's, not the user's; ``grace`` is how long an
+        interrupted cell gets to unwind before its worker is replaced."""
         self._python = python
+        self._grace = grace
+        self._environment = environment
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
 
@@ -45,6 +52,10 @@ class LocalBackend(Backend):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def start(self) -> None:
+        """Start the worker now (a container does, before its first cell) rather than on first use."""
+        self._ensure_worker()
 
     def _ensure_worker(self) -> socket.socket:
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
@@ -75,7 +86,8 @@ class LocalBackend(Backend):
         return ours
 
     def _worker_env(self) -> dict[str, str]:
-        env = {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
+        env = dict(self._environment) if self._environment is not None else \
+            {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
         env["PYTHONUNBUFFERED"] = "1"
@@ -97,7 +109,8 @@ class LocalBackend(Backend):
 
     # ----------------------------------------------------------------- a cell
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None) -> ResultFrame:
+            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
+        """As ``Backend.run``; setting ``stop`` (from another thread) interrupts the cell as Ctrl-C would."""
         warm = self.pid is not None
         on_event({"kind": "stage", "stage": "start", "where": "local worker", "warm": warm})
         sock = self._ensure_worker()
@@ -112,7 +125,7 @@ class LocalBackend(Backend):
             raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started") from None
         while True:
             try:
-                self._wait_readable(sock, deadline, lambda: on_event({"kind": "tick"}))
+                self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
             except KeyboardInterrupt:
                 stopped = self._interrupt()
                 if stopped is None:
@@ -190,7 +203,7 @@ class LocalBackend(Backend):
             return None
         try:
             os.kill(self._proc.pid, signal.SIGINT)
-            deadline = time.monotonic() + _GRACE
+            deadline = time.monotonic() + self._grace
             while True:
                 self._wait_readable(self._sock, deadline)
                 meta, buffers = frames.recv(self._sock)
@@ -201,3 +214,10 @@ class LocalBackend(Backend):
         except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
             self.close()
             return None
+
+
+def _tick(on_event: OnEvent, stop: threading.Event | None) -> None:
+    """Between slices of waiting: the view shows time going by; a stop asked for interrupts here."""
+    if stop is not None and stop.is_set():
+        raise KeyboardInterrupt
+    on_event({"kind": "tick"})

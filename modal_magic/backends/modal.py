@@ -156,56 +156,41 @@ class ModalBackend(Backend):
         return result
 
     def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None) -> ResultFrame:
-        """Read the cell's frames to its result, forwarding events; an interrupt stops the cell in band."""
-        call_id = None
-        try:
-            for meta, buffers in stream.frames(on_wait=lambda: on_event({"kind": "tick"})):
-                kind = meta["kind"]
-                if kind == "call":
-                    call_id = meta["id"]
-                elif kind in ("result", "interrupted", "stuck"):
-                    if kind == "result" and not meta.get("interrupted"):
-                        return meta, buffers
-                    if kind == "stuck":
-                        self._cancel(call_id)
-                    raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
-                                      + (" (its container too: it did not unwind)" if kind == "stuck" else "")
-                                      + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
-                elif kind == "internal_error":
-                    raise InternalError("modal_magic failed inside the container (a bug; please report it):\n"
-                                        + meta["traceback"])
-                else:
-                    on_event(meta)
-        except KeyboardInterrupt:
-            return self._stop(stream, token, call_id, on_event)
-        raise WorkerDied(f"the Modal container ended without finishing the cell. {UNCHANGED}; "
-                         "the next cell starts a fresh container.")
+        """Read the cell's frames to its last one, forwarding events.
 
-    def _stop(self, stream: "_Stream", token: str, call_id: str | None, on_event: OnEvent) -> ResultFrame:
-        """Stop the cell where it is, keeping its container: the result frame says on which line.
-
-        Before the container has started the cell (queued for a GPU) there is
-        nothing to stop in band: closing the app withdraws the input. A cell
-        that does not unwind (native code), or a second interrupt, cancels the
-        call, and Modal stops its container.
+        An interrupt stops the cell in band and keeps reading, so the last frame
+        still says where the cell stopped and the container stays warm. Before
+        the container has the cell (queued for a GPU) there is nothing to stop:
+        closing the app withdraws the input. No last frame within ``_DRAIN``, or
+        a second interrupt, cancels the call (Modal then stops its container).
         """
-        if call_id is None:
-            self.close()
-            raise KeyboardInterrupt
-        try:
-            self._control.put(STOP, partition=token)
-            for meta, buffers in stream.frames(deadline=time.monotonic() + _DRAIN):
-                if meta["kind"] == "result":
-                    return meta, buffers  # interrupted where it was, or it had just finished
-                if meta["kind"] in ("interrupted", "internal_error", "stuck"):
+        call_id, stopping, deadline = None, False, None
+        while True:
+            try:
+                for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
+                    if meta["kind"] == "call":
+                        call_id = meta["id"]
+                    elif meta["kind"] in _LAST_FRAMES:
+                        return _ending(meta, buffers, stopped=stopping, timeout=timeout)
+                    else:
+                        on_event(meta)
+                break
+            except KeyboardInterrupt:
+                if stopping:
+                    break  # asked twice: do not wait
+                if call_id is None:
+                    self.close()
+                    raise
+                stopping, deadline = True, time.monotonic() + _DRAIN
+                try:
+                    self._control.put(STOP, partition=token)
+                except Exception:  # noqa: BLE001 - cannot ask in band: cancelling is what is left
                     break
-                on_event(meta)  # what the cell printed while it unwound
-        except KeyboardInterrupt:
-            pass  # asked twice: do not wait
-        except Exception:  # noqa: BLE001 - the stream broke while stopping: cancelling is all that is left
-            pass
+        if not stopping:
+            raise WorkerDied(f"the Modal container ended without finishing the cell. {UNCHANGED}; "
+                             "the next cell starts a fresh container.")
         self._cancel(call_id)
-        message = ("the cell did not stop in time, so its Modal container was stopped too; "
+        message = ("the cell did not stop in time, so its Modal call was cancelled and its container stopped; "
                    f"the next cell starts a fresh one. {UNCHANGED}.")
         raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
 
@@ -256,6 +241,35 @@ class ModalBackend(Backend):
             stack, self._stack, self._executor, self._shape, self._control = self._stack, None, None, None, None
             with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
                 stack.close()
+
+
+_LAST_FRAMES = ("result", "interrupted", "stuck", "worker_failed", "internal_error")
+
+
+def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout: float | None) -> ResultFrame:
+    """What the cell's last frame means here: its result, or the error that says how it ended.
+
+    An interrupted result the notebook did not ask for was the cell's
+    ``--timeout``; one it asked for goes to the driver, which raises the
+    interrupt where the cell was, as a local one.
+    """
+    kind = meta["kind"]
+    if kind == "result" and (stopped or not meta.get("interrupted")):
+        return meta, buffers
+    if kind == "internal_error":
+        raise InternalError("modal_magic failed inside the container (a bug; please report it):\n" + meta["traceback"])
+    if kind == "worker_failed":
+        raise WorkerDied(f"in the Modal container, {meta['message']}")
+    restarted = kind == "stuck"
+    if stopped:
+        if not restarted:
+            raise KeyboardInterrupt
+        message = (f"the cell did not stop within {GRACE:g} s, so its process in the container was restarted "
+                   f"(what earlier cells left there is gone); the container stays warm. {UNCHANGED}.")
+        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+    raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
+                      + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
+                      + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
 
 
 class _Stream:

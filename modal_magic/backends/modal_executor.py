@@ -1,21 +1,28 @@
 """What runs in the Modal container: the executor class and the loop that serves one cell.
 
 Imported in the container (our package is mounted there), so it needs only what
-the image has: the standard library, Modal's client, and our runner.
+the image has: the standard library, Modal's client, and our own package.
+
+The cell does not run in the container's own process: the container keeps the
+local backend's worker process warm (the same one ``--backend local`` uses) and
+hands it each cell. That is what makes stopping a cell work as it does on a
+laptop: SIGINT reaches the cell's main thread even inside a blocking call
+(``time.sleep``, a CUDA sync, a socket read), which an exception raised into a
+thread cannot. A cell that will not stop, or crashes its process, costs the
+worker (its state), never the container: Modal re-runs the input of a container
+that dies, and a stopped cell must not run twice.
 
 A cell is stopped *in band*, never by cancelling the Modal call: the notebook
 puts a stop token in the session's ``modal.Queue`` (partition = the cell's
 token) and keeps reading until the cell's last frame arrives. Cancelling a
 generator call with output in flight gets the container killed ~30 s later
-(modal-labs/modal-client#4125), so that stays the notebook's fallback for a
-cell that will not stop. The cell's ``--timeout`` is enforced here too, so the
-class can keep Modal's maximum timeout and one warm container serves every
-cell of a GPU type.
+(modal-labs/modal-client#4125), so that stays the notebook's fallback. The
+cell's ``--timeout`` is enforced here too, so the class can keep Modal's maximum
+timeout and one warm container serves every cell of a GPU type.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import queue
 import sys
@@ -25,118 +32,104 @@ import traceback
 import uuid
 from typing import Any, Iterator
 
-from .. import frames
+from .. import frames, wire
+from ..errors import ModalMagicError
+from .local import LocalBackend
 
-__all__ = ["executor_class", "serve_one", "STOP", "GRACE"]
+__all__ = ["executor_class", "serve_one", "start_worker", "STOP", "GRACE"]
 
 STOP = "stop"       # what the notebook puts in the control queue to stop a cell
-GRACE = 20.0        # seconds a stopped cell gets to unwind: inside Modal's 30 s for a cancelled input
-_STUCK_EXIT = 75    # the container's exit code when a stopped cell would not stop
-_AWAIT_TERMINATION = 10.0  # seconds a stuck container waits for Modal to stop it before exiting itself
+GRACE = 20.0        # seconds a stopped cell gets to unwind before its worker is replaced (inside Modal's 30 s)
 _POLL = 0.2         # seconds between checks of the stop flag and the deadline while a cell runs
 _WATCH = 10.0       # seconds one long-poll of the control queue waits
 CONTAINER = uuid.uuid4().hex[:12]  # this container process, so the notebook can tell a new one
-_cell_thread: threading.Thread | None = None  # the last cell's thread (one cell at a time per container)
+_worker: LocalBackend | None = None
 
 
-def serve_one(runner: Any, data: bytes, control: Any = None, call_id: str | None = None) -> Iterator[bytes]:
-    """Run one encoded request on ``runner``, yielding encoded events as they happen.
+def start_worker() -> LocalBackend:
+    """The container's worker process, started once (``@modal.enter``) and kept warm between cells.
+
+    It gets the container's environment (CUDA library paths and the like) less
+    Modal's own task credentials, which the user's code has no use for.
+    """
+    global _worker
+    if _worker is None:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+        _worker = LocalBackend(grace=GRACE, environment=environment)
+    _worker.start()
+    return _worker
+
+
+def serve_one(data: bytes, control: Any = None, call_id: str | None = None) -> Iterator[bytes]:
+    """Run one encoded request on the container's worker, yielding encoded events as they happen.
 
     The first event names the Modal call and this container: generator calls
     cannot be spawned, so this is how the notebook learns what to cancel if all
-    else fails. The cell runs in a thread so that its output can be yielded
-    while it runs, and so that a stop (from ``control``) or the deadline can
-    interrupt it with a ``KeyboardInterrupt``, as a local interrupt would.
-    When Modal itself cancels the input (``InputCancellation`` here, in the
-    main thread), the cell is interrupted the same way.
+    else fails. A stop token in ``control``, the deadline, or Modal cancelling the
+    input (``InputCancellation`` here, in the main thread) interrupts the cell.
     """
-    global _cell_thread
-    _stop_leftover(_cell_thread)
+    worker = start_worker()
     yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER})
-    meta, buffers = frames.decode(bytearray(data))  # writable: numpy inputs must be writable, as locally
-    del data
+    meta, buffers = frames.decode(data)
+    inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
-    stop_asked = threading.Event()
-
-    def work() -> None:
-        try:
-            runner.run(meta, list(buffers), lambda m, b: events.put(frames.encode(m, b)))
-        except KeyboardInterrupt:  # stopped outside the cell itself (placing inputs)
-            events.put(frames.encode({"kind": "interrupted"}))
-        except Exception:  # noqa: BLE001 - our own failure, reported to the notebook
-            events.put(frames.encode({"kind": "internal_error", "traceback": traceback.format_exc()}))
-        finally:
-            events.put(None)
-
-    _cell_thread = cell = threading.Thread(target=work, name="modal_magic-cell", daemon=True)
+    stop = threading.Event()
+    cell = threading.Thread(target=_run, args=(worker, meta, inputs, events, stop), daemon=True,
+                            name="modal_magic-cell")
     cell.start()
     if control is not None and meta.get("token"):
-        threading.Thread(target=_watch, args=(control, meta["token"], stop_asked, cell), daemon=True,
+        threading.Thread(target=_watch, args=(control, meta["token"], stop, cell), daemon=True,
                          name="modal_magic-stop").start()
-    timeout = meta.get("timeout")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    stopping_since: float | None = None
+    deadline = None if meta.get("timeout") is None else time.monotonic() + meta["timeout"]
     try:
         while True:
             try:
                 item = events.get(timeout=_POLL)
             except queue.Empty:
-                item = b""
+                if deadline is not None and time.monotonic() > deadline:
+                    stop.set()
+                continue
             if item is None:
                 return
-            if item:
-                yield item
-            now = time.monotonic()
-            if stopping_since is None and (stop_asked.is_set() or (deadline is not None and now > deadline)):
-                stopping_since = now
-                _raise_in(cell, KeyboardInterrupt)
-            elif stopping_since is not None and now - stopping_since > GRACE and cell.is_alive():
-                # The notebook answers by cancelling the call with terminate_containers: Modal then
-                # stops this container without re-running the input, as it would after a crash.
-                yield frames.encode({"kind": "stuck", "grace": GRACE})
-                time.sleep(_AWAIT_TERMINATION)
-                _exit_stuck()
+            yield item
     except BaseException:  # InputCancellation (a BaseException), or the generator closed
-        _raise_in(cell, KeyboardInterrupt)
-        cell.join(GRACE)
-        if cell.is_alive():
-            _exit_stuck()
+        stop.set()
+        cell.join(GRACE + 5)
         raise
 
 
-def _watch(control: Any, token: str, stop_asked: threading.Event, cell: threading.Thread) -> None:
+def _run(worker: LocalBackend, request: dict[str, Any], inputs: wire.Payload,
+         events: "queue.Queue[bytes | None]", stop: threading.Event) -> None:
+    """The cell on the worker, every event and the result put on ``events``, then ``None``."""
+    def forward(event: dict[str, Any]) -> None:
+        if event["kind"] != "tick" and event.get("stage") not in ("start", "upload"):  # the notebook says those
+            events.put(frames.encode(event))
+
+    try:
+        events.put(frames.encode(*worker.run(request, inputs, forward, stop=stop)))
+    except KeyboardInterrupt:  # stopped outside the cell, or (no worker left) not within the grace
+        events.put(frames.encode({"kind": "interrupted"} if worker.pid is not None else {"kind": "stuck"}))
+    except ModalMagicError as exc:  # the worker died under the cell (a crash, the OOM killer)
+        events.put(frames.encode({"kind": "worker_failed", "error": type(exc).__name__, "message": str(exc)}))
+    except Exception:  # noqa: BLE001 - our own failure, reported to the notebook
+        events.put(frames.encode({"kind": "internal_error", "traceback": traceback.format_exc()}))
+    finally:
+        events.put(None)
+
+
+def _watch(control: Any, token: str, stop: threading.Event, cell: threading.Thread) -> None:
     """Long-poll the control queue for this cell's stop token while the cell runs."""
     while cell.is_alive():
         try:
             if control.get(timeout=_WATCH, partition=token) == STOP:
-                stop_asked.set()
+                stop.set()
                 return
         except queue.Empty:
             continue
         except Exception as exc:  # noqa: BLE001 - the queue is gone: Modal's own cancel still works
             print(f"modal_magic: cannot watch for a stop ({exc!r}); an interrupt will cancel the call",
-                  file=sys.__stderr__, flush=True)
+                  file=sys.stderr, flush=True)
             return
-
-
-def _stop_leftover(thread: threading.Thread | None) -> None:
-    """A previous cell's thread still running (cancelled mid-yield) must not overlap this cell."""
-    if thread is not None and thread.is_alive():
-        _raise_in(thread, KeyboardInterrupt)
-        thread.join(GRACE)
-        if thread.is_alive():
-            _exit_stuck()
-
-
-def _raise_in(thread: threading.Thread, exc_type: type[BaseException]) -> None:
-    if thread.is_alive() and thread.ident is not None:
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc_type))
-
-
-def _exit_stuck() -> None:
-    print(f"modal_magic: the stopped cell did not unwind within {GRACE:g} s; this container exits",
-          file=sys.__stderr__, flush=True)  # sys.stderr may still be the cell's stream
-    os._exit(_STUCK_EXIT)
 
 
 def executor_class() -> type:
@@ -146,14 +139,14 @@ def executor_class() -> type:
     class Executor:
         @modal.enter()
         def start(self) -> None:
-            from modal_magic.runner import Runner
+            from modal_magic.backends.modal_executor import start_worker
 
-            self.runner = Runner()
+            start_worker()  # torch and IPython imported before the first cell arrives
 
         @modal.method()
         def run(self, data: bytes, control: Any = None) -> Iterator[bytes]:
             from modal_magic.backends.modal_executor import serve_one
 
-            yield from serve_one(self.runner, data, control, call_id=modal.current_function_call_id())
+            yield from serve_one(data, control, call_id=modal.current_function_call_id())
 
     return Executor
