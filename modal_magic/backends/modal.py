@@ -40,7 +40,7 @@ from ..errors import CellTimeout, InternalError, ModalMagicError, WorkerDied, wi
 from ..modal_plan import ImageSpec
 from .base import Backend, OnEvent, ResultFrame
 from .modal_errors import UNCHANGED, explain, preflight
-from .modal_executor import GRACE, STOP, executor_class
+from .modal_executor import GRACE, STOP, executor_class, partition
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 
@@ -48,6 +48,7 @@ MAX_TIMEOUT = 86_400       # seconds: Modal's longest function timeout; a cell's
 _SCALEDOWN = 1200          # seconds a warm container waits for the next cell
 _DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take before the call is cancelled
 _SLICE = 0.2               # seconds between progress ticks while waiting for a frame
+_RERUN_POLL = 10.0         # seconds one long-poll for a re-run of the cell waits
 
 
 def build_image(spec: ImageSpec) -> Any:
@@ -146,7 +147,12 @@ class ModalBackend(Backend):
             instance = (executor.with_options(**options) if options else executor)()
             stream = _Stream(lambda: instance.run.remote_gen(data, self._control))
             del data
-            result = self._follow(stream, token, on_event, timeout)
+            threading.Thread(target=_answer_reruns, args=(self._control, token, stream), daemon=True,
+                             name="modal_magic-reruns").start()
+            try:
+                result = self._follow(stream, token, on_event, timeout)
+            finally:
+                stream.ended.set()
         except (ModalMagicError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
@@ -170,6 +176,11 @@ class ModalBackend(Backend):
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
                     if meta["kind"] == "call":
                         call_id = meta["id"]
+                        if meta.get("attempt", 1) > 1:
+                            on_event({"kind": "stage", "stage": "run", "note": "the container was restarted "
+                                      "(preempted or crashed): the cell runs again from the start"})
+                    elif meta["kind"] == "pad":
+                        continue
                     elif meta["kind"] in _LAST_FRAMES:
                         return _ending(meta, buffers, stopped=stopping, timeout=timeout)
                     else:
@@ -183,7 +194,7 @@ class ModalBackend(Backend):
                     raise
                 stopping, deadline = True, time.monotonic() + _DRAIN
                 try:
-                    self._control.put(STOP, partition=token)
+                    self._control.put(STOP, partition=partition(token, "stop"))
                 except Exception:  # noqa: BLE001 - cannot ask in band: cancelling is what is left
                     break
         if not stopping:
@@ -272,6 +283,22 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
 
 
+def _answer_reruns(control: Any, token: str, stream: "_Stream") -> None:
+    """While the cell runs: tell a re-run of it (Modal restarted its container) how many frames we have.
+
+    See ``modal_executor._catch_up``: without the answer, Modal's client would
+    drop the re-run's first frames as seen.
+    """
+    while not stream.ended.is_set():
+        try:
+            control.get(timeout=_RERUN_POLL, partition=partition(token, "rerun"))
+        except queue.Empty:
+            continue
+        except Exception:  # noqa: BLE001 - the app is gone; the call's own stream says so
+            return
+        control.put(stream.received, partition=partition(token, "seen"))
+
+
 class _Stream:
     """A generator call read on a thread of its own.
 
@@ -284,11 +311,14 @@ class _Stream:
 
     def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
         self._items: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue()
+        self.received = 0  # items Modal's client has handed over (its index of the last one)
+        self.ended = threading.Event()
         threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
 
     def _pump(self, start: Callable[[], Iterator[bytes]]) -> None:
         try:
             for chunk in start():
+                self.received += 1
                 self._items.put((chunk, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the reader, which raises it
             self._items.put((None, exc))

@@ -36,14 +36,27 @@ from .. import frames, wire
 from ..errors import ModalMagicError
 from .local import LocalBackend
 
-__all__ = ["executor_class", "serve_one", "start_worker", "STOP", "GRACE"]
+__all__ = ["executor_class", "serve_one", "start_worker", "partition", "STOP", "GRACE"]
 
 STOP = "stop"       # what the notebook puts in the control queue to stop a cell
 GRACE = 20.0        # seconds a stopped cell gets to unwind before its worker is replaced (inside Modal's 30 s)
+_RERUN_ANSWER = 60.0  # seconds a re-run waits for the notebook to say how many frames it has
+_RERUN_MARGIN = 1000  # frames of a first run the notebook may not have read yet when it answers
+_PAD = frames.encode({"kind": "pad"})
 _POLL = 0.2         # seconds between checks of the stop flag and the deadline while a cell runs
 _WATCH = 10.0       # seconds one long-poll of the control queue waits
 CONTAINER = uuid.uuid4().hex[:12]  # this container process, so the notebook can tell a new one
 _worker: LocalBackend | None = None
+
+
+def partition(token: str, what: str) -> str:
+    """The control queue's partition for one cell's ``what``.
+
+    ``stop`` and ``seen`` go from the notebook to the container (stop the cell;
+    how many frames the notebook has), ``rerun`` from the container to the
+    notebook (this is a re-run), ``runs`` is the container's own count.
+    """
+    return f"{token}.{what}"
 
 
 def start_worker() -> LocalBackend:
@@ -69,8 +82,9 @@ def serve_one(data: bytes, control: Any = None, call_id: str | None = None) -> I
     input (``InputCancellation`` here, in the main thread) interrupts the cell.
     """
     worker = start_worker()
-    yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER})
     meta, buffers = frames.decode(data)
+    attempt = yield from _catch_up(control, meta.get("token"))
+    yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
     stop = threading.Event()
@@ -98,6 +112,28 @@ def serve_one(data: bytes, control: Any = None, call_id: str | None = None) -> I
         raise
 
 
+def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
+    """Which run of this input this is; on a re-run, first the frames the notebook already has.
+
+    Modal re-runs the input of a container that crashed or was preempted, on a
+    new container, and its client skips every generator item whose index it has
+    seen: the re-run's first N frames, its result among them, would be lost. So
+    a re-run asks the notebook how many frames it has (through the control
+    queue), and yields that many empty ones, plus a margin for frames of the first
+    run still on their way, before its own. A first run only counts itself.
+    """
+    if control is None or not token:
+        return 1
+    runs = control.len(partition=partition(token, "runs"))
+    control.put(CONTAINER, partition=partition(token, "runs"))
+    if runs:
+        control.put(CONTAINER, partition=partition(token, "rerun"))
+        seen = control.get(timeout=_RERUN_ANSWER, partition=partition(token, "seen"))
+        for _ in range(seen + _RERUN_MARGIN):
+            yield _PAD
+    return runs + 1
+
+
 def _run(worker: LocalBackend, request: dict[str, Any], inputs: wire.Payload,
          events: "queue.Queue[bytes | None]", stop: threading.Event) -> None:
     """The cell on the worker, every event and the result put on ``events``, then ``None``."""
@@ -121,7 +157,7 @@ def _watch(control: Any, token: str, stop: threading.Event, cell: threading.Thre
     """Long-poll the control queue for this cell's stop token while the cell runs."""
     while cell.is_alive():
         try:
-            if control.get(timeout=_WATCH, partition=token) == STOP:
+            if control.get(timeout=_WATCH, partition=partition(token, "stop")) == STOP:
                 stop.set()
                 return
         except queue.Empty:
