@@ -12,15 +12,16 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from .wire import gc_paused
 
-__all__ = ["send", "recv", "encode", "decode", "ConnectionClosed"]
+__all__ = ["send", "recv", "encode", "decode", "encode_pieces", "Pieces", "PIECE", "ConnectionClosed"]
 
 _LEN = struct.Struct("<Q")
 _SMALL = 1 << 16  # buffers below this are joined with their neighbours into one write
 _BATCH = 1 << 20  # ...up to this many bytes per write
+PIECE = 256 << 20  # the most one message carries where whole messages travel (Modal's generator items)
 
 
 class ConnectionClosed(EOFError):
@@ -79,6 +80,61 @@ def decode(data: bytes) -> tuple[dict[str, Any], list[memoryview]]:
         buffers.append(view[position:position + nbytes])
         position += nbytes
     return meta, buffers
+
+
+def encode_pieces(meta: dict[str, Any], buffers: Sequence[Any], piece: int = PIECE) -> Iterator[bytes]:
+    """One frame as messages of at most ``piece`` bytes of buffers: a head, then the buffers' bytes in order.
+
+    Where transport moves whole messages (Modal's generator items, each its
+    own blob upload and download), one big frame would be one big blob: held
+    whole on both sides, and shown as no progress at all. In pieces the
+    container uploads the next while the notebook downloads this one, and the
+    notebook writes each into memory it allocated once (``Pieces``).
+    """
+    views = [memoryview(b).cast("B") for b in buffers]
+    yield encode({**meta, "_pieces": [view.nbytes for view in views]})
+    batch: list[memoryview] = []
+    size = 0
+    for view in views:
+        start = 0
+        while start < view.nbytes:
+            take = min(piece - size, view.nbytes - start)
+            batch.append(view[start:start + take])
+            size, start = size + take, start + take
+            if size == piece:
+                yield encode({"kind": "piece"}, batch)
+                batch, size = [], 0
+    if batch:
+        yield encode({"kind": "piece"}, batch)
+
+
+class Pieces:
+    """Rebuilds the buffers of a frame sent by ``encode_pieces``, piece by piece, into writable memory."""
+
+    def __init__(self, head: dict[str, Any]) -> None:
+        self.meta = dict(head)
+        self.buffers = [_allocate(nbytes) for nbytes in self.meta.pop("_pieces")]
+        self.total = sum(memoryview(b).nbytes for b in self.buffers)
+        self.received = 0
+        self._targets = iter([memoryview(b).cast("B") for b in self.buffers if memoryview(b).nbytes])
+        self._target, self._offset = next(self._targets, None), 0
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.total
+
+    def add(self, slices: Sequence[Any]) -> None:
+        """Copy one piece's bytes to where they belong (one pass; the piece can then be freed)."""
+        for piece in slices:
+            view, position = memoryview(piece).cast("B"), 0
+            while position < view.nbytes:
+                if self._target is None:
+                    raise ValueError("more bytes arrived than the frame's head announced")
+                take = min(self._target.nbytes - self._offset, view.nbytes - position)
+                self._target[self._offset:self._offset + take] = view[position:position + take]
+                self._offset, position, self.received = self._offset + take, position + take, self.received + take
+                if self._offset == self._target.nbytes:
+                    self._target, self._offset = next(self._targets, None), 0
 
 
 def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:

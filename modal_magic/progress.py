@@ -49,6 +49,7 @@ class Progress:
     variables: list[str] = field(default_factory=list)
     sent_bytes: int = 0
     received_bytes: int = 0
+    expected_bytes: int = 0
     done: bool = False
     ok: bool = True
     error: str = ""
@@ -65,8 +66,9 @@ class Progress:
             self.note = event.get("note", "")
             if event["stage"] == "pack":
                 self.variables, self.sent_bytes = list(event["variables"]), event["bytes"]
-            if event["stage"] == "unpack":
+            if event["stage"] == "unpack" or (event["stage"] == "download" and "bytes" in event):
                 self.received_bytes = event["bytes"]
+            self.expected_bytes = event.get("of", 0)
             return True
         if kind == "done":
             self.done, self.ok = True, event["ok"]
@@ -89,7 +91,8 @@ class Progress:
         detail = {"pack": f" {len(self.variables)} variable(s), {format_bytes(self.sent_bytes)}",
                   "start": " (warm)" if self.warm else " (cold start)" if self.warm is False else "",
                   "upload": f" {format_bytes(self.sent_bytes)}",
-                  "download": "",
+                  "download": f" {format_bytes(self.received_bytes)} of {format_bytes(self.expected_bytes)}"
+                  if self.expected_bytes else "",
                   "unpack": f" {format_bytes(self.received_bytes)}"}.get(self.stage, "")
         if self.stage == "run":
             detail = f" {time.monotonic() - self.stage_started:.1f} s"

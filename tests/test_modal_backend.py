@@ -50,14 +50,19 @@ def test_executor_runs_a_cell_through_modals_local() -> None:
         for chunk in Executor().run.local(frames.encode(request, inputs.buffers)):
             meta, buffers = frames.decode(chunk)
             events.append({"stream": meta.get("text"), "call": f"call {meta.get('id')}"}.get(meta["kind"], meta["kind"]))
-        values = wire.unpack(wire.Payload.from_meta(meta["payload"], buffers),
+            if meta["kind"] == "result":
+                result = frames.Pieces(meta)
+            elif meta["kind"] == "piece":
+                result.add(buffers)
+        assert result.complete
+        values = wire.unpack(wire.Payload.from_meta(result.meta["payload"], result.buffers),
                              persistent_load=LocalObjects(inputs.memo).persistent_load)
         print(json.dumps({"events": events, "y": values["y"].tolist(), "value": float(values["<value>"])}))
     """)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     # (no call id outside a container: modal.current_function_call_id() is None under .local())
-    assert result["events"] == ["call None", "stage", "hi from the container\n", "stage", "result"]
+    assert result["events"] == ["call None", "stage", "hi from the container\n", "stage", "result", "piece"]
     assert result["y"] == [0.0, 2.0, 4.0, 6.0] and result["value"] == 12.0
 
 
@@ -116,14 +121,14 @@ def test_a_cancelled_call_interrupts_the_cell_even_in_a_blocking_call_and_keeps_
     assert seen[:3] == ["call", "run", "cancelled"]
     assert seen[3] == ["MainThread"]  # nothing of the cell is left running in the container
     assert seen[4] == "same worker"   # the cell unwound: what earlier cells left there is still there
-    assert seen[5:] == ["call", "run", "b'ABc'\n", "download", "result"]
+    assert seen[5:] == ["call", "run", "b'ABc'\n", "download", "result", "piece"]
 
 
 def test_a_cell_that_will_not_stop_costs_its_worker_not_the_container() -> None:
     started = time.monotonic()
     seen = _container("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)")
     assert seen[:3] == ["call", "run", "cancelled"]
-    assert seen[4] == "new worker" and seen[-1] == "result"  # the container (this process) lives on
+    assert seen[4] == "new worker" and seen[-1] == "piece"  # the container (this process) lives on
     assert time.monotonic() - started < 40  # the grace, not the cell's 60 s
 
 

@@ -171,6 +171,7 @@ class ModalBackend(Backend):
         a second interrupt, cancels the call (Modal then stops its container).
         """
         call_id, stopping, deadline = None, False, None
+        result: frames.Pieces | None = None
         while True:
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
@@ -181,8 +182,15 @@ class ModalBackend(Backend):
                                       "(preempted or crashed): the cell runs again from the start"})
                     elif meta["kind"] == "pad":
                         continue
+                    elif meta["kind"] == "result" and "_pieces" in meta:
+                        result = frames.Pieces(meta)
+                    elif meta["kind"] == "piece":
+                        result.add(buffers)
+                        on_event({"kind": "stage", "stage": "download", "bytes": result.received, "of": result.total})
                     elif meta["kind"] in _LAST_FRAMES:
                         return _ending(meta, buffers, stopped=stopping, timeout=timeout)
+                    if result is not None and result.complete:
+                        return _ending(result.meta, result.buffers, stopped=stopping, timeout=timeout)
                     else:
                         on_event(meta)
                 break
@@ -254,7 +262,7 @@ class ModalBackend(Backend):
                 stack.close()
 
 
-_LAST_FRAMES = ("result", "interrupted", "stuck", "worker_failed", "internal_error")
+_LAST_FRAMES = ("interrupted", "stuck", "worker_failed", "internal_error")
 
 
 def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout: float | None) -> ResultFrame:
@@ -327,7 +335,7 @@ class _Stream:
 
     def frames(self, *, deadline: float | None = None,
                on_wait: Callable[[], None] | None = None) -> Iterator[tuple[dict[str, Any], list[Any]]]:
-        """Decoded frames until the call ends (or ``deadline``); buffers are writable, as locally."""
+        """Decoded frames until the call ends (or ``deadline``); buffers are views of the items (read-only)."""
         while True:
             try:
                 chunk, error = self._items.get(timeout=_SLICE)
@@ -341,4 +349,4 @@ class _Stream:
                 raise error
             if chunk is None:
                 return
-            yield frames.decode(bytearray(chunk))
+            yield frames.decode(chunk)

@@ -142,7 +142,8 @@ def _run(worker: LocalBackend, request: dict[str, Any], inputs: wire.Payload,
             events.put(frames.encode(event))
 
     try:
-        events.put(frames.encode(*worker.run(request, inputs, forward, stop=stop)))
+        for piece in frames.encode_pieces(*worker.run(request, inputs, forward, stop=stop)):
+            events.put(piece)
     except KeyboardInterrupt:  # stopped outside the cell, or (no worker left) not within the grace
         events.put(frames.encode({"kind": "interrupted"} if worker.pid is not None else {"kind": "stuck"}))
     except ModalMagicError as exc:  # the worker died under the cell (a crash, the OOM killer)
