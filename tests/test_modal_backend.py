@@ -47,7 +47,7 @@ def test_executor_runs_a_cell_through_modals_local() -> None:
         request = {"kind": "run", "code": "print('hi from the container')\\ny = x * 2\\ny.sum()",
                    "outputs": None, "placeholders": [], "env": {}, "inputs": inputs.meta()}
         events = []
-        for chunk in Executor().run.local(frames.encode(request, inputs.buffers)):
+        for chunk in Executor().run.local(frames.encode(request), list(inputs.buffers)):
             meta, buffers = frames.decode(chunk)
             events.append({"stream": meta.get("text"), "call": f"call {meta.get('id')}"}.get(meta["kind"], meta["kind"]))
             if meta["kind"] == "result":
@@ -85,15 +85,15 @@ CANCEL_SCRIPT = """
     def request(code, timeout=None):
         inputs = wire.pack({"x": bytearray(b"abc")})
         return frames.encode({"kind": "run", "code": code, "outputs": None, "placeholders": [], "env": {},
-                              "timeout": timeout, "inputs": inputs.meta()}, inputs.buffers)
+                              "timeout": timeout, "inputs": inputs.meta()}), list(inputs.buffers)
 
     def pid():
-        metas = [frames.decode(chunk)[0] for chunk in executor.run.local(request("import os\\nprint(os.getpid())"))]
+        metas = [frames.decode(chunk)[0] for chunk in executor.run.local(*request("import os\\nprint(os.getpid())"))]
         return [int(meta["text"]) for meta in metas if meta["kind"] == "stream"]
 
     seen, first = [], pid()
     try:
-        for chunk in executor.run.local(request(sys.argv[1], float(sys.argv[2]) if sys.argv[2:] else None)):
+        for chunk in executor.run.local(*request(sys.argv[1], float(sys.argv[2]) if sys.argv[2:] else None)):
             meta, _ = frames.decode(chunk)
             seen.append(meta.get("stage", meta["kind"]) + ("!" if meta.get("interrupted") else ""))
             if meta.get("stage") == "run" and not sys.argv[2:]:  # Modal's FunctionCallCancel arrives as SIGUSR1
@@ -102,7 +102,7 @@ CANCEL_SCRIPT = """
         seen.append("cancelled")
     seen.append(sorted(t.name for t in threading.enumerate()))
     seen.append("same worker" if pid() == first else "new worker")
-    for chunk in executor.run.local(request("import numpy as np\\nx[0] = 65\\na = np.frombuffer(x, np.uint8)\\na[1] = 66\\nprint(bytes(x))")):
+    for chunk in executor.run.local(*request("import numpy as np\\nx[0] = 65\\na = np.frombuffer(x, np.uint8)\\na[1] = 66\\nprint(bytes(x))")):
         meta, _ = frames.decode(chunk)
         seen.append(meta.get("text", meta.get("stage", meta["kind"])))  # inputs arrive writable, as locally
     print(json.dumps(seen))

@@ -73,8 +73,8 @@ def start_worker() -> LocalBackend:
     return _worker
 
 
-def serve_one(data: bytes, control: Any = None, call_id: str | None = None) -> Iterator[bytes]:
-    """Run one encoded request on the container's worker, yielding encoded events as they happen.
+def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str | None = None) -> Iterator[bytes]:
+    """Run one request (an encoded head, its buffers as arrays) on the container's worker, yielding events.
 
     The first event names the Modal call and this container: generator calls
     cannot be spawned, so this is how the notebook learns what to cancel if all
@@ -82,7 +82,7 @@ def serve_one(data: bytes, control: Any = None, call_id: str | None = None) -> I
     input (``InputCancellation`` here, in the main thread) interrupts the cell.
     """
     worker = start_worker()
-    meta, buffers = frames.decode(data)
+    meta, _ = frames.decode(head)
     attempt = yield from _catch_up(control, meta.get("token"))
     yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
@@ -181,9 +181,9 @@ def executor_class() -> type:
             start_worker()  # torch and IPython imported before the first cell arrives
 
         @modal.method()
-        def run(self, data: bytes, control: Any = None) -> Iterator[bytes]:
+        def run(self, head: bytes, buffers: list, control: Any = None) -> Iterator[bytes]:
             from modal_magic.backends.modal_executor import serve_one
 
-            yield from serve_one(data, control, call_id=modal.current_function_call_id())
+            yield from serve_one(head, buffers, control, call_id=modal.current_function_call_id())
 
     return Executor
