@@ -150,7 +150,6 @@ class ModalBackend(Backend):
             options = pool.options(gpu)
             instance = (executor.with_options(**options) if options else executor)()
             stream = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
-            del arrays
             threading.Thread(target=_answer_reruns, args=(self._control, token, stream), daemon=True,
                              name="modal_magic-reruns").start()
             try:
