@@ -8,6 +8,7 @@ turns it into the cell's KeyboardInterrupt); between cells it is ignored.
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
 import traceback
@@ -37,6 +38,9 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
+    # A parent that ignores SIGINT hands that on, and Python then keeps it ignored: Modal's container
+    # entrypoint ignores it while @modal.enter runs, which is when a container starts its worker.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(sock)
