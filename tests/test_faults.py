@@ -31,6 +31,8 @@ def assert_next_cell_works(shell) -> None:
         ("import os\nos._exit(7)", "exited with code 7"),
         ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "was killed by SIGKILL — usually the out-of-memory killer"),
         ("import ctypes\nctypes.string_at(0)", "was killed by SIGSEGV — a crash in native code"),
+        ("import os\nos.write(2, b'CUDA error: an illegal memory access was encountered\\n')\nos.abort()",
+         "SIGABRT — native code aborted while running the cell — its last words: CUDA error: an illegal memory"),
     ],
 )
 def test_worker_death_is_told_apart_and_replaced(shell, capsys, body: str, expected: str) -> None:

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -31,6 +32,7 @@ _PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", 
                "CUDA_VISIBLE_DEVICES")
 _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is replaced
 _SOCKET_BUFFER = 4 << 20
+_LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
 _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
 
 
@@ -45,6 +47,7 @@ class LocalBackend(Backend):
         self._python = python
         self._grace = grace
         self._environment = environment
+        self._stderr: Any = None
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
 
@@ -68,7 +71,7 @@ class LocalBackend(Backend):
         try:
             self._proc = subprocess.Popen(
                 [self._python, "-m", "modal_magic.worker", str(theirs.fileno())],
-                pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(),
+                pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(), stderr=self._log(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches it only through us
             )
         except OSError as exc:
@@ -122,7 +125,8 @@ class LocalBackend(Backend):
             self.close()  # half a frame was sent: the stream is unusable
             raise
         except OSError:
-            raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started") from None
+            raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started"
+                             f"{self._last_words()}") from None
         while True:
             try:
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
@@ -156,8 +160,28 @@ class LocalBackend(Backend):
             raise
         except (frames.ConnectionClosed, OSError):
             raise WorkerDied(
-                f"the local worker {describe_exit(self._wait_exit())} while running the cell. "
+                f"the local worker {describe_exit(self._wait_exit())} while running the cell{self._last_words()}. "
                 "Its state is gone; the next cell starts a fresh worker.") from None
+
+    def _log(self) -> Any:
+        """Where the worker's own stderr goes: what native code prints as it crashes, kept for the error.
+
+        The cell's output never goes there (the runner turns it into events); a
+        fresh file per worker, so it holds only that worker's last words.
+        """
+        if self._stderr is not None:
+            self._stderr.close()
+        self._stderr = tempfile.TemporaryFile()
+        return self._stderr
+
+    def _last_words(self) -> str:
+        """': <the last lines the dead worker wrote to stderr>', or nothing."""
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0, os.SEEK_END)
+        self._stderr.seek(max(0, self._stderr.tell() - _LAST_WORDS))
+        lines = [line.strip() for line in self._stderr.read().decode(errors="replace").splitlines() if line.strip()]
+        return f" — its last words: {' / '.join(lines[-5:])}" if lines else ""
 
     def _wait_exit(self) -> int | None:
         proc = self._proc
