@@ -242,7 +242,7 @@ def test_live_cuda_tensor_round_trip(shell) -> None:
 
 @pytest.mark.modal
 @live
-def test_live_interrupt_cancels_the_call_and_keeps_the_container(shell) -> None:
+def test_live_interrupt_of_a_printing_cell_keeps_the_container_warm(shell) -> None:
     import signal
     import threading
 
@@ -250,7 +250,35 @@ def test_live_interrupt_cancels_the_call_and_keeps_the_container(shell) -> None:
 
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nfirst = os.getpid()").success
     threading.Timer(10.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # the kernel's stop button
-    result = run(shell, "%%modal_gpu --backend modal\nimport time\nfor _ in range(1200):\n    time.sleep(0.05)")
+    result = run(shell, "%%modal_gpu --backend modal\nimport time\nfor i in range(1200):\n"
+                        "    print('step', i, flush=True)\n    time.sleep(0.05)")
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    started = time.monotonic()
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
-    assert shell.user_ns["first"] == shell.user_ns["second"]
+    assert shell.user_ns["first"] == shell.user_ns["second"]  # the same worker in the same container
+    assert time.monotonic() - started < 15                     # warm: no new container (modal-client#4125)
+
+
+@pytest.mark.modal
+@live
+def test_live_pip_package_whose_import_name_differs(shell) -> None:
+    from .conftest import run
+
+    result = run(shell, "%%modal_gpu --backend modal --gpu none --pip beautifulsoup4==4.12.3\n"
+                        "import bs4\nversion = bs4.__version__")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["version"] == "4.12.3"
+
+
+@pytest.mark.modal
+@live
+def test_live_one_gib_input_and_back(shell, capsys) -> None:
+    from .conftest import run
+
+    assert run(shell, "import torch\nbig = torch.ones(256 * 2**20)").success  # 1 GiB
+    started = time.monotonic()
+    assert run(shell, "%%modal_gpu --backend modal\nbig.mul_(2)\ntotal = float(big.sum())").success
+    elapsed = time.monotonic() - started
+    assert shell.user_ns["total"] == 2.0 * 256 * 2**20 and float(shell.user_ns["big"][0]) == 2.0
+    with capsys.disabled():
+        print(f"\n1 GiB out and back through Modal: {elapsed:.1f} s")
