@@ -21,7 +21,7 @@ __all__ = ["send", "recv", "encode", "decode", "encode_pieces", "Pieces", "PIECE
 _LEN = struct.Struct("<Q")
 _SMALL = 1 << 16  # buffers below this are joined with their neighbours into one write
 _BATCH = 1 << 20  # ...up to this many bytes per write
-PIECE = 256 << 20  # the most one message carries where whole messages travel (Modal's generator items)
+PIECE = 64 << 20  # the most one message carries where whole messages travel (Modal's items and arguments)
 
 
 class ConnectionClosed(EOFError):

@@ -116,6 +116,46 @@ def _container(*args: str) -> list:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+PIECES_SCRIPT = """
+    import json, modal, torch
+    from modal_magic import frames, wire
+    from modal_magic.backends.modal_executor import executor_class
+    from modal_magic.identity import LocalObjects
+
+    executor = modal.App("modal-magic-test").cls(serialized=True, max_containers=1)(executor_class())()
+    seen = []
+    for token, lose in (("t1", False), ("t2", True)):
+        inputs = wire.pack({"x": torch.arange(5000.0), "y": torch.ones(3)}, keep_memo=True)
+        request = {"kind": "run", "code": "x.mul_(2)\\ntotal = float(x.sum() + y.sum())", "outputs": None,
+                   "placeholders": [], "env": {}, "inputs": inputs.meta(), "token": token}
+        messages = frames.encode_pieces(request, inputs.buffers, piece=4096)
+        head = next(messages)
+        for index, piece in enumerate(messages):
+            if not (lose and index == 2):  # that one went to a container that is gone
+                executor.put.local(token, index, piece)
+        kinds = []
+        for chunk in executor.run.local(head, []):
+            meta, buffers = frames.decode(chunk)
+            kinds.append(meta["kind"])
+            if meta["kind"] == "result":
+                result = frames.Pieces(meta)
+            elif meta["kind"] == "piece":
+                result.add(buffers)
+        seen.append(kinds[-1])
+        if not lose:
+            values = wire.unpack(wire.Payload.from_meta(result.meta["payload"], result.buffers),
+                                 persistent_load=LocalObjects(inputs.memo).persistent_load)
+            seen.append(values["total"])
+    print(json.dumps(seen))
+"""
+
+
+def test_big_inputs_go_ahead_in_pieces_and_a_lost_piece_is_told() -> None:
+    out = run_python(PIECES_SCRIPT)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["piece", 2 * sum(range(5000)) + 3, "inputs_lost"]
+
+
 def test_a_cancelled_call_interrupts_the_cell_even_in_a_blocking_call_and_keeps_its_worker() -> None:
     seen = _container("import time\nfinished = False\ntime.sleep(30)\nfinished = True")
     assert seen[:3] == ["call", "run", "cancelled"]

@@ -50,6 +50,7 @@ MAX_TIMEOUT = 86_400       # seconds: Modal's longest function timeout; a cell's
 _SCALEDOWN = 1200          # seconds a warm container waits for the next cell
 _DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take before the call is cancelled
 _SLICE = 0.2               # seconds between progress ticks while waiting for a frame
+_INLINE = 32 << 20         # bytes of inputs sent within the run call; more go ahead in pieces
 _RERUN_POLL = 10.0         # seconds one long-poll for a re-run of the cell waits
 
 
@@ -140,15 +141,13 @@ class ModalBackend(Backend):
         if not reuse:
             pool = self._pools[gpu] = _Pool.grown(pool, cpu, memory)
         token = secrets.token_hex(8)
-        head = frames.encode({**request, "inputs": inputs.meta(), "token": token, "timeout": timeout})
-        # The buffers as arrays over the notebook's own memory: Modal pickles them once (protocol 4
-        # copies an array's bytes into its stream), with no joined copy of ours before that.
-        arrays = [numpy.frombuffer(memoryview(b).cast("B"), dtype=numpy.uint8) for b in inputs.buffers]
-        on_event({"kind": "stage", "stage": "upload", "bytes": len(head) + inputs.nbytes, "where": where,
+        request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
+        on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": where,
                   "note": f"then waiting for a container ({' or '.join(gpus) or 'CPU'})"})
         try:
             options = pool.options(gpu)
             instance = (executor.with_options(**options) if options else executor)()
+            head, arrays = _send_inputs(instance, request, inputs, on_event)
             stream = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
             threading.Thread(target=_answer_reruns, args=(self._control, token, stream), daemon=True,
                              name="modal_magic-reruns").start()
@@ -265,7 +264,7 @@ class ModalBackend(Backend):
                 stack.close()
 
 
-_LAST_FRAMES = ("interrupted", "stuck", "worker_failed", "internal_error")
+_LAST_FRAMES = ("interrupted", "stuck", "worker_failed", "inputs_lost", "internal_error")
 
 
 def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout: float | None) -> ResultFrame:
@@ -282,6 +281,9 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
         raise InternalError("modal_magic failed inside the container (a bug; please report it):\n" + meta["traceback"])
     if kind == "worker_failed":
         raise WorkerDied(f"in the Modal container, {meta['message']}")
+    if kind == "inputs_lost":
+        raise WorkerDied("a new Modal container took the cell while its inputs were going up to the old one. "
+                         f"{UNCHANGED}; run the cell again.")
     restarted = kind == "stuck"
     if stopped:
         if not restarted:
@@ -292,6 +294,31 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
     raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
                       + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
+
+
+def _send_inputs(instance: Any, request: dict[str, Any], inputs: wire.Payload,
+                 on_event: OnEvent) -> tuple[bytes, list[Any]]:
+    """The run call's arguments: the request's head, and its buffers unless they went ahead in pieces.
+
+    Small inputs ride in the call, as arrays over the notebook's own memory
+    (Modal's pickle is their only copy). Big ones go ahead in pieces of at most
+    ``frames.PIECE``, each its own call to the same container, so the notebook
+    holds one piece at a time beside its own objects, not a copy of everything,
+    and the view shows the bytes going up.
+    """
+    if inputs.nbytes <= _INLINE:
+        return frames.encode(request), [numpy.frombuffer(memoryview(b).cast("B"), numpy.uint8)
+                                        for b in inputs.buffers]
+    messages = frames.encode_pieces(request, inputs.buffers)
+    head, sent, calls = next(messages), 0, []
+    for index, piece in enumerate(messages):
+        calls.append(instance.put.spawn(request["token"], index, piece))
+        sent += len(piece)
+        del piece
+        on_event({"kind": "stage", "stage": "upload", "bytes": sent, "of": inputs.nbytes})
+    for call in calls:
+        call.get()
+    return head, []
 
 
 def _answer_reruns(control: Any, token: str, stream: "_Stream") -> None:

@@ -36,7 +36,7 @@ from .. import frames, wire
 from ..errors import ModalMagicError
 from .local import LocalBackend
 
-__all__ = ["executor_class", "serve_one", "start_worker", "partition", "STOP", "GRACE"]
+__all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "GRACE"]
 
 STOP = "stop"       # what the notebook puts in the control queue to stop a cell
 GRACE = 20.0        # seconds a stopped cell gets to unwind before its worker is replaced (inside Modal's 30 s)
@@ -47,6 +47,7 @@ _POLL = 0.2         # seconds between checks of the stop flag and the deadline w
 _WATCH = 10.0       # seconds one long-poll of the control queue waits
 CONTAINER = uuid.uuid4().hex[:12]  # this container process, so the notebook can tell a new one
 _worker: LocalBackend | None = None
+_stash: dict[tuple[str, int], bytes] = {}  # pieces of inputs, by (cell token, index)
 
 
 def partition(token: str, what: str) -> str:
@@ -83,6 +84,12 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     """
     worker = start_worker()
     meta, _ = frames.decode(head)
+    if "_pieces" in meta:  # the inputs went ahead in pieces (``put``)
+        buffers = _take_pieces(meta)
+        if buffers is None:
+            yield frames.encode({"kind": "inputs_lost"})
+            return
+        meta.pop("_pieces")
     attempt = yield from _catch_up(control, meta.get("token"))
     yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
@@ -110,6 +117,25 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
         stop.set()
         cell.join(GRACE + 5)
         raise
+
+
+def put(token: str, index: int, piece: bytes) -> None:
+    """Keep one piece of a coming cell's inputs (``frames.encode_pieces``), until its run call takes it."""
+    for stale in [key for key in _stash if key[0] != token]:  # an earlier cell's, never run (interrupted)
+        del _stash[stale]
+    _stash[token, index] = piece
+
+
+def _take_pieces(head: dict[str, Any]) -> list[Any] | None:
+    """The buffers the pieces of ``head``'s cell make up, or None if some never reached this container."""
+    pieces, index = frames.Pieces(head), 0
+    while not pieces.complete:
+        piece = _stash.pop((head["token"], index), None)
+        if piece is None:
+            return None
+        pieces.add(frames.decode(piece)[1])
+        index += 1
+    return pieces.buffers
 
 
 def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
@@ -179,6 +205,12 @@ def executor_class() -> type:
             from modal_magic.backends.modal_executor import start_worker
 
             start_worker()  # torch and IPython imported before the first cell arrives
+
+        @modal.method()
+        def put(self, token: str, index: int, piece: bytes) -> None:
+            from modal_magic.backends.modal_executor import put
+
+            put(token, index, piece)
 
         @modal.method()
         def run(self, head: bytes, buffers: list, control: Any = None) -> Iterator[bytes]:
