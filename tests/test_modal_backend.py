@@ -125,7 +125,7 @@ PIECES_SCRIPT = """
     executor = modal.App("modal-magic-test").cls(serialized=True, max_containers=1)(executor_class())()
     seen = []
     for token, lose in (("t1", False), ("t2", True)):
-        inputs = wire.pack({"x": torch.arange(5000.0), "y": torch.ones(3)}, keep_memo=True)
+        inputs = wire.pack({"x": torch.arange(5000.0, dtype=torch.float64), "y": torch.ones(3)}, keep_memo=True)
         request = {"kind": "run", "code": "x.mul_(2)\\ntotal = float(x.sum() + y.sum())", "outputs": None,
                    "placeholders": [], "env": {}, "inputs": inputs.meta(), "token": token}
         messages = frames.encode_pieces(request, inputs.buffers, piece=4096)
