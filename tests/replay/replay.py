@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -159,9 +160,21 @@ def compare_notebook(nb: corpus.Notebook, plain: list[dict], remote: list[dict])
     return results
 
 
+_SYNTAX_LOCATION = re.compile(r" \([^()]*, line \d+\)$")
+
+
+def _error(e: dict | None) -> dict | None:
+    """A SyntaxError's message ends in its location: the file name is the kernel's own
+    (``<ipython-input-N-…>``) and the magic's ``%%`` line shifts the line number by one, as the
+    user sees the cell; neither is behaviour, so the location is left out."""
+    if e is not None and e["type"] in ("SyntaxError", "IndentationError", "TabError"):
+        return {**e, "message": _SYNTAX_LOCATION.sub("", e["message"])}
+    return e
+
+
 def compare_output(p: dict, r: dict) -> list[str]:
     reasons = []
-    pe, re_ = p["error"], r["error"]
+    pe, re_ = _error(p["error"]), _error(r["error"])
     if pe != re_:
         if pe is None or re_ is None or pe["type"] != re_["type"]:
             def what(e):

@@ -21,6 +21,7 @@ import os
 import random
 import signal
 import sys
+import tempfile
 import time
 import traceback
 from typing import Any
@@ -124,6 +125,8 @@ def main(argv: list[str]) -> int:
             code = 0
             try:
                 os.setpgid(0, 0)
+                # A working directory of its own: notebooks write files next to themselves.
+                os.chdir(tempfile.mkdtemp(prefix=f"replay-{notebook.name}-{mode}-"))
                 data = run_notebook(notebook, mode)
                 with open(target + ".tmp", "w") as f:
                     json.dump(data, f)
