@@ -9,6 +9,7 @@ mismatches. Options::
     --known        print the mismatches in the format of known_mismatches.txt (reasons already
                    listed there are kept; new ones carry the harness's own one-line reason)
     --out DIR      keep the raw per-side JSON and the report there
+    --control      both sides plain (no magic): checks the harness; must score 100%
     -v             every reason for each mismatching cell, not only the first ones
 
 A cell matches when, after it ran, both kernels hold the same names with the same values
@@ -97,10 +98,10 @@ def side_env() -> dict[str, str]:
     return env
 
 
-def run_sides(names: list[str], outdir: Path) -> list[str]:
+def run_sides(names: list[str], outdir: Path, control: bool = False) -> list[str]:
     """Both sides at once (each a process forking one kernel per notebook); returns their failures."""
     procs = {}
-    for mode in ("plain", "remote"):
+    for mode in ("plain", "control" if control else "remote"):
         log = open(outdir / f"{mode}.log", "w")
         procs[mode] = (subprocess.Popen([sys.executable, "-m", "tests.replay.side", mode, str(outdir), *names],
                                         cwd=ROOT, env=side_env(), stdout=log, stderr=subprocess.STDOUT), log)
@@ -118,12 +119,12 @@ def run_sides(names: list[str], outdir: Path) -> list[str]:
     return errors
 
 
-def replay(names: list[str] | None = None, outdir: Path | None = None) -> Report:
+def replay(names: list[str] | None = None, outdir: Path | None = None, control: bool = False) -> Report:
     notebooks = corpus.load(names)
     outdir = Path(outdir or tempfile.mkdtemp(prefix="replay-"))
     outdir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    errors = run_sides([nb.name for nb in notebooks], outdir)
+    errors = run_sides([nb.name for nb in notebooks], outdir, control)
     cells: list[CellResult] = []
     for nb in notebooks:
         sides = {}
@@ -327,8 +328,23 @@ def read_known(path: Path = KNOWN) -> dict[str, str]:
 
 
 def known_lines(report: Report, known: dict[str, str]) -> list[str]:
-    """The mismatches in known_mismatches.txt's format (listed reasons kept; new ones prefixed 'NEW:')."""
-    return [f"{c.id}  {known.get(c.id) or 'NEW: ' + c.summary(limit=2)}" for c in report.mismatches()]
+    """The mismatches in known_mismatches.txt's format.
+
+    A listed reason is kept (unless the list says "carried over" and the cell now introduces a
+    difference of its own); a cell that only carries over earlier differences reads "carried over
+    from …"; any other new one gets "NEW:" and the harness's own reasons, to be replaced by the cause.
+    """
+    lines = []
+    for c in report.mismatches():
+        listed = known.get(c.id)
+        if listed and (c.carried_from or not listed.startswith("carried over")):
+            reason = listed
+        elif c.carried_from:
+            reason = f"carried over from {c.carried_from}"
+        else:
+            reason = "NEW: " + c.summary(limit=2)
+        lines.append(f"{c.id}  {reason}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,8 +353,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--known", action="store_true", help="print the mismatches as known_mismatches.txt lines")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--control", action="store_true",
+                        help="both sides plain: checks the harness itself (must score 100%%)")
     args = parser.parse_args(argv)
-    report = replay(args.notebooks, args.out)
+    report = replay(args.notebooks, args.out, args.control)
+    if args.control:
+        print(report.text(verbose=args.verbose))
+        return 0 if not report.mismatches() and not report.side_errors else 1
     if args.known:
         print("\n".join(known_lines(report, read_known())))
         print(f"# {report.score_line()}", file=sys.stderr)

@@ -9,6 +9,8 @@ displays, the exception it raised, and a snapshot of the namespace (``snapshot.p
 
 ``plain``: every cell runs as written. ``remote``: every cell not tagged ``[local]`` runs under
 ``%%modal_gpu --backend local --quiet`` (one worker per notebook, started by its first cell).
+``control``: as ``plain``, written where ``remote`` would be: a plain-vs-plain replay must score 100%,
+which checks that the harness is tolerant of what differs between any two processes.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ def run_notebook(notebook: Any, mode: str) -> dict[str, Any]:
 
     cells = []
     for cell in notebook.cells:
-        source = cell.source if (mode == "plain" or cell.local) else f"{MAGIC}\n{cell.source}"
+        source = f"{MAGIC}\n{cell.source}" if mode == "remote" and not cell.local else cell.source
         out, err = io.StringIO(), io.StringIO()
         displays.clear()
         tracebacks.clear()
@@ -103,7 +105,7 @@ def run_notebook(notebook: Any, mode: str) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     mode, outdir, names = argv[0], argv[1], argv[2:]
-    assert mode in ("plain", "remote"), mode
+    assert mode in ("plain", "remote", "control"), mode
     # What every notebook imports, imported once before forking (the children share it).
     import IPython  # noqa: F401
     import matplotlib
@@ -117,7 +119,7 @@ def main(argv: list[str]) -> int:
 
     matplotlib.use("Agg")
     for notebook in corpus.load(names):
-        target = os.path.join(outdir, f"{notebook.name}.{mode}.json")
+        target = os.path.join(outdir, f"{notebook.name}.{'remote' if mode == 'control' else mode}.json")
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
