@@ -62,7 +62,8 @@ def _safe_repr(obj: Any) -> str:
 
 
 class _Walk:
-    def __init__(self) -> None:
+    def __init__(self, namespace: dict[str, Any] | None = None) -> None:
+        self.namespace = namespace
         self.seen: dict[int, str] = {}
         self.keep: list[Any] = []  # keeps ids stable during the walk
         self.memory: list[tuple[int, int, str]] = []  # (start, end, path) of tensors and arrays
@@ -135,16 +136,25 @@ class _Walk:
         if isinstance(obj, types.ModuleType):
             return {"t": "module", "name": obj.__name__}
         if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
-            return {"t": _qualname(type(obj)), "name": getattr(obj, "__qualname__", repr(obj)),
-                    "module": getattr(obj, "__module__", None),
-                    "defaults": self.describe(getattr(obj, "__defaults__", None), f"{path}.__defaults__", depth + 1)}
+            d = {"t": _qualname(type(obj)), "name": getattr(obj, "__qualname__", repr(obj)),
+                 "module": getattr(obj, "__module__", None),
+                 "defaults": self.describe(getattr(obj, "__defaults__", None), f"{path}.__defaults__", depth + 1)}
+            if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
+                # A function defined in the notebook reads the notebook's globals, and may carry attributes.
+                d["globals"] = self._globals(obj.__globals__)
+                d["attrs"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(vars(obj).items())}
+            return d
         if isinstance(obj, types.MethodType):
             return {"t": "method", "name": obj.__func__.__qualname__,
                     "self": self.describe(obj.__self__, f"{path}.__self__", depth + 1)}
         if isinstance(obj, type):
-            return {"t": "class", "name": obj.__qualname__, "module": obj.__module__,
-                    "bases": [_qualname(b) for b in obj.__bases__],
-                    "attrs": sorted(k for k in vars(obj) if not k.startswith("__"))}
+            d = {"t": "class", "name": obj.__qualname__, "module": obj.__module__,
+                 "bases": [_qualname(b) for b in obj.__bases__],
+                 "attrs": sorted(k for k in vars(obj) if not k.startswith("__"))}
+            if obj.__module__ == "__main__":  # class attributes are state too (Registry.items.append)
+                d["values"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(vars(obj).items())
+                               if not k.startswith("__") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))}
+            return d
         if isinstance(obj, types.GeneratorType):
             return {"t": "generator", "name": obj.__qualname__, "state": inspect.getgeneratorstate(obj)}
         mpl = self._matplotlib(obj, path, depth)
@@ -163,6 +173,14 @@ class _Walk:
             return {"t": _qualname(tp), "optimizer": self.describe(obj.optimizer, f"{path}.optimizer", depth + 1),
                     "state": {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(state.items())}}
         return {"t": _qualname(tp), "repr": _safe_repr(obj)[:500]}
+
+    def _globals(self, g: dict[str, Any]) -> str:
+        if g is self.namespace:
+            return "the notebook's"
+        module = sys.modules.get(g.get("__name__", ""))
+        if module is not None and vars(module) is g:
+            return f"module {module.__name__}'s"
+        return "a private dict"
 
     # ------------------------------------------------------------ torch / numpy
     def _values(self, flat: Any) -> dict[str, Any]:
@@ -317,6 +335,6 @@ def user_names(namespace: dict[str, Any], hidden: set[str]) -> list[str]:
 
 
 def snapshot(namespace: dict[str, Any], hidden: set[str]) -> dict[str, Any]:
-    walk = _Walk()
+    walk = _Walk(namespace)
     names = {name: walk.describe(namespace[name], name) for name in user_names(namespace, hidden)}
     return {"names": names, "shared": _shared(walk.memory), "state": process_state()}

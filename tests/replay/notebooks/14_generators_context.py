@@ -60,6 +60,11 @@ with tag("b") as inner:
     log.append(inner)
 print(log)
 
+# %% [local] the decorated function used again in a local cell
+with tag("i") as inner:
+    log.append(inner)
+print(log)
+
 # %% suppress and redirect_stdout
 import contextlib, io
 with contextlib.suppress(KeyError):
