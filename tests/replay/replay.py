@@ -327,24 +327,41 @@ def read_known(path: Path = KNOWN) -> dict[str, str]:
     return known
 
 
+def carried_sources(reason: str) -> str | None:
+    """'carried over from a:01, a:03 (…)' -> 'a:01, a:03'; None for any other reason."""
+    match = re.match(r"carried over from ([^()]+?)(?:\s*\(|$)", reason)
+    return match.group(1).strip() if match else None
+
+
 def known_lines(report: Report, known: dict[str, str]) -> list[str]:
     """The mismatches in known_mismatches.txt's format.
 
-    A listed reason is kept (unless the list says "carried over" and the cell now introduces a
-    difference of its own); a cell that only carries over earlier differences reads "carried over
-    from …"; any other new one gets "NEW:" and the harness's own reasons, to be replaced by the cause.
+    A listed reason is kept while it still holds (a "carried over" one only while the cell carries
+    over from exactly the cells it names); a cell that only carries over earlier differences reads
+    "carried over from …" with the causes of those cells; any other new one gets "NEW:" and the
+    harness's own reasons, to be replaced by its cause.
     """
-    lines = []
+    lines: dict[str, str] = {}
     for c in report.mismatches():
         listed = known.get(c.id)
-        if listed and (c.carried_from or not listed.startswith("carried over")):
+        if listed and carried_sources(listed) == c.carried_from:
             reason = listed
         elif c.carried_from:
-            reason = f"carried over from {c.carried_from}"
+            causes: list[str] = []
+            for source in c.carried_from.split(", "):
+                cause = lines.get(source, "")
+                if cause.startswith("carried over"):
+                    cause = cause[cause.find("(") + 1:cause.rfind(")")] if "(" in cause else ""
+                else:
+                    cause = cause.split(":")[0]
+                for part in filter(None, (x.strip() for x in cause.split(";"))):
+                    if part not in causes:
+                        causes.append(part)
+            reason = f"carried over from {c.carried_from}" + (f" ({'; '.join(causes)})" if causes else "")
         else:
             reason = "NEW: " + c.summary(limit=2)
-        lines.append(f"{c.id}  {reason}")
-    return lines
+        lines[c.id] = reason
+    return [f"{cell_id}  {reason}" for cell_id, reason in lines.items()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,6 +127,10 @@ def test_known_list_format(tmp_path: Path) -> None:
                      CellResult("nb:03", False, ["y: values differ"])], 0.0)
     assert known_lines(report, known) == ["nb:01  a reason", "nb:02  carried over from nb:01",
                                           "nb:03  NEW: y: values differ"]
+    # Sources changed (nb:01 fixed, nb:02 now carries over from nb:00): the line is regenerated with nb:00's cause.
+    report = Report([CellResult("nb:00", False, ["z"]), CellResult("nb:02", False, ["z"], carried_from="nb:00")], 0.0)
+    assert known_lines(report, {"nb:00": "NEW: defect 9: z", "nb:02": "carried over from nb:01"}) == [
+        "nb:00  NEW: defect 9: z", "nb:02  carried over from nb:00 (NEW)"]
     path.write_text("nb:01  a\nnb:01  b\n")
     with pytest.raises(ValueError, match="twice"):
         read_known(path)

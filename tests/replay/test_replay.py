@@ -16,7 +16,7 @@ import pytest
 
 from . import corpus
 from .conftest import SCORE
-from .replay import KNOWN, Report, read_known, replay
+from .replay import KNOWN, Report, carried_sources, read_known, replay
 
 ALL = corpus.load()
 MIN_CELLS = 150
@@ -57,6 +57,9 @@ def test_notebook_replays_as_locally(report: Report, notebook: str) -> None:
             problems.append(f"{cell.id} differs: {cell.summary(limit=6)}")
         elif cell.ok and listed is not None:
             problems.append(f"{cell.id} now matches: remove it from {KNOWN.name} (was: {listed})")
-        elif listed is not None and listed.startswith("carried over") and not cell.carried_from:
-            problems.append(f"{cell.id} is listed as carried over, but it introduces a difference: {cell.summary(limit=6)}")
+        elif listed is not None and listed.startswith("carried over") and carried_sources(listed) != cell.carried_from:
+            now = f"from {cell.carried_from}" if cell.carried_from else f"introducing a difference: {cell.summary(limit=6)}"
+            problems.append(f"{cell.id} is listed as carried over from {carried_sources(listed)}, but is now carried over {now}"
+                            if cell.carried_from else f"{cell.id} is listed as carried over, but it introduces a difference: "
+                            f"{cell.summary(limit=6)}")
     assert not problems, "\n".join(problems)
