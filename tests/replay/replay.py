@@ -47,6 +47,7 @@ class CellResult:
     local: bool
     reasons: list[str] = field(default_factory=list)
     carried_from: str | None = None  # every reason was already there after this earlier cell
+    notes: list[str] = field(default_factory=list)  # what the magic said on stderr (not compared; helps to read)
     seconds: tuple[float, float] = (0.0, 0.0)  # plain, remote
 
     @property
@@ -83,6 +84,8 @@ class Report:
         lines = [self.score_line(), *(f"side error: {e}" for e in self.side_errors)]
         for c in self.mismatches():
             lines.append(f"{c.id}{' [local]' if c.local else ''}  {c.summary(limit=100 if verbose else 3)}")
+            if verbose and not c.carried_from:
+                lines.extend(f"    {_short(note, 300)}" for note in c.notes)
         return "\n".join(lines)
 
 
@@ -150,6 +153,7 @@ def compare_notebook(nb: corpus.Notebook, plain: list[dict], remote: list[dict])
             results.append(res)
             continue
         res.seconds = (p["seconds"], r["seconds"])
+        res.notes = [line for line in r["stderr"].splitlines() if line.startswith("modal_gpu:")][:3]
         output = compare_output(p, r)
         state = compare_state(p["snapshot"], r["snapshot"])
         res.reasons = output + state
