@@ -153,7 +153,7 @@ def compare_notebook(nb: corpus.Notebook, plain: list[dict], remote: list[dict])
             results.append(res)
             continue
         res.seconds = (p["seconds"], r["seconds"])
-        res.notes = [line for line in r["stderr"].splitlines() if line.startswith("modal_gpu:")][:3]
+        res.notes = [line for line in r.get("stderr", "").splitlines() if line.startswith("modal_gpu:")][:3]
         output = compare_output(p, r)
         state = compare_state(p["snapshot"], r["snapshot"])
         res.reasons = output + state
