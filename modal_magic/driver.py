@@ -31,7 +31,7 @@ from .modal_plan import ImageSpec
 from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
-from .runner import ERROR, INPUTS, VALUE
+from .runner import ERROR, INPUTS, PLAIN, VALUE
 
 __all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
 
@@ -87,7 +87,7 @@ def run_cell(
     on_event: Callable[[dict[str, Any]], None] = show_event,
     hidden: Collection[str] = (),
     execution_count: int | None = None,
-    colors: str = "NoColor",
+    colors: str = PLAIN,
     header: str | None = None,
 ) -> CellOutcome:
     """Run ``source`` (IPython cell syntax) remotely against ``namespace``, updating it.
@@ -95,6 +95,9 @@ def run_cell(
     ``hidden`` names are never sent (IPython's own ``In``/``get_ipython``...).
     ``header`` is the cell's ``%%`` line: it is kept (as a comment) above the
     body so that line numbers in errors match the cell the user sees.
+    ``execution_count`` is the cell's prompt number, shown as ``Cell In[n]`` in
+    its tracebacks; ``colors`` is their colour scheme, as IPython 8 or 9 names
+    it (an unknown name gives plain text).
 
     Raises the cell's own exception, ``SyntaxError`` as compiling would,
     ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``

@@ -126,7 +126,7 @@ class ModalMagics(Magics):
             show_event(event)
 
         outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden, on_event=on_event,
-                                  execution_count=shell.execution_count, colors=str(shell.colors),
+                                  execution_count=_prompt_number(shell), colors=str(shell.colors),
                                   header=f"%%modal_gpu {line}".rstrip())
         return None if outcome.value is driver.NO_VALUE else outcome.value
 
@@ -162,3 +162,15 @@ class ModalMagics(Magics):
 
 
 _ABSENT = object()
+
+
+def _prompt_number(shell: Any) -> int:
+    """The number of the cell being run, as its prompt shows it (``In [6]``), under IPython 8 and 9.
+
+    ``shell.execution_count`` cannot say: IPython 9 increments it before the cell runs, IPython 8 after.
+    Both hand the running cell's result, numbered from the prompt, to the display hook for the length
+    of the cell; outside a cell (``run_cell_magic`` called directly) the counter is the next prompt's.
+    """
+    running = getattr(shell.displayhook, "exec_result", None)
+    number = getattr(running, "execution_count", None)
+    return number if isinstance(number, int) else shell.execution_count

@@ -28,7 +28,7 @@ from traitlets.config import Config
 from . import wire
 from .identity import RemoteInputs
 
-__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS"]
+__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "PLAIN", "color_scheme"]
 
 Emit = Callable[[dict[str, Any], list[Any]], None]
 """Send one event: ``emit(meta, buffers)``."""
@@ -36,6 +36,25 @@ Emit = Callable[[dict[str, Any], list[Any]], None]
 VALUE = "<value>"  # payload slot of the last expression's value (not a valid identifier)
 ERROR = "<error>"  # payload slot of the exception the cell raised
 INPUTS = "<inputs>"  # payload slot carrying the inputs back, so in-place changes reach the notebook
+
+PLAIN = "nocolor"
+"""Tracebacks without ANSI colours; a name IPython 8 (case-insensitively) and IPython 9 both know."""
+
+_IPYTHON8_SCHEMES = ("NoColor", "Linux", "LightBG", "Neutral")
+
+
+def color_scheme(name: str) -> str:
+    """``name`` as this IPython spells its colour schemes, or plain text when it has no such scheme.
+
+    IPython 8 knows ``NoColor``, ``Linux``, ``LightBG`` and ``Neutral``; IPython 9 renamed them to lowercase
+    themes (and asserts the name is one), so a scheme named by a notebook on one version, or by a caller of
+    ``run_cell``, must not crash a worker running the other.
+    """
+    try:
+        from IPython.utils.PyColorize import theme_table  # IPython >= 9
+    except ImportError:
+        return {known.lower(): known for known in _IPYTHON8_SCHEMES}.get(name.lower(), "NoColor")
+    return name.lower() if name.lower() in theme_table else PLAIN
 
 
 class _Stream(io.TextIOBase):
@@ -127,9 +146,14 @@ class Runner:
         self._traceback = list(stb)
 
     def _set_colors(self, scheme: str) -> None:
-        """Format tracebacks in the notebook's colour scheme (as ``%colors`` does)."""
-        if self.shell.colors != scheme:
-            self.shell.colors = scheme
+        """Format tracebacks in the notebook's colour scheme (as ``%colors`` does), under IPython 8 or 9."""
+        scheme = color_scheme(scheme)
+        if self.shell.colors == scheme:
+            return
+        self.shell.colors = scheme
+        if not hasattr(self.shell.InteractiveTB, "set_theme_name"):
+            # IPython 8: assigning `colors` does not reach the traceback formatters; IPython 9's observer
+            # does, and there `set_colors` is deprecated.
             self.shell.InteractiveTB.set_colors(scheme)
             self.shell.SyntaxTB.set_colors(scheme)
 
@@ -170,7 +194,7 @@ class Runner:
         """Run the cell through IPython with its output turned into events."""
         self.shell.displayhook.value = None
         self.shell.execution_count = request.get("execution_count") or 1
-        self._set_colors(request.get("colors", "NoColor"))
+        self._set_colors(request.get("colors") or PLAIN)
         self._traceback = []
         saved = sys.stdout, sys.stderr
         streams = _Stream("stdout", emit), _Stream("stderr", emit)

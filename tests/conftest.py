@@ -26,7 +26,7 @@ def _no_modal_account(request, monkeypatch, tmp_path) -> None:
 @pytest.fixture(scope="session")
 def _ipython() -> InteractiveShell:
     shell = InteractiveShell.instance()
-    shell.colors = "NoColor"  # plain text tracebacks, so tests can read them
+    shell.colors = "nocolor"  # plain text tracebacks, so tests can read them (IPython 8 and 9 spell it so)
     shell.run_line_magic("load_ext", "modal_magic")
     return shell
 
