@@ -224,7 +224,7 @@ class _Stopwatch:
 def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions = CellOptions(), *,
               hidden: Collection[str] = ()) -> list[str]:
     """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
-    backend, why = choose(options.backend)
+    backend, why = choose(options.backend, planning=True)
     names, inputs, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
     image = ImageSpec.for_this_kernel(options.pip)
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"

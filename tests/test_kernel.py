@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import nbformat
 from nbclient import NotebookClient
@@ -40,3 +41,22 @@ def test_kernel_shows_widget_html_png_and_execute_result(tmp_path) -> None:
     # In the order they were produced: progress first, then the cell's own output, Out[n] last.
     order = [outputs.index(widget[0]), outputs.index(html[0]), outputs.index(png[0]), outputs.index(result[0])]
     assert order == sorted(order)
+
+
+def test_remote_error_in_a_kernel_names_the_cell_by_its_prompt(tmp_path) -> None:
+    # The number a notebook shows beside the cell (execution_count) is the one its traceback must name,
+    # under IPython 8 (which counts after the cell) and 9 (which counts before).
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("%load_ext modal_magic"),
+        nbformat.v4.new_code_cell("a = 1"),
+        nbformat.v4.new_code_cell("%%modal_gpu --backend local --quiet\nb = [][3]",
+                                  metadata={"tags": ["raises-exception"]}),
+    ]
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    cell = nb.cells[2]
+    error = [o for o in cell.outputs if o.output_type == "error"]
+    assert error and error[0]["ename"] == "IndexError"
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(error[0]["traceback"]))
+    named = {int(n) for n in re.findall(r"In ?\[(\d+)\]", shown)}
+    assert cell.execution_count == 3 and named == {3}, shown

@@ -199,6 +199,19 @@ def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentia
     assert "gpu: none (a CPU container)" in out and "timeout: none" in out
 
 
+def test_dry_run_of_the_modal_backend_needs_no_credentials(shell, capsys, no_credentials) -> None:
+    # A plan sends nothing, so it is what a user without an account runs to see what Modal would get.
+    shell.user_ns["x"] = [1, 2]
+    result = run(shell, "%%modal_gpu --backend modal --dry-run --gpu a10g\ny = x * 2")
+    assert result.success and "y" not in shell.user_ns
+    out, err = capsys.readouterr()
+    assert "nothing was run, sent or changed" in out
+    assert "backend: modal (asked for; no Modal credentials were found, and running it needs them: " \
+           "run `modal setup`" in out
+    assert "gpu: A10G\n" in out and "image: " in out and "inputs: x (" in out
+    assert err == ""
+
+
 def test_modal_config_shows_and_sets_session_defaults(shell, capsys) -> None:
     shell.run_line_magic("modal_config", "timeout=42 max_input=8GB")
     try:

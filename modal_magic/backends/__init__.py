@@ -17,13 +17,19 @@ CHOICES = ("auto", "local", "modal")
 _live: dict[str, Backend] = {}
 
 
-def choose(choice: str) -> tuple[str, str]:
-    """(the backend ``choice`` resolves to, why) — decided offline, from flags and credentials."""
+def choose(choice: str, *, planning: bool = False) -> tuple[str, str]:
+    """(the backend ``choice`` resolves to, why) — decided offline, from flags and credentials.
+
+    ``planning`` is for ``--dry-run``: a plan sends nothing, so ``--backend modal`` without credentials is
+    planned (saying that running it needs them) instead of refused.
+    """
     if choice not in CHOICES:
         raise UsageProblem(f"unknown backend {choice!r}; choose one of {', '.join(CHOICES)}")
     found = modal_credentials()
     if choice == "modal":
         if found is None:
+            if planning:
+                return "modal", f"asked for; no Modal credentials were found, and running it needs them: {HOW_TO_CONFIGURE}"
             raise UsageProblem(f"--backend modal needs Modal credentials, and none were found: {HOW_TO_CONFIGURE}.")
         return "modal", f"credentials: {found}"
     if choice == "local":
