@@ -196,11 +196,16 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
 def describe_value(name: str, value: Any) -> str:
     """'y: Tensor[4096, 4096] float32 cpu' — what the summary shows for an injected name."""
     kind = type(value).__name__
-    shape, dtype, device = getattr(value, "shape", None), getattr(value, "dtype", None), getattr(value, "device", None)
-    if shape is not None and dtype is not None:
-        dims = ", ".join(map(str, tuple(shape)))
-        where = f" {device}" if device is not None else ""
-        return f"{name}: {kind}[{dims}] {str(dtype).replace('torch.', '')}{where}"
+    shape = getattr(value, "shape", None)
+    # Only an array's shape is a tuple (torch.Size is one): a module (`np`, whose `shape` is a
+    # function) or a class (`Tensor`, a descriptor) has the attributes but is no array.
+    if isinstance(shape, tuple) and not isinstance(value, type):
+        dtype, device = getattr(value, "dtype", None), getattr(value, "device", None)
+        dims = ", ".join(map(str, shape))
+        described = f"{name}: {kind}[{dims}]"
+        if dtype is not None:
+            described += f" {str(dtype).replace('torch.', '')}"
+        return described if device is None else f"{described} {device}"
     return f"{name}: {kind}"
 
 

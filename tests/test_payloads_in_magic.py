@@ -60,3 +60,12 @@ def test_device_cuda_on_a_cpu_machine_is_refused_before_running(shell, capsys) -
     assert not result.success
     assert "--device cuda, but this machine has no CUDA device" in capsys.readouterr().err
     assert shell.user_ns["before"] == "same"
+
+
+def test_importing_numpy_or_a_class_with_shape_and_dtype_is_summarised_by_kind(shell, capsys) -> None:
+    """`np` has `shape` and `dtype` (functions) and `Tensor` has them (descriptors): neither is an array."""
+    result = run(shell, "%%modal_gpu\nimport numpy as np\nfrom torch import Tensor\na = np.zeros((2, 3))")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["np"].__name__ == "numpy" and shell.user_ns["Tensor"] is torch.Tensor
+    summary = capsys.readouterr().out
+    assert "np: module" in summary and "Tensor: _TensorMeta" in summary and "a: ndarray[2, 3] float64" in summary
