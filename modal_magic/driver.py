@@ -284,8 +284,6 @@ def _analyze(source: str, line_offset: int) -> cell.CellAnalysis:
         if exc.lineno is not None:
             exc.lineno += line_offset
         raise exc from None
-    except cell.UnsupportedCell as exc:
-        raise UsageProblem(str(exc)) from None
 
 
 def _input_names(analysis: cell.CellAnalysis, namespace: MutableMapping[str, Any],
