@@ -126,9 +126,8 @@ class _Pickler(cloudpickle.Pickler):
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None],
                  by_value: frozenset[str] = frozenset()) -> None:
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
-        self.storage_memo: dict[int, Any] = {}
         self.notes: list[str] = []
-        self._reduce_torch = _torch_reducer()
+        self._reduce_torch, self.host_memory = _torch_support()
         self._by_value = by_value
 
     def reducer_override(self, obj: Any) -> Any:
@@ -163,12 +162,13 @@ def _top_package(obj: Any) -> str | None:
     return name.partition(".")[0] if isinstance(name, str) else None
 
 
-def _torch_reducer():
+def _torch_support() -> tuple[Callable[[Any, Any], Any] | None, Any]:
+    """``tensors``' reducer and a fresh record of the host memory one payload sends."""
     if "torch" not in sys.modules:  # nothing can hold a tensor yet; keep torch unimported
-        return None
+        return None, None
     from . import tensors
 
-    return tensors.reduce_torch
+    return tensors.reduce_torch, tensors.HostMemory()
 
 
 class Refs(Protocol):
