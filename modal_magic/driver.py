@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from . import cell, wire
+from . import cell, process_state, wire
 from .backends import choose, get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .identity import LocalObjects
@@ -104,7 +104,7 @@ def run_cell(
     on_event({"kind": "stage", "stage": "analyse"})
     names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
-    request.update(execution_count=execution_count, colors=colors)
+    request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
     try:
         meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
         clock.lap("remote")
@@ -187,6 +187,7 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     for name in meta.get("deleted", ()):
         namespace.pop(name, None)
         outcome.deleted.append(name)
+    process_state.apply(meta.get("state") or {})  # what the cell did to random states and torch defaults
     clock.lap("inject")
     if error is not None:
         raise error
