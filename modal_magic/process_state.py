@@ -21,11 +21,12 @@ global generators) travel as references to the receiving process's own
 
 from __future__ import annotations
 
+import array
 import importlib
 import sys
 import types
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 __all__ = ["State", "capture", "apply", "changed_since", "reducers"]
 
@@ -41,14 +42,27 @@ class _Setting:
     set: Callable[[types.ModuleType, Any], None]
 
 
-def _numpy_state(np: types.ModuleType) -> tuple:
-    name, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+def _random_state(random: types.ModuleType) -> tuple:
+    """``random.getstate()`` with its 625 ints as bytes: pickling them as ints costs 50 µs a cell."""
+    version, internal, gauss_next = random.getstate()
+    return version, array.array("I", internal).tobytes(), gauss_next  # Mersenne Twister words: 32 bits
+
+
+def _set_random_state(random: types.ModuleType, state: tuple) -> None:
+    version, internal, gauss_next = state
+    random.setstate((version, tuple(array.array("I", internal)), gauss_next))
+
+
+def _numpy_state(np_random: types.ModuleType) -> tuple:
+    name, keys, pos, has_gauss, gauss = np_random.get_state(legacy=True)
     return name, keys.tobytes(), pos, has_gauss, gauss
 
 
-def _set_numpy_state(np: types.ModuleType, state: tuple) -> None:
+def _set_numpy_state(np_random: types.ModuleType, state: tuple) -> None:
+    import numpy
+
     name, keys, pos, has_gauss, gauss = state
-    np.random.set_state((name, np.frombuffer(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    np_random.set_state((name, numpy.frombuffer(keys, dtype=numpy.uint32), pos, has_gauss, gauss))
 
 
 def _set_torch_rng(torch: types.ModuleType, state: bytes) -> None:
@@ -64,8 +78,8 @@ def _set_anomaly(torch: types.ModuleType, mode: tuple[bool, bool]) -> None:
 
 
 _SETTINGS = {
-    "random": _Setting("random", lambda random: random.getstate(), lambda random, s: random.setstate(s)),
-    "numpy.random": _Setting("numpy", _numpy_state, _set_numpy_state),
+    "random": _Setting("random", _random_state, _set_random_state),
+    "numpy.random": _Setting("numpy.random", _numpy_state, _set_numpy_state),
     "torch.rng": _Setting("torch", lambda torch: torch.get_rng_state().numpy().tobytes(), _set_torch_rng),
     "torch.default_dtype": _Setting(
         "torch", lambda torch: str(torch.get_default_dtype()).removeprefix("torch."),
@@ -83,22 +97,33 @@ _SETTINGS = {
 }
 
 
-def capture() -> State:
-    """This process's state, for the modules it has imported (none is imported for it)."""
-    state: State = {}
+def capture(known: Mapping[str, Any] | None = None) -> State:
+    """This process's state, for the modules it has imported (none is imported for it).
+
+    Settings in ``known`` (just applied) are taken from it rather than read again.
+    """
+    known = known or {}
+    state: State = dict(known)
     for name, setting in _SETTINGS.items():
         module = sys.modules.get(setting.module)
-        if module is not None:
+        if module is not None and name not in known:
             state[name] = setting.get(module)
     return state
 
 
 def apply(state: State) -> None:
-    """Make ``state`` this process's; a module it needs is imported, as the other process had it."""
+    """Make ``state`` this process's; a module it needs is imported, as the other process had it.
+
+    Only what differs is set: some setters are slow (``use_deterministic_algorithms``
+    takes 1.5 s the first time), and most cells change nothing.
+    """
     for name, value in state.items():
         setting = _SETTINGS.get(name)
-        if setting is not None:
-            setting.set(importlib.import_module(setting.module), value)
+        if setting is None:
+            continue
+        module = importlib.import_module(setting.module)
+        if setting.get(module) != value:
+            setting.set(module, value)
 
 
 def changed_since(before: State) -> State:

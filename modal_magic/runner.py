@@ -149,8 +149,9 @@ class Runner:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
         inputs, arrived, before = self._place_inputs(request, buffers)
-        process_state.apply(request.get("state") or {})  # the notebook's seeds and defaults, as one process
-        state_before = process_state.capture()
+        notebook_state = request.get("state") or {}
+        process_state.apply(notebook_state)  # the notebook's seeds and defaults, as one process
+        state_before = process_state.capture(known=notebook_state)
         emit({"kind": "stage", "stage": "run"}, [])
         outcome = self._execute(request, emit)
         state = process_state.changed_since(state_before)
