@@ -147,4 +147,4 @@ def _reduce_singleton(obj: Any) -> Any:
         module = sys.modules.get(module_name)
         if module is not None and getattr(module, attr, None) is obj:
             return getattr, (module, attr)
-    return obj.__reduce_ex__(5)
+    return obj.__reduce_ex__(5)  # the wire's protocol

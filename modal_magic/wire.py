@@ -380,8 +380,7 @@ def _users_modules() -> frozenset[str]:
     global _users_modules_cache
     count = len(sys.modules)
     if _users_modules_cache[0] != count:
-        installed = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-                          | {p for p in sys.path if "site-packages" in p or "dist-packages" in p})
+        installed = _installed_prefixes()
         own = frozenset(
             name for name, module in list(sys.modules.items())
             if "." not in name  # submodules follow their top-level package
@@ -391,6 +390,12 @@ def _users_modules() -> frozenset[str]:
         )
         _users_modules_cache = (count, own)
     return _users_modules_cache[1]
+
+
+def _installed_prefixes() -> tuple[str, ...]:
+    """Where installed code lives: the standard library and every site-packages on the path."""
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(paths | {p for p in sys.path if "site-packages" in p or "dist-packages" in p})
 
 
 def _is_users_own(module: types.ModuleType, installed: tuple[str, ...]) -> bool:
