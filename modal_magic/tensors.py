@@ -165,10 +165,10 @@ class HostMemory:
         nbytes = storage.nbytes()
         if nbytes and storage.device.type == "cpu":
             address = storage.data_ptr()
+            self._storage_at[address] = storage  # for arrays over this memory still to come
             array = self._array_at_address(address)
             if array is not None and array.nbytes == nbytes:
                 return _ArrayMemory(array)
-            self._storage_at[address] = storage
         return _StorageData(storage)
 
     def _array_at_address(self, address: int) -> numpy.ndarray | None:

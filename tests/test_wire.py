@@ -408,3 +408,25 @@ def test_namespace_package_of_users_code_goes_by_value(shell, users_code) -> Non
     result = run(shell, "%%modal_gpu\nr = triple(box.k)\nnew = Box(5)")
     assert result.success, result.error_in_exec
     assert shell.user_ns["r"] == 6 and shell.user_ns["new"].k == 5
+
+
+@pytest.mark.parametrize("order", [("a", "u", "b", "t", "n"), ("u", "b", "a", "n", "t")])
+def test_tensor_and_numpy_sharing_memory_arrive_sharing_it(order) -> None:
+    a = np.zeros(6, dtype=np.float32)
+    t = torch.zeros(4)
+    made = {"a": a, "u": torch.from_numpy(a), "b": a.reshape(2, 3), "t": t, "n": t[1:].numpy()[::-1]}
+    payload = wire.pack({name: made[name] for name in order})
+    assert len(payload.buffers) == 2  # one per memory block, however many names view it
+    back = across_wire({name: made[name] for name in order})
+    back["u"].add_(1)
+    back["t"].add_(2)
+    assert back["a"].tolist() == [1] * 6 and back["b"].tolist() == [[1] * 3] * 2 and back["n"].tolist() == [2] * 3
+
+
+def test_well_known_singletons_arrive_as_the_receivers_own() -> None:
+    import random
+
+    for singleton in (torch.default_generator, np.random.mtrand._rand, random._inst):
+        assert wire.loads(wire.dumps(singleton)) is singleton
+    other = torch.Generator().manual_seed(3)
+    assert torch.equal(wire.loads(wire.dumps(other)).get_state(), other.get_state())
