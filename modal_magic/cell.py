@@ -15,11 +15,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-__all__ = ["CellAnalysis", "UnsupportedCell", "analyze"]
-
-
-class UnsupportedCell(ValueError):
-    """The cell uses a construct whose effects on the namespace we cannot know."""
+__all__ = ["CellAnalysis", "analyze"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +25,8 @@ class CellAnalysis:
     reads: tuple[str, ...]
     """Global names the cell may read before binding them (builtins included)."""
     binds: tuple[str, ...]
-    """Names the cell binds at module level (including ``global`` in functions)."""
+    """Names the cell binds at module level (including ``global`` in functions); not those of
+    ``from x import *``, known only when it runs (the runner sees every name the cell bound)."""
     deletes: tuple[str, ...]
     """Names the cell may ``del`` at module level (even if it binds them again later:
     the rebinding may not run)."""
@@ -40,8 +37,7 @@ class CellAnalysis:
 def analyze(source: str) -> CellAnalysis:
     """Analyse transformed cell source.
 
-    Raises ``SyntaxError`` as compiling the cell would, and ``UnsupportedCell``
-    for ``from x import *`` (which binds names nobody can list in advance).
+    Raises ``SyntaxError`` as compiling the cell would.
     """
     tree = ast.parse(source, mode="exec")
     visitor = _ModuleScope()
@@ -161,12 +157,8 @@ class _ModuleScope(ast.NodeVisitor):
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for alias in node.names:
-            if alias.name == "*":
-                raise UnsupportedCell(
-                    f"`from {node.module} import *` binds names that cannot be known before the cell "
-                    "runs, so they cannot be brought back. Import the names you need explicitly."
-                )
-            self._bind(alias.asname or alias.name)
+            if alias.name != "*":  # what `*` binds is known only when it runs
+                self._bind(alias.asname or alias.name)
 
     def _visit_function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         args = node.args

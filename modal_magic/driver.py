@@ -23,7 +23,7 @@ from typing import Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from . import cell, wire
+from . import cell, process_state, wire
 from .backends import choose, get_backend
 from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from .identity import LocalObjects
@@ -107,7 +107,7 @@ def run_cell(
     on_event({"kind": "stage", "stage": "analyse"})
     names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
-    request.update(execution_count=execution_count, colors=colors)
+    request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
     try:
         meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
         clock.lap("remote")
@@ -192,6 +192,7 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     for name in meta.get("deleted", ()):
         namespace.pop(name, None)
         outcome.deleted.append(name)
+    process_state.apply(meta.get("state") or {})  # what the cell did to random states and torch defaults
     clock.lap("inject")
     if error is not None:
         raise error
@@ -201,11 +202,16 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
 def describe_value(name: str, value: Any) -> str:
     """'y: Tensor[4096, 4096] float32 cpu' — what the summary shows for an injected name."""
     kind = type(value).__name__
-    shape, dtype, device = getattr(value, "shape", None), getattr(value, "dtype", None), getattr(value, "device", None)
-    if shape is not None and dtype is not None:
-        dims = ", ".join(map(str, tuple(shape)))
-        where = f" {device}" if device is not None else ""
-        return f"{name}: {kind}[{dims}] {str(dtype).replace('torch.', '')}{where}"
+    shape = getattr(value, "shape", None)
+    # Only an array's shape is a tuple (torch.Size is one): a module (`np`, whose `shape` is a
+    # function) or a class (`Tensor`, a descriptor) has the attributes but is no array.
+    if isinstance(shape, tuple) and not isinstance(value, type):
+        dtype, device = getattr(value, "dtype", None), getattr(value, "device", None)
+        dims = ", ".join(map(str, shape))
+        described = f"{name}: {kind}[{dims}]"
+        if dtype is not None:
+            described += f" {str(dtype).replace('torch.', '')}"
+        return described if device is None else f"{described} {device}"
     return f"{name}: {kind}"
 
 
@@ -287,8 +293,6 @@ def _analyze(source: str, line_offset: int) -> cell.CellAnalysis:
         if exc.lineno is not None:
             exc.lineno += line_offset
         raise exc from None
-    except cell.UnsupportedCell as exc:
-        raise UsageProblem(str(exc)) from None
 
 
 def _input_names(analysis: cell.CellAnalysis, namespace: MutableMapping[str, Any],

@@ -2,12 +2,14 @@
 
 The same code runs in the local worker process and in a Modal container, so it
 imports only what both have (IPython, cloudpickle, our wire format; torch only
-when a payload holds tensors). A request carries the cell and its inputs; the
-runner places the inputs in a fresh namespace, runs the cell through IPython
-(so ``!cmd``, ``%time`` and ``%pip`` run *here*), and emits events while it
-runs: ``stage``, ``stream`` (stdout/stderr text as it is written), ``display``
-and ``clear_output`` (rich output), and finally ``result`` with the outputs
-packed by ``wire``. Nothing is printed to the process's own stdout.
+when a payload holds tensors or the notebook's torch state comes along). A
+request carries the cell, its inputs and the notebook's process-wide state
+(``process_state``); the runner places the inputs in a fresh namespace,
+applies that state, runs the cell through IPython (so ``!cmd``, ``%time`` and
+``%pip`` run *here*), and emits events while it runs: ``stage``, ``stream``
+(stdout/stderr text as it is written), ``display`` and ``clear_output`` (rich
+output), and finally ``result`` with the outputs packed by ``wire`` and the
+state the cell changed. Nothing is printed to the process's own stdout.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from . import wire
+from . import process_state, wire
 from .identity import RemoteInputs
 
 __all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "PLAIN", "color_scheme"]
@@ -171,8 +173,12 @@ class Runner:
         """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
         started = time.perf_counter()
         inputs, arrived, before = self._place_inputs(request, buffers)
+        notebook_state = request.get("state") or {}
+        process_state.apply(notebook_state)  # the notebook's seeds and defaults, as one process
+        state_before = process_state.capture(known=notebook_state)
         emit({"kind": "stage", "stage": "run"}, [])
         outcome = self._execute(request, emit)
+        state = process_state.changed_since(state_before)
         elapsed = time.perf_counter() - started
         error = outcome.error_before_exec or outcome.error_in_exec
         if isinstance(error, KeyboardInterrupt):  # stopped: nothing is packed, the notebook keeps its variables
@@ -180,7 +186,7 @@ class Runner:
             return
         emit({"kind": "stage", "stage": "download"}, [])
         meta, payload = self._collect(request, outcome, inputs, arrived, before)
-        emit({**meta, "elapsed": elapsed}, payload.buffers)
+        emit({**meta, "elapsed": elapsed, "state": state}, payload.buffers)
 
     @wire.gc_paused()
     def _place_inputs(self, request: dict[str, Any], buffers: list[Any]) -> tuple[dict, RemoteInputs, dict]:

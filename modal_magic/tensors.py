@@ -22,9 +22,10 @@ import pickle
 import threading
 from typing import Any
 
+import numpy
 import torch
 
-__all__ = ["reduce_torch", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
+__all__ = ["HostMemory", "reduce_torch", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
 # The receiving side's device choice, set by wire.unpack for the duration of one load.
 _target = threading.local()
@@ -121,11 +122,84 @@ class _StorageData:
         return _make_storage, (self.buffer, self.device)
 
 
-def reduce_torch(pickler: Any, obj: Any) -> Any:
-    """``reducer_override`` for torch objects, or ``NotImplemented`` for anything else.
+class _ArrayMemory:
+    """A storage whose memory is a numpy array's (``torch.from_numpy``) that went first: it
+    travels as that array (pickled once, thanks to the memo), so both arrive sharing it."""
 
-    ``pickler.storage_memo`` maps storage ``_cdata`` to its ``_StorageData`` and
-    ``pickler.notes`` collects one-line notes about objects changed on the way.
+    __slots__ = ("array",)
+
+    def __init__(self, array: numpy.ndarray) -> None:
+        self.array = array
+
+    def __reduce__(self):
+        return _storage_of_array, (self.array,)
+
+
+class HostMemory:
+    """What one payload has sent of torch storages, and of numpy arrays that may share their memory.
+
+    A storage goes once however many tensors view it (keyed by ``_cdata``). A
+    numpy array and a tensor over the same bytes (``n = t.numpy()``,
+    ``t = torch.from_numpy(a)``) must arrive sharing them as well, whichever is
+    pickled first: an array over a tensor's memory says so through its
+    ``base``; a storage over an array's memory is found by its address.
+    """
+
+    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at")
+
+    def __init__(self) -> None:
+        self._by_storage: dict[int, _StorageData | _ArrayMemory] = {}
+        self._storage_at: dict[int, torch.UntypedStorage] = {}  # data address → CPU storage sent
+        self._arrays: list[numpy.ndarray] = []  # arrays sent by numpy itself, not yet indexed:
+        self._array_at: dict[int, numpy.ndarray] = {}  # (their addresses cost ~1.5 µs, paid only if a storage asks)
+
+    def storage(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+        """How ``storage`` travels (the same object each time it is asked, for the pickle memo)."""
+        key = storage._cdata
+        sent = self._by_storage.get(key)
+        if sent is None:
+            sent = self._by_storage[key] = self._first_time(storage)
+        return sent
+
+    def _first_time(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+        nbytes = storage.nbytes()
+        if nbytes and storage.device.type == "cpu":
+            address = storage.data_ptr()
+            self._storage_at[address] = storage  # for arrays over this memory still to come
+            array = self._array_at_address(address)
+            if array is not None and array.nbytes == nbytes:
+                return _ArrayMemory(array)
+        return _StorageData(storage)
+
+    def _array_at_address(self, address: int) -> numpy.ndarray | None:
+        for array in self._arrays:
+            self._array_at.setdefault(_address(array), array)
+        self._arrays.clear()
+        return self._array_at.get(address)
+
+    def storage_holding(self, array: numpy.ndarray) -> torch.UntypedStorage | None:
+        """The storage sent already whose memory ``array`` is (``array`` was given to ``torch.from_numpy``)."""
+        if not self._storage_at or not array.flags.c_contiguous:
+            return None
+        storage = self._storage_at.get(_address(array))
+        return storage if storage is not None and array.nbytes <= storage.nbytes() else None
+
+    def sent_as_itself(self, array: numpy.ndarray) -> None:
+        """``array`` goes as numpy sends it; a storage sent later over its memory will refer to it."""
+        if array.flags.c_contiguous and not array.dtype.hasobject:
+            self._arrays.append(array)
+
+
+def _address(array: numpy.ndarray) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def reduce_torch(pickler: Any, obj: Any) -> Any:
+    """``reducer_override`` for torch objects (and numpy arrays sharing their memory), or
+    ``NotImplemented`` for anything else.
+
+    ``pickler.host_memory`` is the payload's ``HostMemory`` and ``pickler.notes``
+    collects one-line notes about objects changed on the way.
     """
     cls = type(obj)
     if cls is torch.Tensor:
@@ -140,6 +214,8 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
         return _same, (_storage_data(pickler, obj),)
     if cls is torch.storage.TypedStorage:
         return _typed_storage, (obj._untyped_storage, obj.dtype)
+    if cls is numpy.ndarray:
+        return _reduce_array(pickler, obj)
     if isinstance(obj, torch.Tensor):  # subclasses: torch's reduce, our storages inside
         return _torch_reduce(obj, pickler.proto)
     return NotImplemented
@@ -157,12 +233,30 @@ def _is_plain_dense(t: torch.Tensor) -> bool:
     )
 
 
-def _storage_data(pickler: Any, storage: torch.UntypedStorage) -> _StorageData:
-    key = storage._cdata
-    data = pickler.storage_memo.get(key)
-    if data is None:
-        data = pickler.storage_memo[key] = _StorageData(storage)
-    return data
+def _storage_data(pickler: Any, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+    return pickler.host_memory.storage(storage)
+
+
+def _reduce_array(pickler: Any, array: numpy.ndarray) -> Any:
+    """An array over a torch storage's memory goes as a view of that storage, so that the two
+    arrive sharing one buffer; any other array goes as numpy sends it (out of band)."""
+    memory = pickler.host_memory
+    tensor = _tensor_under(array)
+    storage = tensor.untyped_storage() if tensor is not None else memory.storage_holding(array)
+    if storage is None:
+        memory.sent_as_itself(array)
+        return NotImplemented
+    offset = _address(array) - storage.data_ptr()
+    return _array_over, (_same(memory.storage(storage)), offset, array.shape, array.dtype, array.strides,
+                         bool(array.flags.writeable))
+
+
+def _tensor_under(array: numpy.ndarray) -> torch.Tensor | None:
+    """The tensor whose memory ``array`` views (``t.numpy()`` and its slices), if any."""
+    base = array.base
+    while isinstance(base, numpy.ndarray):
+        base = base.base
+    return base if isinstance(base, torch.Tensor) else None
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor | None:
@@ -217,6 +311,24 @@ def _make_storage(buffer: Any, device: str) -> torch.UntypedStorage:
             buffer = bytearray(buffer)
         storage = torch.frombuffer(buffer, dtype=torch.uint8).untyped_storage()
     return _place(storage, resolve_device(device, getattr(_target, "choice", None)))
+
+
+def _storage_of_array(array: numpy.ndarray) -> torch.UntypedStorage:
+    if not array.flags.writeable:  # its buffer arrived read-only (``wire.loads`` of bytes): torch needs a copy
+        array = array.copy()
+    storage = torch.from_numpy(array.reshape(-1).view(numpy.uint8)).untyped_storage()
+    return _place(storage, resolve_device("cpu", getattr(_target, "choice", None)))
+
+
+def _array_over(storage: torch.UntypedStorage, offset: int, shape: tuple, dtype: numpy.dtype, strides: tuple,
+                writeable: bool) -> numpy.ndarray:
+    """A numpy array over a received storage's memory, as the sender's array was over its tensor's."""
+    if storage.device.type != "cpu":  # tensors asked for on CUDA: an array cannot share that memory
+        storage = storage.cpu()
+    memory = torch.empty(0, dtype=torch.uint8).set_(storage).numpy()
+    array = numpy.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    array.flags.writeable = writeable
+    return array
 
 
 def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=None):

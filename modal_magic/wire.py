@@ -27,11 +27,15 @@ import pickle
 import struct
 import sys
 import sysconfig
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import cloudpickle
+from cloudpickle import cloudpickle as _cloudpickle_internals
+
+from . import process_state
 
 __all__ = ["Payload", "PackError", "UnpackError", "Refs", "pack", "unpack", "dumps", "loads", "versions"]
 
@@ -39,24 +43,39 @@ PROTOCOL = 5
 _MAGIC = b"MMWIRE1\n"
 
 
-class PackError(TypeError):
-    """A variable could not be pickled; ``name`` says which."""
+class PackError(pickle.PicklingError, TypeError):
+    """A variable could not be pickled; ``name`` says which.
+
+    A ``pickle.PicklingError``, so code written against pickle or cloudpickle
+    catches it where it caught theirs (and still a ``TypeError``, as before).
+    Its ``args`` are its constructor's arguments, so it survives pickling: a
+    process pool sends it back as itself, not as ``BrokenProcessPool``.
+    """
 
     def __init__(self, name: str, reason: BaseException) -> None:
+        super().__init__(name, reason)
         self.name = name
         self.reason = reason
-        super().__init__(
-            f"variable {name!r} cannot be sent: {type(reason).__name__}: {reason}. "
-            "Leave it out of the cell, or make it picklable."
-        )
+
+    def __str__(self) -> str:
+        return (f"variable {self.name!r} cannot be sent: {type(self.reason).__name__}: {self.reason}. "
+                "Leave it out of the cell, or make it picklable.")
 
 
-class UnpackError(RuntimeError):
-    """A variable could not be rebuilt on this side; ``name`` says which."""
+class UnpackError(pickle.UnpicklingError, RuntimeError):
+    """A variable could not be rebuilt on this side; ``name`` says which.
+
+    A ``pickle.UnpicklingError`` (and a ``RuntimeError``, as before); pickles
+    as itself, like ``PackError``.
+    """
 
     def __init__(self, name: str, message: str) -> None:
+        super().__init__(name, message)
         self.name = name
-        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 @dataclass
@@ -103,28 +122,59 @@ def versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------ pickling
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle plus torch storages as out-of-band buffers (see ``tensors``)."""
+    """cloudpickle plus torch storages as out-of-band buffers (see ``tensors``), and the
+    user's own modules by value (see ``_users_modules``)."""
 
-    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None]) -> None:
+    def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None],
+                 by_value: frozenset[str] = frozenset()) -> None:
+        # Read by the C pickler at init. Well-known singletons go as references to the other side's
+        # own (``process_state``). One flat dict: the pickler looks every object's type up in it,
+        # and cloudpickle's ChainMap costs a Python call per lookup (half the time of a plain object).
+        self.dispatch_table = {**cloudpickle.Pickler.dispatch_table, **process_state.reducers()}
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
-        self.storage_memo: dict[int, Any] = {}
         self.notes: list[str] = []
-        self._reduce_torch = _torch_reducer()
+        self._reduce_torch, self.host_memory = _torch_support()
+        self._by_value = by_value
 
     def reducer_override(self, obj: Any) -> Any:
         if self._reduce_torch is not None:
             reduced = self._reduce_torch(self, obj)
             if reduced is not NotImplemented:
                 return reduced
+        if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
+            return self._reduce_by_value(obj)
         return super().reducer_override(obj)
 
+    def _reduce_by_value(self, obj: types.FunctionType | type | types.ModuleType) -> Any:
+        """What ``cloudpickle.register_pickle_by_value`` would make of ``obj``, decided for this
+        pickler only: the registry is process-wide, and would change how joblib, Dask or Ray
+        pickle in the same kernel (cloudpickle's own reducers, which we call, are private API)."""
+        if isinstance(obj, types.FunctionType):
+            return self._dynamic_function_reduce(obj)
+        if isinstance(obj, type):
+            return _cloudpickle_internals._dynamic_class_reduce(obj)
+        state = dict(vars(obj))
+        state.pop("__builtins__", None)  # as cloudpickle does: may hold unpicklable objects
+        return _cloudpickle_internals.dynamic_subimport, (obj.__name__, state)
 
-def _torch_reducer():
+
+_IMPORTABLE = (types.FunctionType, type, types.ModuleType)
+"""What cloudpickle pickles by reference to an importable module (unless sent by value)."""
+
+
+def _top_package(obj: Any) -> str | None:
+    """The top-level package ``obj`` (a function, class or module) belongs to."""
+    name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
+    return name.partition(".")[0] if isinstance(name, str) else None
+
+
+def _torch_support() -> tuple[Callable[[Any, Any], Any] | None, Any]:
+    """``tensors``' reducer and a fresh record of the host memory one payload sends."""
     if "torch" not in sys.modules:  # nothing can hold a tensor yet; keep torch unimported
-        return None
+        return None, None
     from . import tensors
 
-    return tensors.reduce_torch
+    return tensors.reduce_torch, tensors.HostMemory()
 
 
 class Refs(Protocol):
@@ -145,12 +195,12 @@ def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | No
     objects by references; ``keep_memo`` records which object got which memo
     index (``payload.memo``), so that the receiver's references can be resolved.
     """
-    _register_local_modules_by_value()
+    by_value = _users_modules()
     skipped: dict[str, str] = {}
     while True:
         todo = {k: v for k, v in variables.items() if k not in skipped}
         try:
-            return _pack_once(todo, skipped, refs, keep_memo)
+            return _pack_once(todo, skipped, refs, keep_memo, by_value)
         except _VariableFailed as failed:
             if not lenient:
                 raise PackError(failed.name, failed.reason) from None
@@ -178,10 +228,10 @@ def gc_paused() -> Iterator[None]:
 
 @gc_paused()
 def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs | None,
-               keep_memo: bool) -> Payload:
+               keep_memo: bool, by_value: frozenset[str]) -> Payload:
     stream = io.BytesIO()
     buffers: list[memoryview] = []
-    pickler = _Pickler(stream, lambda b: buffers.append(b.raw()))
+    pickler = _Pickler(stream, lambda b: buffers.append(b.raw()), by_value)
     if refs is not None:
         refs.reset()
         pickler.persistent_id = refs.persistent_id
@@ -315,34 +365,49 @@ def loads(data: bytes | bytearray | memoryview, map_location: str | None = "cpu"
 
 
 # ---------------------------------------------------- the user's own modules
-_local_modules_seen = 0
+_NEVER_BY_VALUE = frozenset({"__main__", "modal_magic"})  # __main__: cloudpickle sends it by value anyway
+_users_modules_cache: tuple[int, frozenset[str]] = (-1, frozenset())
 
 
-def _register_local_modules_by_value() -> None:
-    """Send classes/functions from the user's own, non-installed ``.py`` files by value.
+def _users_modules() -> frozenset[str]:
+    """Top-level names of the user's own modules, whose functions and classes travel by value.
 
     cloudpickle pickles importable modules by reference, which fails in a
     container that lacks the user's files. A module counts as the user's own
-    when its file lies outside the standard library and site-packages.
+    when it was loaded from outside the standard library and site-packages.
+    Scanning ``sys.modules`` is redone only when its size changes.
     """
-    global _local_modules_seen
-    if len(sys.modules) == _local_modules_seen:
-        return
-    _local_modules_seen = len(sys.modules)
-    installed = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    installed.update(p for p in sys.path if "site-packages" in p or "dist-packages" in p)
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None)
-        if (
-            not path
-            or "." in name  # submodules follow their top-level package
-            or name in ("__main__", "modal_magic")
-            or any(path.startswith(prefix) for prefix in installed)
-        ):
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                cloudpickle.register_pickle_by_value(module)
-            except ValueError:
-                pass
+    global _users_modules_cache
+    count = len(sys.modules)
+    if _users_modules_cache[0] != count:
+        installed = _installed_prefixes()
+        own = frozenset(
+            name for name, module in list(sys.modules.items())
+            if "." not in name  # submodules follow their top-level package
+            and name not in _NEVER_BY_VALUE
+            and isinstance(module, types.ModuleType)  # coverage tools put other objects there (cloudpickle skips them)
+            and _is_users_own(module, installed)
+        )
+        _users_modules_cache = (count, own)
+    return _users_modules_cache[1]
+
+
+def _installed_prefixes() -> tuple[str, ...]:
+    """Where installed code lives: the standard library and every site-packages on the path."""
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    return tuple(paths | {p for p in sys.path if "site-packages" in p or "dist-packages" in p})
+
+
+def _is_users_own(module: types.ModuleType, installed: tuple[str, ...]) -> bool:
+    """Whether ``module`` was loaded from the user's files: a ``.py`` file, or a folder without
+    ``__init__.py`` (a namespace package, which has no ``__file__``), outside ``installed``.
+
+    Reads the module's ``__dict__``: a module-level ``__getattr__`` is not called.
+    """
+    attrs = vars(module)
+    file = attrs.get("__file__")
+    try:
+        places = [file] if file else [str(p) for p in attrs.get("__path__") or ()]
+    except Exception:  # noqa: BLE001 - a foreign __path__ object: treat the module as installed
+        return False
+    return bool(places) and not any(place.startswith(installed) for place in places)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modal_magic.cell import UnsupportedCell, analyze
+from modal_magic.cell import analyze
 
 
 def reads(src: str) -> set[str]:
@@ -86,9 +86,9 @@ def test_ends_with_expression() -> None:
     assert not analyze("").ends_with_expression
 
 
-def test_star_import_is_refused_with_advice() -> None:
-    with pytest.raises(UnsupportedCell, match=r"from os import \*.*explicitly"):
-        analyze("from os import *")
+def test_star_import_binds_nothing_known_in_advance_and_reads_what_follows() -> None:
+    analysis = analyze("from math import *\ny = sqrt(x)")
+    assert analysis.binds == ("y",) and analysis.reads == ("sqrt", "x")
 
 
 def test_syntax_error_is_a_syntax_error() -> None:

@@ -60,3 +60,23 @@ def test_device_cuda_on_a_cpu_machine_is_refused_before_running(shell, capsys) -
     assert not result.success
     assert "--device cuda, but this machine has no CUDA device" in capsys.readouterr().err
     assert shell.user_ns["before"] == "same"
+
+
+def test_importing_numpy_or_a_class_with_shape_and_dtype_is_summarised_by_kind(shell, capsys) -> None:
+    """`np` has `shape` and `dtype` (functions) and `Tensor` has them (descriptors): neither is an array."""
+    result = run(shell, "%%modal_gpu\nimport numpy as np\nfrom torch import Tensor\na = np.zeros((2, 3))")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["np"].__name__ == "numpy" and shell.user_ns["Tensor"] is torch.Tensor
+    summary = capsys.readouterr().out
+    assert "np: module" in summary and "Tensor: _TensorMeta" in summary and "a: ndarray[2, 3] float64" in summary
+
+
+@pytest.mark.parametrize("out", ["", " --out u,a,t,n,half"], ids=["arrays first", "tensors first"])
+def test_memory_shared_by_a_tensor_and_an_array_stays_shared(shell, out: str) -> None:
+    """`t.numpy()` and `torch.from_numpy(a)` share memory; after the trip a later `add_` still shows in both."""
+    cell = ("import numpy as np, torch\na = np.zeros(3, dtype=np.float32)\nu = torch.from_numpy(a)\n"
+            "t = torch.zeros(4)\nn = t.numpy()\nhalf = t[2:].numpy()[::-1]")
+    assert run(shell, f"%%modal_gpu{out}\n{cell}").success
+    assert run(shell, "t.add_(1)\nu.add_(2)").success
+    ns = shell.user_ns
+    assert ns["n"].tolist() == [1, 1, 1, 1] and ns["half"].tolist() == [1, 1] and ns["a"].tolist() == [2, 2, 2]

@@ -47,6 +47,8 @@ CASES = {
     "two names, one object": Case("", ["a = []\nb = a\nb.append(1)"], ["a is b"]),
     "new object holding an input": Case("inner = [1]", ["outer = {'k': inner}"], ["outer['k'] is inner"]),
     "del deletes": Case("gone = 1\nstays = 2", ["del gone"]),
+    "star import binds the module's names": Case(
+        "pi = 3", ["from math import *\nr = sqrt(16.0) + pi"], ["sqrt is __import__('math').sqrt"]),
     "global in a function": Case("counter = 0", ["def inc():\n    global counter\n    counter += 1\ninc()\ninc()"]),
     "function defined remotely reads notebook globals": Case(
         "K = 1", ["def f():\n    return K"], ["(globals().__setitem__('K', 5), f())[1] == 5"]),

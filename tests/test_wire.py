@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from modal_magic import tensors, wire
 
+from .conftest import run
 from .fake_cuda import CUDA_ERR, dumps_as_if_cuda
 
 warnings.filterwarnings("ignore", category=UserWarning)  # torch's beta/prototype notices for sparse, nested, quantized
@@ -320,3 +321,112 @@ def test_storages_are_placed_on_a_non_cpu_target(monkeypatch) -> None:
     legacy = wire.loads(dumps_as_if_cuda(torch.arange(3.0)))
     assert torch.equal(ours, torch.arange(6.0).view(2, 3)) and torch.equal(legacy, torch.arange(3.0))
     assert moves == [torch.device("cuda", 0)] * 2
+
+
+# ------------------------------------------- found by cloudpickle's own test suite (issue 13)
+class _AttributeRaiser:
+    """What coverage tools put in ``sys.modules``: no module, and every attribute lookup raises."""
+
+    def __getattr__(self, name: str):
+        raise RuntimeError(f"no attribute {name!r} here")
+
+
+def _module_whose_getattr_raises() -> types.ModuleType:
+    module = types.ModuleType("_mm_lazy_module")
+    module.__getattr__ = _AttributeRaiser().__getattr__  # PEP 562: called for __file__ too
+    return module
+
+
+@pytest.mark.parametrize("odd_entry", [_AttributeRaiser, _module_whose_getattr_raises], ids=["object", "module"])
+def test_odd_entries_in_sys_modules_do_not_break_a_cell(shell, monkeypatch, odd_entry) -> None:
+    monkeypatch.setitem(sys.modules, "_mm_odd_entry", odd_entry())
+    shell.user_ns["x"] = 2
+    result = run(shell, "%%modal_gpu\ny = x + 1")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["y"] == 3
+
+
+_RAISE_PACK_ERROR = "import threading\nfrom modal_magic import wire\nwire.dumps(threading.Lock())"
+
+
+def test_pack_error_raised_in_a_remote_cell_arrives_as_itself(shell) -> None:
+    result = run(shell, "%%modal_gpu\n" + _RAISE_PACK_ERROR)
+    assert isinstance(result.error_in_exec, wire.PackError), result.error_in_exec
+    assert result.error_in_exec.name == "obj" and "cannot pickle '_thread.lock'" in str(result.error_in_exec)
+
+
+def _raise_pack_error() -> None:
+    exec(_RAISE_PACK_ERROR, {})
+
+
+def test_pack_and_unpack_errors_survive_pickling_and_a_process_pool() -> None:
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1) as pool, pytest.raises(wire.PackError, match="variable 'obj' cannot be sent"):
+        pool.submit(_raise_pack_error).result()
+    error = pickle.loads(pickle.dumps(wire.UnpackError("m", "variable 'm' could not be rebuilt here")))
+    assert type(error) is wire.UnpackError and error.name == "m" and str(error).startswith("variable 'm'")
+
+
+def test_our_errors_are_caught_as_picklings_own(shell) -> None:
+    body = _RAISE_PACK_ERROR.replace("wire.dumps", "try:\n    wire.dumps") + (
+        "\nexcept __import__('pickle').PicklingError as exc:\n    caught = type(exc).__name__")
+    assert run(shell, "%%modal_gpu\n" + body).success
+    assert shell.user_ns["caught"] == "PackError"
+    payload = wire.pack({"m": types.SimpleNamespace(a=1)})
+    payload.stream = payload.stream.replace(b"SimpleNamespace", b"SimpleNamespaceV9")
+    with pytest.raises(pickle.UnpicklingError, match="variable 'm' could not be rebuilt here"):
+        wire.unpack(payload)
+
+
+@pytest.fixture
+def users_code(shell, tmp_path, monkeypatch):
+    """A folder of the user's code that the (already running) worker cannot import: what a container lacks."""
+    assert run(shell, "%%modal_gpu\nwarm = 1").success
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_users_module_goes_by_value_without_touching_cloudpickles_registry(shell, users_code) -> None:
+    (users_code / "mm_own_mod.py").write_text("def twice(v):\n    return 2 * v\n")
+    shell.run_cell("import mm_own_mod\ntwice = mm_own_mod.twice")
+    registry = cloudpickle.list_registry_pickle_by_value()
+    assert run(shell, "%%modal_gpu\nr = twice(21)").success and shell.user_ns["r"] == 42
+    assert cloudpickle.list_registry_pickle_by_value() == registry  # joblib, Dask, Ray pickle as before
+    twice = shell.user_ns["twice"]
+    assert cloudpickle.loads(cloudpickle.dumps(twice)) is twice  # cloudpickle itself still goes by reference
+
+
+def test_namespace_package_of_users_code_goes_by_value(shell, users_code) -> None:
+    (users_code / "mm_ns_pkg").mkdir()  # no __init__.py
+    (users_code / "mm_ns_pkg" / "tools.py").write_text(
+        "class Box:\n    def __init__(self, k):\n        self.k = k\n\ndef triple(v):\n    return 3 * v\n")
+    shell.run_cell("from mm_ns_pkg.tools import Box, triple\nbox = Box(2)")
+    result = run(shell, "%%modal_gpu\nr = triple(box.k)\nnew = Box(5)")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["r"] == 6 and shell.user_ns["new"].k == 5
+
+
+@pytest.mark.parametrize("order", [("a", "u", "b", "t", "n"), ("u", "b", "a", "n", "t")])
+def test_tensor_and_numpy_sharing_memory_arrive_sharing_it(order) -> None:
+    a = np.zeros(6, dtype=np.float32)
+    t = torch.zeros(4)
+    made = {"a": a, "u": torch.from_numpy(a), "b": a.reshape(2, 3), "t": t, "n": t[1:].numpy()[::-1]}
+    payload = wire.pack({name: made[name] for name in order})
+    assert len(payload.buffers) == 2  # one per memory block, however many names view it
+    back = across_wire({name: made[name] for name in order})
+    back["u"].add_(1)
+    back["t"].add_(2)
+    assert back["a"].tolist() == [1] * 6 and back["b"].tolist() == [[1] * 3] * 2 and back["n"].tolist() == [2] * 3
+
+
+def test_well_known_singletons_arrive_as_the_receivers_own() -> None:
+    import random
+
+    for singleton in (torch.default_generator, np.random.mtrand._rand, random._inst):
+        assert wire.loads(wire.dumps(singleton)) is singleton
+    other = torch.Generator().manual_seed(3)
+    assert torch.equal(wire.loads(wire.dumps(other)).get_state(), other.get_state())

@@ -28,8 +28,10 @@ from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied,
 from .base import Backend, OnEvent, ResultFrame
 
 # Variables a Python process needs to behave normally; everything else stays home.
+# PYTHONHASHSEED: a kernel started with a pinned seed iterates sets and hashes strings in one
+# order; the worker must do the same for a remote cell to behave as a local one.
 _PASSED_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TERM", "SHELL",
-               "CUDA_VISIBLE_DEVICES")
+               "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED")
 _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is replaced
 _SOCKET_BUFFER = 4 << 20
 _LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
