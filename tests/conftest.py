@@ -26,7 +26,10 @@ def _no_modal_account(request, monkeypatch, tmp_path) -> None:
 @pytest.fixture(scope="session")
 def _ipython() -> InteractiveShell:
     shell = InteractiveShell.instance()
-    shell.colors = "NoColor"  # plain text tracebacks, so tests can read them
+    import IPython
+
+    # Plain text tracebacks, so tests can read them ("NoColor" is not an IPython 9 theme name).
+    shell.colors = "nocolor" if int(IPython.__version__.split(".")[0]) >= 9 else "NoColor"
     shell.run_line_magic("load_ext", "modal_magic")
     return shell
 
