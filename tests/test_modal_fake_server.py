@@ -120,11 +120,11 @@ def test_auto_runs_on_modal_when_credentials_exist(fresh, shell) -> None:
 def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) -> None:
     import torch
 
-    assert run(shell, "%%modal_gpu --backend modal --pip tqdm==4.66.0\nv = 1").success
+    assert run(shell, "%%modal_gpu --backend modal --pip tqdm==4.70.1\nv = 1").success
     report = fresh.report()
     layers = "\n".join(report["images"])
     assert f"torch=={torch.__version__.split('+')[0]}" in layers
-    assert "tqdm==4.66.0" in layers and "does not import" in layers
+    assert "tqdm==4.70.1" in layers and "does not import" in layers
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
     ours = [files for files in report["mounts"] if isinstance(files, list)]
     assert any("/root/modal_magic/runner.py" in files for files in ours)

@@ -56,7 +56,14 @@ from .apps import Apps, Function
 from .calls import TERMINATED, Call, Calls
 from .server import Dispatcher, State
 
-_INPUT_POLL = 5.0   # seconds a FunctionGetInputs is held when there is no input
+_INPUT_POLL = 5.0
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the server process dies, so no container outlives a crashed server."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG   # seconds a FunctionGetInputs is held when there is no input
 
 
 @dataclass
@@ -162,7 +169,8 @@ class Workers:
         log = open(root / "container.log", "wb")
         container.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "modal._container_entrypoint", cwd=root / "root", env=env,
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=asyncio.subprocess.STDOUT, start_new_session=True,
+            preexec_fn=_die_with_parent)
         log.close()
         self.containers.append(container)
         self.state.save()

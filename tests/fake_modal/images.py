@@ -292,7 +292,7 @@ class Images:
         for destination, local in sorted(mapped.items(), key=lambda item: -len(item[0])):
             command = command.replace(destination, local)
         env = {"PATH": f"{shims}:/usr/bin:/bin", "HOME": str(scratch), "LANG": "C.UTF-8",
-               "FAKE_MODAL_PYTHON": sys.executable, **build.env}
+               "FAKE_MODAL_PYTHON": sys.executable, "FAKE_MODAL_SHIMS": str(shims), **build.env}
         process = await asyncio.create_subprocess_exec(
             "/bin/sh", "-c", command, cwd=scratch, env=env, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, start_new_session=True)
