@@ -1,11 +1,13 @@
 """The Modal backend end to end: the real magic and Modal's real SDK, against a fake Modal server.
 
-Modal's servers cannot be reached from here. ``tests/fake_modal.py`` stands in for
+Modal's servers cannot be reached from here. ``tests/fake_modal/`` stands in for
 them (the only mock in the suite, and only of the server): it speaks Modal's
-gRPC protocol on a local port and runs our executor class the way a container
-would. Everything on the notebook's side — the magic, the backend, Modal's client
-with its app start, image and mount creation, ``with_options`` variants,
-``remote_gen`` streaming, cancellation — is the real code.
+gRPC protocol on a local port, builds image layers as Dockerfile lines, and runs
+our executor class in Modal's own container entrypoint, in a subprocess, from
+the files our client mounted. Everything on the notebook's side — the magic, the
+backend, Modal's client with its app start, image and mount creation,
+``with_options`` variants, ``remote_gen`` streaming, cancellation — is the real
+code, and so is the container's input loop.
 """
 
 from __future__ import annotations
@@ -23,31 +25,13 @@ from typing import Iterator
 import pytest
 
 from .conftest import run
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.fake_modal", str(state)], cwd=ROOT,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
-
-    def report(self) -> dict:
-        return json.loads((self.state / "report.json").read_text())
-
-    def fail(self, fault: str) -> None:
-        (self.state / "fail").write_text(fault)
-
-    def stop(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=10)
+from .fake_modal.testing import Server, closed_port, forget_modal_client
 
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("fake_modal"))
+    forget_modal_client()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MODAL_SERVER_URL", server.url)
         env.setenv("MODAL_TOKEN_ID", "ak-fake")
@@ -56,6 +40,7 @@ def modal_server(tmp_path_factory) -> Iterator[Server]:
         from modal_magic.backends import close_all
 
         close_all()  # while the server still answers: the app says goodbye
+    forget_modal_client()
     server.stop()
 
 
@@ -197,3 +182,17 @@ def test_payloads_over_two_mib_go_through_modals_blob_store(fresh, shell) -> Non
     assert shell.user_ns["new"][-1].item() == 3_999_999.0
     report = fresh.report()
     assert report["input_bytes"][-1] > 8_000_000 and report["blobs"] >= 2  # the argument and the result
+
+
+def test_the_default_server_url_shape_a_failover_list_whose_first_address_is_dead(fresh, shell, monkeypatch) -> None:
+    """Modal's default ``server_url`` is a comma list (``https://api.modal.com,https://api.modal2.com``, since
+    client 1.5.2); the client races the addresses. A dead first one must not stop a cell (review D1)."""
+    monkeypatch.setenv("MODAL_SERVER_URL", f"http://127.0.0.1:{closed_port()},{fresh.url}")
+    forget_modal_client()
+    try:
+        result = run(shell, "%%modal_gpu --backend modal\nwhere = 'remote'")
+        assert result.success, result.error_in_exec
+        assert shell.user_ns["where"] == "remote"
+    finally:
+        run(shell, "%modal_stop")
+        forget_modal_client()
