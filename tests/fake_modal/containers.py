@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import empty_pb2
 from grpclib.const import Status
 from grpclib.exceptions import GRPCError
 from grpclib.server import Server
@@ -246,7 +247,6 @@ class Workers:
 
     def ContainerHello(self, request, ctx):
         self._task(ctx)
-        from google.protobuf import empty_pb2
         return empty_pb2.Empty()
 
     async def ContainerHeartbeat(self, request, ctx):
@@ -295,7 +295,6 @@ class Workers:
             raise GRPCError(Status.FAILED_PRECONDITION, f"task {container.id} is not running {call.id}")
         if call.cancelled:
             raise GRPCError(Status.FAILED_PRECONDITION, f"Function call {call.id} was cancelled")
-        expected = 1 + len([c for c in call.chunks if getattr(c, "_attempt", None) == call.retry_count])
         for chunk in request.data_chunks:
             if chunk.WhichOneof("data_oneof") == "data_blob_id":
                 self.calls.blobs.get(chunk.data_blob_id)
@@ -305,8 +304,6 @@ class Workers:
             container.kill("preempt")
         elif fault == "internal":
             container.kill("internal")
-        del expected
-        from google.protobuf import empty_pb2
         return empty_pb2.Empty()
 
     def FunctionPutOutputs(self, request, ctx):
@@ -328,11 +325,9 @@ class Workers:
                 call.finish(item.result, item.data_format)
             if container.current is call:
                 container.current = None
-        from google.protobuf import empty_pb2
         return empty_pb2.Empty()
 
     def TaskResult(self, request, ctx):
         container = self._task(ctx)
         container.task_result = request.result
-        from google.protobuf import empty_pb2
         return empty_pb2.Empty()
