@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
 
-    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")))
+    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")), short_waits=False)  # Modal's blob sizes
     os.environ.update(MODAL_SERVER_URL=server.url, MODAL_TOKEN_ID="ak-bench", MODAL_TOKEN_SECRET="as-bench")
     import torch
     from IPython.core.interactiveshell import InteractiveShell

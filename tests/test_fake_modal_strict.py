@@ -24,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from .fake_modal.testing import ROOT, TEST_KNOBS, Server, forget_modal_client
+from .fake_modal.testing import ROOT, TEST_KNOBS, Server, closed_port, forget_modal_client
 
 modal = pytest.importorskip("modal")
 from modal_proto import api_pb2  # noqa: E402 - after the skip: it comes with modal
@@ -149,6 +149,18 @@ def test_an_rpc_the_fake_does_not_implement_fails_unimplemented(server) -> None:
         with modal.Volume.ephemeral():
             pass
     assert server.report()["unimplemented"]["VolumeGetOrCreate"] >= 1
+
+
+def test_modals_client_fails_over_past_a_dead_first_address(server, monkeypatch) -> None:
+    """The default ``server_url`` shape (a comma list, since client 1.5.2), with its first address dead."""
+    monkeypatch.setenv("MODAL_SERVER_URL", f"http://127.0.0.1:{closed_port()},{server.url}")
+    forget_modal_client()
+    try:
+        with modal.Queue.ephemeral() as stops:
+            stops.put("stop")
+            assert stops.get(timeout=5) == "stop"
+    finally:
+        forget_modal_client()
 
 
 # ---------------------------------------------------------------------------------------------- images
@@ -343,9 +355,10 @@ LAPSED_CLIENT = textwrap.dedent(f"""
 """)
 
 
-def test_an_app_whose_heartbeats_stop_is_stopped(tmp_path) -> None:
-    """A laptop asleep (the client process stopped): the server stops the app after the lapse, and the
-    client's next call fails as on a stopped app."""
+@pytest.mark.parametrize("how", ["asleep", "network-loss"])
+def test_an_app_whose_heartbeats_stop_is_stopped(tmp_path, how) -> None:
+    """A laptop asleep (the client process stopped) or a lost network (its heartbeats fail): the server stops
+    the app after the lapse, and the client's next call fails as on a stopped app."""
     server = Server(tmp_path, FAKE_MODAL_APP_HEARTBEAT_LAPSE="2")
     client = None
     try:
@@ -356,10 +369,14 @@ def test_an_app_whose_heartbeats_stop_is_stopped(tmp_path) -> None:
         assert client.stdout.readline().strip() == "up"
         time.sleep(3)
         assert server.report()["apps_stopped"] == {}      # beating every 0.5 s: alive past the lapse
-        os.killpg(client.pid, signal.SIGSTOP)
+        if how == "asleep":
+            os.killpg(client.pid, signal.SIGSTOP)
+        else:
+            server.fail("network-loss")
         report = server.wait_for(lambda r: r["apps_stopped"] != {}, timeout=15)
         assert "no heartbeat from its client" in next(iter(report["apps_stopped"].values()))
         os.killpg(client.pid, signal.SIGCONT)
+        server.fail("")
         client.stdin.write("\n")
         client.stdin.flush()
         outcome = client.stdout.readline()

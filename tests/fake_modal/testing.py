@@ -22,9 +22,10 @@ TEST_KNOBS = {"FAKE_MODAL_CANCEL_KILL_DELAY": "3", "FAKE_MODAL_MULTIPART_THRESHO
 class Server:
     """``python -m tests.fake_modal STATE`` in its own process group; ``stop`` ends it and its containers."""
 
-    def __init__(self, state: Path, **knobs: str) -> None:
+    def __init__(self, state: Path, *, short_waits: bool = True, **knobs: str) -> None:
+        """``short_waits``: ``TEST_KNOBS``, else Modal's defaults (for benchmarks); ``knobs``: ``FAKE_MODAL_*``."""
         self.state = state
-        env = {**os.environ, **TEST_KNOBS, **knobs}
+        env = {**os.environ, **(TEST_KNOBS if short_waits else {}), **knobs}
         self.process = subprocess.Popen([sys.executable, "-m", "tests.fake_modal", str(state)], cwd=ROOT, env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                                         start_new_session=True)
