@@ -25,7 +25,7 @@ from typing import Iterator
 import pytest
 
 from .conftest import run
-from .fake_modal.testing import Server, closed_port, forget_modal_client
+from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +140,25 @@ def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell)
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
     assert fresh.report()["containers"] == before["containers"]    # the same warm container
     assert fresh.report()["rpcs"]["AppCreate"] == before["rpcs"]["AppCreate"]
+
+
+def test_interrupting_a_printing_cell_keeps_the_container_warm(fresh, shell) -> None:
+    """modal-client#4125: cancelling a generator call whose output pump has data in flight gets the container
+    killed ~30 s later (``FAKE_MODAL_CANCEL_KILL_DELAY`` here), so the next cell waits and starts cold (review D4)."""
+    assert run(shell, "%%modal_gpu --backend modal\nstate = 'before'").success
+    before = fresh.report()
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # the kernel's interrupt
+    timer.start()
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'after'\nimport time\n"
+                        "for i in range(100_000):\n    print('step', i)\n    time.sleep(0.002)")
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    time.sleep(float(TEST_KNOBS["FAKE_MODAL_CANCEL_KILL_DELAY"]) + 1)
+    assert run(shell, "%%modal_gpu --backend modal\nstate = 'next'").success
+    after = fresh.report()
+    killed = [exit["killed"] for exit in after["container_exits"][len(before["container_exits"]):]]
+    assert not [why for why in killed if "cancellation" in why], killed
+    assert after["containers"] == before["containers"]  # the same warm container served the next cell
 
 
 def test_timeout_stops_the_cell(fresh, shell) -> None:

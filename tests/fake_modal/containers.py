@@ -23,7 +23,8 @@ a time (``max_containers=1``), kept warm between inputs; a container that exits
 is gone and the next input starts a new one. A cancelled input whose container
 does not answer ``TERMINATED`` within ``Config.cancel_kill_delay`` is killed
 (modal-client#4125: with generator output in flight, Modal's pump fails and the
-container answers FAILURE, then the worker kills it after 30 s). Faults:
+container answers FAILURE, then the worker kills it after 30 s); until then it
+gets no new input, so the next input waits for a fresh container. Faults:
 ``preempt`` kills the container at the input's first output and delivers the
 same input again (retry count + 1) to a fresh container; ``internal`` kills it
 there and fails the call (as an OOM kill, without Modal's retries);
@@ -270,7 +271,8 @@ class Workers:
         queue = self.pending.setdefault(container.function.id, [])
         while time.monotonic() < deadline:
             queue[:] = [call for call in queue if call.result is None]
-            if queue and container.alive:
+            # A container with an unacknowledged cancellation gets no new input: it is waiting to be killed.
+            if queue and container.alive and not container.kill_timers:
                 call = queue.pop(0)
                 call.container, container.current = container, call
                 timeout = call.function.timeout
