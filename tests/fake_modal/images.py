@@ -122,9 +122,11 @@ class Images:
     def ImageGetOrCreate(self, request, ctx):
         image = request.image
         self.layers.append("\n".join(image.dockerfile_commands))
-        key = request.image.SerializeToString(deterministic=True) + self.state.fail.encode()
-        if key in self.by_content and not request.force_build:
-            build = self.builds[self.by_content[key]]
+        fault = self.state.fail if self.state.fail == "image" else ""
+        key = request.image.SerializeToString(deterministic=True) + fault.encode()  # a broken build is its own
+        cached = self.builds.get(self.by_content.get(key, ""))
+        if cached is not None and not request.force_build and not (cached.done.is_set() and not cached.ok):
+            build = cached  # a built (or building) layer is reused; a failed one is built again
             if build.done.is_set():
                 return api_pb2.ImageGetOrCreateResponse(image_id=build.id, result=self._result(build))
             return api_pb2.ImageGetOrCreateResponse(image_id=build.id)
@@ -136,7 +138,7 @@ class Images:
         build = Build(self.state.new_id("im"), "\n".join(image.dockerfile_commands), base)
         self.builds[build.id] = build
         self.by_content[key] = build.id
-        asyncio.get_running_loop().create_task(self._build(build, image, self.state.fail))
+        asyncio.get_running_loop().create_task(self._build(build, image, fault))
         return api_pb2.ImageGetOrCreateResponse(image_id=build.id)
 
     @staticmethod
