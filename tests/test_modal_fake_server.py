@@ -12,14 +12,11 @@ code, and so is the container's input loop.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -45,11 +42,17 @@ def modal_server(tmp_path_factory) -> Iterator[Server]:
 
 
 @pytest.fixture
-def fresh(modal_server, shell) -> Server:
-    """No app open and no fault armed: the next Modal cell starts an app."""
+def fresh(modal_server, shell) -> Iterator[Server]:
+    """No app open and no fault armed: the next Modal cell starts an app.
+
+    Afterwards: the stand-in met no bug of its own, and our flows sent no RPC it does not implement.
+    """
     run(shell, "%modal_stop")
     modal_server.fail("")
-    return modal_server
+    yield modal_server
+    modal_server.fail("")
+    report = modal_server.report()
+    assert report["errors"] == [] and report["unimplemented"] == {}, (report["errors"], report["unimplemented"])
 
 
 def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> None:
