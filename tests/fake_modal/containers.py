@@ -128,14 +128,25 @@ class Workers:
             if self.state.fail == "gpu-queue" and function.gpus:
                 self.gpu_waits.update(call.id for call in queue)
                 continue
-            asyncio.get_running_loop().create_task(self._start(function))
-            self.live[function_id] = Container(self.state.new_id("ta"), function, Path())  # placeholder
+            self.live[function_id] = Container(self.state.new_id("ta"), function, Path())  # starting
+            asyncio.get_running_loop().create_task(self._start_or_fail(function))
 
     async def tick(self) -> None:
         """Re-schedule now and then: a cleared ``gpu-queue`` fault lets waiting inputs start."""
         while True:
             await asyncio.sleep(0.2)
             self.schedule()
+
+    async def _start_or_fail(self, function: Function) -> None:
+        try:
+            await self._start(function)
+        except Exception:  # a bug of the stand-in: fail the waiting inputs rather than leave them hanging
+            import traceback
+
+            self.state.errors.append(f"starting a container: {traceback.format_exc()}")
+            self.live[function.id].exit_code = -1
+            self._fail_pending(function.id, "the fake could not start a container (see report.json errors)")
+            self.state.save()
 
     async def _start(self, function: Function) -> None:
         container = self.live[function.id]
