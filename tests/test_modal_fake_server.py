@@ -164,6 +164,19 @@ def test_interrupting_a_printing_cell_keeps_the_container_warm(fresh, shell) -> 
     assert after["containers"] == before["containers"]  # the same warm container served the next cell
 
 
+def test_a_stopped_app_is_dropped_and_the_next_cell_starts_a_fresh_one(fresh, shell) -> None:
+    """After a laptop sleep or a network loss Modal stops the ephemeral app; the next cell must not fail
+    until ``%modal_stop`` (review D6)."""
+    assert run(shell, "%%modal_gpu --backend modal\nv = 1").success
+    stopped = len(fresh.report()["apps_stopped"])
+    fresh.fail("app-stopped")
+    fresh.wait_for(lambda report: len(report["apps_stopped"]) > stopped)
+    fresh.fail("")
+    result = run(shell, "%%modal_gpu --backend modal\nv = 2")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["v"] == 2
+
+
 def test_timeout_stops_the_cell(fresh, shell) -> None:
     from modal_magic.errors import CellTimeout
 

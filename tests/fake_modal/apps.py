@@ -147,6 +147,10 @@ class Apps:
         while True:
             await asyncio.sleep(min(1.0, self.state.config.app_heartbeat_lapse / 4))
             now = time.monotonic()
+            if self.state.fail == "app-stopped":  # as after missed heartbeats, without waiting for the lapse
+                for app in list(self.apps.values()):
+                    if not app.stopped:
+                        self.stop(app.id, "no heartbeat from its client (fault app-stopped)")
             for app in list(self.apps.values()):
                 if not app.stopped and now - app.last_heartbeat > self.state.config.app_heartbeat_lapse:
                     self.stop(app.id, f"no heartbeat from its client for {now - app.last_heartbeat:.0f} s")
