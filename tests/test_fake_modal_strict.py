@@ -212,6 +212,13 @@ def test_unknown_gpu_types_and_counts_are_refused_by_the_server(server, probe) -
         probe.with_options(gpu="x100")().where.remote()
     with pytest.raises(modal.exception.InvalidError, match="must be between 1 and 8"):
         probe.with_options(gpu="H100:9")().where.remote()
+    app = modal.App("fake-modal-gpu")
+    app.cls(serialized=True, image=base_image(), gpu=["H100", "Z9"])(probe_class())
+    with pytest.raises(modal.exception.InvalidError, match="Invalid GPU type: 'Z9'"):
+        with app.run():
+            pass
+    for known in ("t4", "A10G", "a100-80gb:2", "H100!", "B200+", "RTX-PRO-6000:8"):
+        assert probe.with_options(gpu=known)().where.remote()["remote"] == "1"
 
 
 # ---------------------------------------------------------------------------------------------- containers

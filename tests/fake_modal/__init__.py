@@ -19,7 +19,15 @@ Each module's docstring says where it is *not* as strict as Modal.
 Run as ``python -m tests.fake_modal STATE_DIR``: prints the port of the
 notebook-facing gRPC server, serves until stdin closes, then kills every
 container (process groups) before exiting. After every RPC it writes
-``STATE_DIR/report.json``. A fault is armed by writing its name to
+``STATE_DIR/report.json``: ``rpcs`` (counts), ``unimplemented`` (RPCs refused
+as such), ``errors`` (bugs of the stand-in), ``images`` (each layer asked for),
+``image_builds_failed``, ``mounts``, ``gpus`` (per call), ``fallbacks``,
+``containers`` (started), ``containers_live``, ``container_exits`` (code, why
+killed), ``container_restarts`` (preemptions), ``queued``,
+``inputs_waiting_for_gpu``, ``cancelled``, ``calls`` (status, retries, items),
+``input_bytes``, ``blobs``, ``blob_bytes``, ``multipart_uploads``,
+``blobs_refused``, ``apps_stopped`` (why), ``queues``, ``queue_puts``,
+``queue_gets``, ``dicts``. A fault is armed by writing its name to
 ``STATE_DIR/fail``: ``auth`` (every client RPC is refused as
 UNAUTHENTICATED), ``image`` (torch does not import in the build environment),
 ``gpu`` (RESOURCE_EXHAUSTED at FunctionMap: a workspace GPU limit),
