@@ -50,6 +50,7 @@ class Call:
     cancelled: str = ""           # why the server stopped it (cancel, timeout), if it did
     container: Any = None         # the container running it now
     preempted: bool = False
+    outputs_this_attempt: int = 0  # FunctionCallPutDataOut calls of the current attempt
     queued_at: float = field(default_factory=time.monotonic)
 
     def finish(self, result: api_pb2.GenericResult, data_format: int = api_pb2.DATA_FORMAT_PICKLE) -> None:

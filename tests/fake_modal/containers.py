@@ -25,7 +25,8 @@ does not answer ``TERMINATED`` within ``Config.cancel_kill_delay`` is killed
 (modal-client#4125: with generator output in flight, Modal's pump fails and the
 container answers FAILURE, then the worker kills it after 30 s); until then it
 gets no new input, so the next input waits for a fresh container. Faults:
-``preempt`` kills the container at the input's first output and delivers the
+``preempt`` kills the container at the input's first output (or at the
+``FAKE_MODAL_PREEMPT_AT_OUTPUT``-th FunctionCallPutDataOut) and delivers the
 same input again (retry count + 1) to a fresh container; ``internal`` kills it
 there and fails the call (as an OOM kill, without Modal's retries);
 ``gpu-queue`` leaves inputs of GPU functions waiting, with no container, until
@@ -201,6 +202,7 @@ class Workers:
             if container.kill_reason == "preempt":
                 call.retry_count += 1
                 call.preempted = True
+                call.outputs_this_attempt = 0
                 self.restarts += 1
                 self.pending.setdefault(call.function.id, []).insert(0, call)
             elif container.kill_reason == "internal":
@@ -311,8 +313,10 @@ class Workers:
             if chunk.WhichOneof("data_oneof") == "data_blob_id":
                 self.calls.blobs.get(chunk.data_blob_id)
         call.chunks.extend(request.data_chunks)
+        call.outputs_this_attempt += 1
         fault = self.state.fail
-        if fault == "preempt" and not call.preempted:
+        late_enough = call.outputs_this_attempt >= self.state.config.preempt_at_output
+        if fault == "preempt" and not call.preempted and late_enough:
             container.kill("preempt")
         elif fault == "internal":
             container.kill("internal")

@@ -51,6 +51,8 @@ class Config:
         # How long the server holds a container's ContainerHeartbeat waiting for a cancellation to deliver
         # (the client's attempt timeout is its heartbeat interval + 0.1 s: 15.1 s by default).
         self.container_heartbeat_hold = float(env("FAKE_MODAL_CONTAINER_HEARTBEAT_HOLD", "14"))
+        # Fault ``preempt`` kills the container at this FunctionCallPutDataOut of the input (1: its first output).
+        self.preempt_at_output = int(env("FAKE_MODAL_PREEMPT_AT_OUTPUT", "1"))
 
 
 class State:
