@@ -35,7 +35,8 @@ UNAUTHENTICATED), ``image`` (torch does not import in the build environment),
 ``preempt`` (the container is killed at the input's first output and the input
 re-runs on a fresh one), ``internal`` (the container is killed there and the
 call fails), ``network-loss`` (AppHeartbeat fails: the app stops after the
-lapse), ``app-stopped`` (every running app is stopped now, as after the lapse). Knobs: ``FAKE_MODAL_*`` environment variables (``server.Config``).
+lapse), ``app-stopped`` (every running app is stopped now, as after the lapse).
+Knobs: ``FAKE_MODAL_*`` environment variables (``server.Config``).
 """
 
 from __future__ import annotations

@@ -142,7 +142,8 @@ class Blobs:
         body = (await request.read()).decode()
         listed = [(int(n), etag) for n, etag in
                   re.findall(r"<PartNumber>(\d+)</PartNumber>\s*<ETag>\"?([0-9a-f]+)\"?</ETag>", body)]
-        if [n for n, _ in listed] != list(range(1, upload.n_parts + 1)) or set(upload.parts) != set(range(1, upload.n_parts + 1)):
+        every = list(range(1, upload.n_parts + 1))
+        if [n for n, _ in listed] != every or sorted(upload.parts) != every:
             return web.Response(status=400, text="InvalidPart: the completion must list every uploaded part in order")
         for n, etag in listed:
             if hashlib.md5(upload.parts[n]).hexdigest() != etag:

@@ -58,14 +58,14 @@ from .apps import Apps, Function
 from .calls import TERMINATED, Call, Calls
 from .server import Dispatcher, State
 
-_INPUT_POLL = 5.0
+_INPUT_POLL = 5.0  # seconds a FunctionGetInputs is held when there is no input
 
 
 def _die_with_parent() -> None:
     """In the child: SIGKILL when the server process dies, so no container outlives a crashed server."""
     import ctypes
 
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG   # seconds a FunctionGetInputs is held when there is no input
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
