@@ -146,8 +146,9 @@ def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell)
 
 
 def test_interrupting_a_printing_cell_keeps_the_container_warm(fresh, shell) -> None:
-    """modal-client#4125: cancelling a generator call whose output pump has data in flight gets the container
-    killed ~30 s later (``FAKE_MODAL_CANCEL_KILL_DELAY`` here), so the next cell waits and starts cold (review D4)."""
+    """The interrupt must not take the container down (review D4). On Modal, ``FunctionCall.cancel`` of a
+    generator call whose output pump has data in flight gets the container killed ~30 s later
+    (modal-client#4125; ``FAKE_MODAL_CANCEL_KILL_DELAY`` here) and the next cell waits for a cold one."""
     assert run(shell, "%%modal_gpu --backend modal\nstate = 'before'").success
     before = fresh.report()
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # the kernel's interrupt
@@ -159,7 +160,7 @@ def test_interrupting_a_printing_cell_keeps_the_container_warm(fresh, shell) -> 
     time.sleep(float(TEST_KNOBS["FAKE_MODAL_CANCEL_KILL_DELAY"]) + 1)
     assert run(shell, "%%modal_gpu --backend modal\nstate = 'next'").success
     after = fresh.report()
-    killed = [exit["killed"] for exit in after["container_exits"][len(before["container_exits"]):]]
+    killed = [gone["killed"] for gone in after["container_exits"][len(before["container_exits"]):]]
     assert not [why for why in killed if "cancellation" in why], killed
     assert after["containers"] == before["containers"]  # the same warm container served the next cell
 
