@@ -45,22 +45,24 @@ import asyncio
 import sys
 from pathlib import Path
 
-from aiohttp import web
-from grpclib.server import Server
-
-from .apps import Apps
-from .blobs import Blobs
-from .calls import Calls
-from .containers import Workers
-from .images import Images
-from .mounts import Mounts
-from .queues import Queues
-from .server import Dispatcher, State
-
 __all__ = ["main", "serve"]
 
 
 async def serve(root: Path) -> None:
+    # Imported here, not above: ``tests.fake_modal.testing`` must import without modal installed
+    # (the tests that need modal skip themselves).
+    from aiohttp import web
+    from grpclib.server import Server
+
+    from .apps import Apps
+    from .blobs import Blobs
+    from .calls import Calls
+    from .containers import Workers
+    from .images import Images
+    from .mounts import Mounts
+    from .queues import Queues
+    from .server import Dispatcher, State
+
     state = State(root)
     blobs = Blobs(state)
     apps = Apps(state)
