@@ -1,10 +1,10 @@
 """What the Modal path costs on the notebook's side, against the fake Modal server on loopback.
 
 Run: python bench/bench_modal_client.py [--repeat N]
-Modal's servers cannot be reached from where this was built, so the network and
-the container start are not in these numbers: they measure our code plus Modal's
-client (gRPC, pickling, blob hashing and upload) against ``tests/fake_modal.py``
-on this machine, side by side with the local backend in the same process:
+Modal's servers cannot be reached from where this was built, so the network is not
+in these numbers: they measure our code plus Modal's client (gRPC, pickling, blob
+hashing and upload) and Modal's container entrypoint (a local subprocess) against
+``tests/fake_modal/`` on this machine, side by side with the local backend in the same process:
 the app start, a warm cell ``y = x * 2``, and a 256 MiB tensor updated in place.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.test_modal_fake_server import Server  # noqa: E402 - the fake server the tests use
+from tests.fake_modal.testing import Server  # noqa: E402 - the fake server the tests use
 
 
 def timed(fn) -> float:
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
 
-    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")))
+    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")), short_waits=False)  # Modal's blob sizes
     os.environ.update(MODAL_SERVER_URL=server.url, MODAL_TOKEN_ID="ak-bench", MODAL_TOKEN_SECRET="as-bench")
     import torch
     from IPython.core.interactiveshell import InteractiveShell
@@ -55,7 +55,7 @@ def main() -> None:
         return lambda: shell.run_cell(f"%%modal_gpu --backend {backend} --quiet\n{body}").success or sys.exit(body)
 
     try:
-        print("modal path against the fake server on loopback (no network, no container start in these numbers)")
+        print("modal path against the fake server on loopback (no network; the first cell includes a local container start)")
         start = timed(cell("modal", "y = x * 2"))
         print(f"  first cell (app start: image, mount, class) : {start * 1e3:8.1f} ms")
         for label, body in (("warm cell y = x * 2", "y = x * 2"), ("256 MiB tensor, big.mul_(1)", "big.mul_(1);")):

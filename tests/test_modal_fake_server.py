@@ -1,53 +1,34 @@
 """The Modal backend end to end: the real magic and Modal's real SDK, against a fake Modal server.
 
-Modal's servers cannot be reached from here. ``tests/fake_modal.py`` stands in for
+Modal's servers cannot be reached from here. ``tests/fake_modal/`` stands in for
 them (the only mock in the suite, and only of the server): it speaks Modal's
-gRPC protocol on a local port and runs our executor class the way a container
-would. Everything on the notebook's side — the magic, the backend, Modal's client
-with its app start, image and mount creation, ``with_options`` variants,
-``remote_gen`` streaming, cancellation — is the real code.
+gRPC protocol on a local port, builds image layers as Dockerfile lines, and runs
+our executor class in Modal's own container entrypoint, in a subprocess, from
+the files our client mounted. Everything on the notebook's side — the magic, the
+backend, Modal's client with its app start, image and mount creation,
+``with_options`` variants, ``remote_gen`` streaming, cancellation — is the real
+code, and so is the container's input loop.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from .conftest import run
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    def __init__(self, state: Path) -> None:
-        self.state = state
-        self.process = subprocess.Popen([sys.executable, "-m", "tests.fake_modal", str(state)], cwd=ROOT,
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.url = f"http://127.0.0.1:{int(self.process.stdout.readline())}"
-
-    def report(self) -> dict:
-        return json.loads((self.state / "report.json").read_text())
-
-    def fail(self, fault: str) -> None:
-        (self.state / "fail").write_text(fault)
-
-    def stop(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=10)
+from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client
 
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
     server = Server(tmp_path_factory.mktemp("fake_modal"))
+    forget_modal_client()
     with pytest.MonkeyPatch.context() as env:
         env.setenv("MODAL_SERVER_URL", server.url)
         env.setenv("MODAL_TOKEN_ID", "ak-fake")
@@ -56,15 +37,22 @@ def modal_server(tmp_path_factory) -> Iterator[Server]:
         from modal_magic.backends import close_all
 
         close_all()  # while the server still answers: the app says goodbye
+    forget_modal_client()
     server.stop()
 
 
 @pytest.fixture
-def fresh(modal_server, shell) -> Server:
-    """No app open and no fault armed: the next Modal cell starts an app."""
+def fresh(modal_server, shell) -> Iterator[Server]:
+    """No app open and no fault armed: the next Modal cell starts an app.
+
+    Afterwards: the stand-in met no bug of its own, and our flows sent no RPC it does not implement.
+    """
     run(shell, "%modal_stop")
     modal_server.fail("")
-    return modal_server
+    yield modal_server
+    modal_server.fail("")
+    report = modal_server.report()
+    assert report["errors"] == [] and report["unimplemented"] == {}, (report["errors"], report["unimplemented"])
 
 
 def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> None:
@@ -120,11 +108,11 @@ def test_auto_runs_on_modal_when_credentials_exist(fresh, shell) -> None:
 def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) -> None:
     import torch
 
-    assert run(shell, "%%modal_gpu --backend modal --pip tqdm==4.66.0\nv = 1").success
+    assert run(shell, "%%modal_gpu --backend modal --pip tqdm==4.70.1\nv = 1").success
     report = fresh.report()
     layers = "\n".join(report["images"])
     assert f"torch=={torch.__version__.split('+')[0]}" in layers
-    assert "tqdm==4.66.0" in layers and "does not import" in layers
+    assert "tqdm==4.70.1" in layers and "RUN python -c " in layers  # the import check: the stand-in runs it
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
     ours = [files for files in report["mounts"] if isinstance(files, list)]
     assert any("/root/modal_magic/runner.py" in files for files in ours)
@@ -151,10 +139,44 @@ def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell)
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert elapsed < 10
     assert shell.user_ns["state"] == "before"
-    assert fresh.report()["cancelled"] == before["cancelled"] + 1   # FunctionCallCancel reached the server
+    # The remote call stopped (by FunctionCallCancel, or in band), rather than running on in the container.
+    fresh.wait_for(lambda report: all(call["status"] is not None for call in report["calls"].values()))
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
     assert fresh.report()["containers"] == before["containers"]    # the same warm container
     assert fresh.report()["rpcs"]["AppCreate"] == before["rpcs"]["AppCreate"]
+
+
+def test_interrupting_a_printing_cell_keeps_the_container_warm(fresh, shell) -> None:
+    """The interrupt must not take the container down (review D4). On Modal, ``FunctionCall.cancel`` of a
+    generator call whose output pump has data in flight gets the container killed ~30 s later
+    (modal-client#4125; ``FAKE_MODAL_CANCEL_KILL_DELAY`` here) and the next cell waits for a cold one."""
+    assert run(shell, "%%modal_gpu --backend modal\nstate = 'before'").success
+    before = fresh.report()
+    timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # the kernel's interrupt
+    timer.start()
+    result = run(shell, "%%modal_gpu --backend modal\nstate = 'after'\nimport time\n"
+                        "for i in range(5_000):\n    print('step', i)\n    time.sleep(0.003)")  # 15 s or more
+    timer.join()
+    assert isinstance(result.error_in_exec, KeyboardInterrupt)
+    time.sleep(float(TEST_KNOBS["FAKE_MODAL_CANCEL_KILL_DELAY"]) + 1)
+    assert run(shell, "%%modal_gpu --backend modal\nstate = 'next'").success
+    after = fresh.report()
+    killed = [gone["killed"] for gone in after["container_exits"][len(before["container_exits"]):]]
+    assert not [why for why in killed if "cancellation" in why], killed
+    assert after["containers"] == before["containers"]  # the same warm container served the next cell
+
+
+def test_a_stopped_app_is_dropped_and_the_next_cell_starts_a_fresh_one(fresh, shell) -> None:
+    """After a laptop sleep or a network loss Modal stops the ephemeral app; the next cell must not fail
+    until ``%modal_stop`` (review D6)."""
+    assert run(shell, "%%modal_gpu --backend modal\nv = 1").success
+    stopped = len(fresh.report()["apps_stopped"])
+    fresh.fail("app-stopped")
+    fresh.wait_for(lambda report: len(report["apps_stopped"]) > stopped)
+    fresh.fail("")
+    result = run(shell, "%%modal_gpu --backend modal\nv = 2")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["v"] == 2
 
 
 def test_timeout_stops_the_cell(fresh, shell) -> None:
@@ -197,3 +219,17 @@ def test_payloads_over_two_mib_go_through_modals_blob_store(fresh, shell) -> Non
     assert shell.user_ns["new"][-1].item() == 3_999_999.0
     report = fresh.report()
     assert report["input_bytes"][-1] > 8_000_000 and report["blobs"] >= 2  # the argument and the result
+
+
+def test_the_default_server_url_shape_a_failover_list_whose_first_address_is_dead(fresh, shell, monkeypatch) -> None:
+    """Modal's default ``server_url`` is a comma list (``https://api.modal.com,https://api.modal2.com``, since
+    client 1.5.2); the client races the addresses. A dead first one must not stop a cell (review D1)."""
+    monkeypatch.setenv("MODAL_SERVER_URL", f"http://127.0.0.1:{closed_port()},{fresh.url}")
+    forget_modal_client()
+    try:
+        result = run(shell, "%%modal_gpu --backend modal\nwhere = 'remote'")
+        assert result.success, result.error_in_exec
+        assert shell.user_ns["where"] == "remote"
+    finally:
+        run(shell, "%modal_stop")
+        forget_modal_client()

@@ -1,0 +1,73 @@
+"""For tests: start the stand-in as a subprocess, read its report, arm faults, stop it and everything it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+# Short waits, so tests of cancellation and blobs take seconds, not minutes.
+TEST_KNOBS = {"FAKE_MODAL_CANCEL_KILL_DELAY": "3", "FAKE_MODAL_MULTIPART_THRESHOLD": str(4 * 1024 * 1024),
+              "FAKE_MODAL_MULTIPART_PART_SIZE": str(1024 * 1024)}
+
+
+class Server:
+    """``python -m tests.fake_modal STATE`` in its own process group; ``stop`` ends it and its containers."""
+
+    def __init__(self, state: Path, *, short_waits: bool = True, **knobs: str) -> None:
+        """``short_waits``: ``TEST_KNOBS``, else Modal's defaults (for benchmarks); ``knobs``: ``FAKE_MODAL_*``."""
+        self.state = state
+        env = {**os.environ, **(TEST_KNOBS if short_waits else {}), **knobs}
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.fake_modal", str(state)], cwd=ROOT, env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)
+        self.port = int(self.process.stdout.readline())
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.state / "report.json").read_text())
+
+    def fail(self, fault: str) -> None:
+        (self.state / "fail").write_text(fault)
+
+    def wait_for(self, predicate: Callable[[dict], bool], timeout: float = 15.0) -> dict:
+        """The report once ``predicate`` holds for it (AssertionError with the last report if it never does)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.report()
+            if predicate(report):
+                return report
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s; report: {json.dumps(report)[:3000]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def forget_modal_client() -> None:
+    """Modal's client caches the one it made from the environment: drop it, so the next uses the new URL."""
+    from modal.client import _Client
+
+    _Client._set_env_client(None)
