@@ -135,7 +135,9 @@ for top, dists in m.packages_distributions().items():
     for dist in dists:
         provides.setdefault(norm(dist), []).append(top)
 for dist in DISTS:
-    tops = sorted(t for t in provides.get(dist, []) if t.isidentifier()) or [dist.replace('-', '_')]
+    own = dist.replace('-', '_')
+    tops = sorted(t for t in provides.get(dist, []) if t.isidentifier()) or [own]
+    tops = [own] if own in tops else tops  # torch must import itself, not just torchgen beside it
     errors = []
     for top in tops:
         try:
@@ -199,8 +201,9 @@ class ImageSpec:
         One line because each ``run_commands`` element is one Dockerfile line.
         Import names come from the installed distribution's metadata
         (``packages_distributions``: beautifulsoup4 → bs4, scikit-learn →
-        sklearn), since ``top_level.txt`` is a setuptools-only file; a package
-        fails only when none of its import names imports.
+        sklearn), since ``top_level.txt`` is a setuptools-only file. A package
+        whose own name is one of them must import that one (torch, not just
+        torchgen beside it); any other fails only when none of them imports.
         """
         script = _IMPORT_CHECK.replace("DISTS", repr(["torch", *map(_dist_name, self.extra)]))
         encoded = base64.b64encode(script.encode()).decode("ascii")

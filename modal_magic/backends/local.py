@@ -131,6 +131,7 @@ class LocalBackend(Backend):
                              f"{self._last_words()}") from None
         while True:
             try:
+                _check_stop(stop)  # on every frame too: a printing cell's stream never waits long enough to tick
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
             except KeyboardInterrupt:
                 stopped = self._interrupt()
@@ -242,8 +243,13 @@ class LocalBackend(Backend):
             return None
 
 
-def _tick(on_event: OnEvent, stop: threading.Event | None) -> None:
-    """Between slices of waiting: the view shows time going by; a stop asked for interrupts here."""
+def _check_stop(stop: threading.Event | None) -> None:
+    """A stop asked for (from another thread) interrupts here, where an interrupt leaves the stream aligned."""
     if stop is not None and stop.is_set():
         raise KeyboardInterrupt
+
+
+def _tick(on_event: OnEvent, stop: threading.Event | None) -> None:
+    """Between slices of waiting: the view shows time going by; a stop asked for interrupts here."""
+    _check_stop(stop)
     on_event({"kind": "tick"})

@@ -121,6 +121,15 @@ class ModalBackend(Backend):
     # ------------------------------------------------------------------ a cell
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
             *, timeout: float | None = None) -> ResultFrame:
+        try:
+            return self._run(request, inputs, on_event, timeout, first_try=True)
+        except _AppGone:  # the cell never reached a container, so running it now runs it once
+            on_event({"kind": "stage", "stage": "start", "warm": False,
+                      "note": "Modal had stopped the app (a laptop sleep, a lost network): starting a fresh one"})
+            return self._run(request, inputs, on_event, timeout, first_try=False)
+
+    def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, timeout: float | None,
+             *, first_try: bool) -> ResultFrame:
         resources = request.get("resources", {})
         gpus = tuple(resources.get("gpu", ()))
         shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))), gpus if len(gpus) > 1 else None)
@@ -144,6 +153,7 @@ class ModalBackend(Backend):
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
         on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": where,
                   "note": f"then waiting for a container ({' or '.join(gpus) or 'CPU'})"})
+        stream = _Stream.nothing_yet()
         try:
             options = pool.options(gpu)
             instance = (executor.with_options(**options) if options else executor)()
@@ -159,6 +169,8 @@ class ModalBackend(Backend):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
             self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
+            if first_try and stream.call_id is None and _means_app_gone(exc):
+                raise _AppGone from None
             raise explain(exc) from None
         pool.last_used = time.monotonic()
         return result
@@ -178,7 +190,7 @@ class ModalBackend(Backend):
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
                     if meta["kind"] == "call":
-                        call_id = meta["id"]
+                        call_id = stream.call_id = meta["id"]
                         if meta.get("attempt", 1) > 1:
                             on_event({"kind": "stage", "stage": "run", "note": "the container was restarted "
                                       "(preempted or crashed): the cell runs again from the start"})
@@ -264,6 +276,22 @@ class ModalBackend(Backend):
                 stack.close()
 
 
+class _AppGone(Exception):
+    """Modal refused the call because the app had stopped; the cell never reached a container."""
+
+
+def _means_app_gone(exc: BaseException) -> bool:
+    """Modal's answer for a call to a stopped app: no such app or function any more, or not in that state.
+
+    (The exact status is not documented; these are the SDK's types for NOT_FOUND
+    and FAILED_PRECONDITION. Refusals that a fresh app would meet again, such as
+    credentials or GPU limits, are not among them.)
+    """
+    import modal
+
+    return isinstance(exc, (modal.exception.NotFoundError, modal.exception.ConflictError))
+
+
 _LAST_FRAMES = ("interrupted", "stuck", "worker_failed", "inputs_lost", "internal_error")
 
 
@@ -347,11 +375,18 @@ class _Stream:
     ``frames()`` reads the rest.
     """
 
-    def __init__(self, start: Callable[[], Iterator[bytes]]) -> None:
+    def __init__(self, start: Callable[[], Iterator[bytes]] | None) -> None:
         self._items: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue()
         self.received = 0  # items Modal's client has handed over (its index of the last one)
+        self.call_id: str | None = None  # set once the container has the cell
         self.ended = threading.Event()
-        threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
+        if start is not None:
+            threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
+
+    @classmethod
+    def nothing_yet(cls) -> "_Stream":
+        """A stream of a call not made yet (so a failure before it can ask ``call_id``)."""
+        return cls(None)
 
     def _pump(self, start: Callable[[], Iterator[bytes]]) -> None:
         try:
