@@ -120,13 +120,17 @@ class TextView:
 
     def __init__(self, write: Callable[[str], Any] | None = None) -> None:
         self.progress = Progress()
+        self._noted = ""
         self._write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.progress.update(event)
+        note = event.get("note", "") if event.get("kind") == "stage" else ""
         if event.get("kind") == "stage" and event["stage"] == "start" and event.get("warm") is False:
-            note = f" ({event['note']})" if event.get("note") else ""
-            self._write(f"modal_gpu: starting {event.get('where', 'the backend')}{note}…\n")
+            self._write(f"modal_gpu: starting {event.get('where', 'the backend')}{f' — {note}' if note else ''}…\n")
+        elif note and note != self._noted:
+            self._write(f"modal_gpu: {note}…\n")  # what it is waiting for (a container, a re-run)
+        self._noted = note or self._noted
         if event.get("kind") == "done":
             self._write("\n".join(self.progress.summary_lines()) + "\n")
 

@@ -126,7 +126,7 @@ def test_an_error_in_the_cell_is_raised_with_its_traceback(fresh, shell, capsys)
     assert shell.user_ns["state"] == "half"  # assignments made before the error arrive, as locally
 
 
-def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell) -> None:
+def test_interrupt_stops_the_remote_cell_where_it_was_and_keeps_the_container(fresh, shell, capsys) -> None:
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nfirst = os.getpid()\nstate = 'before'").success
     before = fresh.report()
     timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGINT))  # the kernel's interrupt
@@ -139,8 +139,11 @@ def test_interrupt_cancels_the_remote_call_and_keeps_the_container(fresh, shell)
     assert isinstance(result.error_in_exec, KeyboardInterrupt)
     assert elapsed < 10
     assert shell.user_ns["state"] == "before"
-    # The remote call stopped (by FunctionCallCancel, or in band), rather than running on in the container.
+    shown = capsys.readouterr()
+    assert "----> 5     time.sleep(0.05)" in shown.out + shown.err  # the cell's own line, as a local interrupt
+    # The remote call stopped (in band: a stop token in the session's queue, no FunctionCallCancel).
     fresh.wait_for(lambda report: all(call["status"] is not None for call in report["calls"].values()))
+    assert fresh.report()["cancelled"] == before["cancelled"] and fresh.report()["queue_puts"] > before["queue_puts"]
     assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
     assert fresh.report()["containers"] == before["containers"]    # the same warm container
     assert fresh.report()["rpcs"]["AppCreate"] == before["rpcs"]["AppCreate"]
@@ -233,3 +236,102 @@ def test_the_default_server_url_shape_a_failover_list_whose_first_address_is_dea
     finally:
         run(shell, "%modal_stop")
         forget_modal_client()
+
+
+def test_one_warm_container_per_gpu_type_whatever_the_timeout(fresh, shell, capsys) -> None:
+    """--timeout is enforced in the container, so it starts no container pool of its own; --memory grows
+    the pool only when asked for more than it has, and says so (review D5, D7)."""
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nv = 1").success
+    before = fresh.report()
+    for flags in ("--timeout 600", "--timeout 601", "", "--timeout 0.9"):
+        assert run(shell, f"%%modal_gpu --backend modal --gpu T4 {flags}\nv = 2").success
+    assert fresh.report()["containers"] == before["containers"]
+    assert 86_400 in fresh.report()["function_timeouts"]  # no silent 1-hour limit: Modal's maximum, 24 h
+    capsys.readouterr()
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4 --memory 4096\nv = 3").success
+    assert fresh.report()["containers"] == before["containers"] + 1
+    assert "new container (cold)" in capsys.readouterr().out
+    for flags in ("--memory 1024", "", "--memory 4096 --timeout 30"):
+        assert run(shell, f"%%modal_gpu --backend modal --gpu T4 {flags}\nv = 4").success
+    assert fresh.report()["containers"] == before["containers"] + 1
+
+
+def test_a_timeout_stops_the_cell_at_its_line_and_keeps_the_container(fresh, shell) -> None:
+    from modal_magic.errors import CellTimeout
+
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nfirst = os.getpid()").success
+    result = run(shell, "%%modal_gpu --backend modal --timeout 0.5\nimport time\ntime.sleep(30)")
+    assert isinstance(result.error_in_exec, CellTimeout) and "timeout of 0.5 s" in str(result.error_in_exec)
+    assert run(shell, "%%modal_gpu --backend modal\nimport os\nsecond = os.getpid()").success
+    assert shell.user_ns["first"] == shell.user_ns["second"]  # the same worker: nothing was restarted
+
+
+def test_a_preempted_container_reruns_the_cell_and_its_result_arrives(fresh, shell, capsys) -> None:
+    """Modal re-runs the input of a container that crashed or was preempted, and its client drops data items
+    whose index it has seen: the re-run's first frames, its result among them, must still arrive (D9)."""
+    before = fresh.report()
+    fresh.fail("preempt")
+    result = run(shell, "%%modal_gpu --backend modal\nprint('running')\nanswer = 6 * 7\nanswer")
+    fresh.fail("")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["answer"] == 42 and result.result == 42
+    assert fresh.report()["container_restarts"] > before["container_restarts"]
+    assert "the cell runs again from the start" in capsys.readouterr().out
+
+
+def test_a_cell_waiting_for_a_gpu_says_so_and_runs_when_one_is_free(fresh, shell, capsys) -> None:
+    """A GPU shortage is a queue, not an error (D11): the view names what the cell waits for."""
+    fresh.fail("gpu-queue")
+    threading.Timer(3.0, fresh.fail, ("",)).start()
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --backend modal --gpu H100\nv = 'ran'")
+    assert result.success, result.error_in_exec
+    assert time.monotonic() - started >= 3 and shell.user_ns["v"] == "ran"
+    assert "waiting for a container (H100)" in capsys.readouterr().out
+
+
+def test_a_pip_package_whose_import_name_differs_builds_and_imports(fresh, shell) -> None:
+    """pyzmq imports as zmq, with no top_level.txt to say so: the build's import check reads the
+    distribution's RECORD (D3). The stand-in runs the check in the build, as Modal's builder would."""
+    from importlib.metadata import version
+
+    result = run(shell, f"%%modal_gpu --backend modal --pip pyzmq=={version('pyzmq')}\nimport zmq\nok = True")
+    assert result.success, result.error_in_exec
+    assert any("pyzmq" in layer for layer in fresh.report()["images"])
+
+
+def test_a_torch_family_package_is_installed_with_the_pinned_torch(fresh, shell) -> None:
+    import torch
+
+    pin = f"torch=={torch.__version__.split('+')[0]}"
+    run(shell, "%%modal_gpu --backend modal --pip torchaudio==2.9.1\nv = 1")  # not installed here: fails to build
+    layers = [layer for layer in fresh.report()["images"] if "torchaudio==2.9.1" in layer]
+    assert layers and all(pin in layer for layer in layers)  # in torch's own layer, from its index
+    assert any(layer.rstrip().endswith(pin) for layer in fresh.report()["images"])  # and pinned again after
+
+
+def test_cells_run_on_a_gpu_unless_told_otherwise(fresh, shell, capsys) -> None:
+    assert run(shell, "%%modal_gpu --backend modal\nv = 1").success
+    assert fresh.report()["gpus"][-1] == ["L4"]  # %%modal_gpu without --gpu: a GPU, the session default
+    assert run(shell, "%%modal_gpu --backend modal --gpu none\nv = 2").success
+    assert fresh.report()["gpus"][-1] == []
+    capsys.readouterr()
+    result = run(shell, "%%modal_gpu --backend modal --gpu X9000\nv = 3")  # Modal decides, here: no such GPU
+    shown = capsys.readouterr()
+    assert "'X9000' is not a GPU type we know" in shown.err and "passing it to Modal" in shown.err
+    assert not result.success and "Traceback" not in shown.out + shown.err and ".." not in str(result.error_in_exec)
+
+
+def test_big_inputs_and_results_travel_in_pieces_and_arrive_writable(fresh, shell) -> None:
+    """Inputs over 32 MiB go ahead in pieces (each a multipart blob here), results come back in pieces;
+    numpy inputs are writable in the container, as locally (D10)."""
+    before = fresh.report()
+    assert run(shell, "import numpy as np, torch\nbig = torch.ones(10 * 2**20)\narr = np.zeros(4)").success  # 40 MiB
+    result = run(shell, "%%modal_gpu --backend modal\nbig.mul_(3)\narr[0] = 7\ncopy = big + 1")
+    assert result.success, result.error_in_exec
+    assert float(shell.user_ns["big"][-1]) == 3.0 and float(shell.user_ns["copy"][0]) == 4.0
+    assert shell.user_ns["arr"][0] == 7
+    report = fresh.report()
+    assert report["rpcs"].get("FunctionMap", 0) - before["rpcs"].get("FunctionMap", 0) >= 2  # puts, then run
+    assert max(report["input_bytes"][len(before["input_bytes"]):]) < 70 * 2**20  # no call carried it all
+    assert report["multipart_uploads"] > before["multipart_uploads"]

@@ -152,7 +152,7 @@ class ModalBackend(Backend):
         token = secrets.token_hex(8)
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
         on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": where,
-                  "note": f"then waiting for a container ({' or '.join(gpus) or 'CPU'})"})
+                  "note": f"waiting for a container ({' or '.join(gpus) or 'CPU'})"})
         stream = _Stream.nothing_yet()
         try:
             options = pool.options(gpu)

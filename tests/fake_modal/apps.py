@@ -115,7 +115,8 @@ class Apps:
         self.stopped_apps: dict[str, str] = {}       # app id -> why
 
     def report(self) -> dict[str, Any]:
-        return {"fallbacks": self.fallbacks, "apps_stopped": self.stopped_apps}
+        return {"fallbacks": self.fallbacks, "apps_stopped": self.stopped_apps,
+                "function_timeouts": [f.definition.timeout_secs for f in self.functions.values() if f.definition]}
 
     # ------------------------------------------------------------------ lookups the other services use
     def app(self, app_id: str) -> App:
