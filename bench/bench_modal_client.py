@@ -75,7 +75,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="256,1024", help="payload sizes in MiB, comma-separated")
     args = parser.parse_args()
 
-    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")))
+    # The stand-in's own defaults for blobs (multipart over 64 MiB, 16 MiB parts), not the tests' tiny parts.
+    server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")), FAKE_MODAL_MULTIPART_THRESHOLD=str(64 << 20),
+                    FAKE_MODAL_MULTIPART_PART_SIZE=str(16 << 20))
     os.environ.update(MODAL_SERVER_URL=server.url, MODAL_TOKEN_ID="ak-bench", MODAL_TOKEN_SECRET="as-bench")
     import torch
     from IPython.core.interactiveshell import InteractiveShell

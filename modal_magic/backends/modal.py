@@ -42,7 +42,7 @@ from ..errors import CellTimeout, InternalError, ModalMagicError, WorkerDied, wi
 from ..modal_plan import ImageSpec
 from .base import Backend, OnEvent, ResultFrame
 from .modal_errors import UNCHANGED, explain, preflight
-from .modal_executor import GRACE, STOP, executor_class, partition
+from .modal_executor import GRACE, RERUNS, STOP, executor_class, partition
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 
@@ -51,7 +51,8 @@ _SCALEDOWN = 1200          # seconds a warm container waits for the next cell
 _DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take before the call is cancelled
 _SLICE = 0.2               # seconds between progress ticks while waiting for a frame
 _INLINE = 32 << 20         # bytes of inputs sent within the run call; more go ahead in pieces
-_RERUN_POLL = 10.0         # seconds one long-poll for a re-run of the cell waits
+_RERUN_POLL = 10.0         # seconds one long poll for re-runs waits
+_CLOSING = "closing"       # wakes the re-run answerer when the app closes
 
 
 def build_image(spec: ImageSpec) -> Any:
@@ -116,6 +117,8 @@ class ModalBackend(Backend):
         self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
         self._shape: AppShape | None = None
         self._pools: dict[str | None, _Pool] = {}
+        self._streams: dict[str, _Stream] = {}  # the cells running now, by token (for a re-run's question)
+        self._answering: threading.Thread | None = None
         self._closes_at_exit = False
 
     # ------------------------------------------------------------------ a cell
@@ -158,13 +161,11 @@ class ModalBackend(Backend):
             options = pool.options(gpu)
             instance = (executor.with_options(**options) if options else executor)()
             head, arrays = _send_inputs(instance, request, inputs, on_event)
-            stream = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
-            threading.Thread(target=_answer_reruns, args=(self._control, token, stream), daemon=True,
-                             name="modal_magic-reruns").start()
+            stream = self._streams[token] = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
             try:
                 result = self._follow(stream, token, on_event, timeout)
             finally:
-                stream.ended.set()
+                del self._streams[token]
         except (ModalMagicError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
@@ -189,24 +190,23 @@ class ModalBackend(Backend):
         while True:
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
-                    if meta["kind"] == "call":
+                    kind = meta["kind"]
+                    if kind == "call":
                         call_id = stream.call_id = meta["id"]
                         if meta.get("attempt", 1) > 1:
                             on_event({"kind": "stage", "stage": "run", "note": "the container was restarted "
                                       "(preempted or crashed): the cell runs again from the start"})
-                    elif meta["kind"] == "pad":
-                        continue
-                    elif meta["kind"] == "result" and "_pieces" in meta:
+                    elif kind == "result":  # its buffers follow in pieces
                         result = frames.Pieces(meta)
-                    elif meta["kind"] == "piece":
+                    elif kind == "piece" and result is not None:
                         result.add(buffers)
                         on_event({"kind": "stage", "stage": "download", "bytes": result.received, "of": result.total})
-                    elif meta["kind"] in _LAST_FRAMES:
+                    elif kind in _LAST_FRAMES:
                         return _ending(meta, buffers, stopped=stopping, timeout=timeout)
+                    elif kind != "pad":  # pads only fill the indices a re-run's first frames would reuse
+                        on_event(meta)
                     if result is not None and result.complete:
                         return _ending(result.meta, result.buffers, stopped=stopping, timeout=timeout)
-                    else:
-                        on_event(meta)
                 break
             except KeyboardInterrupt:
                 if stopping:
@@ -256,6 +256,9 @@ class ModalBackend(Backend):
                                scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
             self._control = stack.enter_context(modal.Queue.ephemeral())
+            self._answering = threading.Thread(target=self._answer_reruns, args=(self._control,), daemon=True,
+                                               name="modal_magic-reruns")
+            self._answering.start()
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
             with contextlib.suppress(Exception):
                 stack.close()
@@ -268,8 +271,33 @@ class ModalBackend(Backend):
             self._closes_at_exit = True
         return executor
 
+    def _answer_reruns(self, control: Any) -> None:
+        """For the app's life: tell a re-run of a cell (Modal restarted its container) how many frames we have.
+
+        See ``modal_executor._catch_up``: without the answer, Modal's client would
+        drop the re-run's first frames as seen. One long poll for the whole app.
+        """
+        while True:
+            try:
+                token = control.get(timeout=_RERUN_POLL, partition=RERUNS)
+            except queue.Empty:
+                continue
+            except Exception:  # noqa: BLE001 - the app is gone; its calls say so themselves
+                return
+            if token == _CLOSING:
+                return
+            stream = self._streams.get(token)
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    control.put(stream.received, partition=partition(token, "seen"))
+
     def close(self) -> None:
         self._pools.clear()
+        if self._answering is not None and self._answering.is_alive():
+            with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
+                self._control.put(_CLOSING, partition=RERUNS)
+                self._answering.join(2.0)
+        self._answering = None
         if self._stack is not None:
             stack, self._stack, self._executor, self._shape, self._control = self._stack, None, None, None, None
             with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
@@ -349,22 +377,6 @@ def _send_inputs(instance: Any, request: dict[str, Any], inputs: wire.Payload,
     return head, []
 
 
-def _answer_reruns(control: Any, token: str, stream: "_Stream") -> None:
-    """While the cell runs: tell a re-run of it (Modal restarted its container) how many frames we have.
-
-    See ``modal_executor._catch_up``: without the answer, Modal's client would
-    drop the re-run's first frames as seen.
-    """
-    while not stream.ended.is_set():
-        try:
-            control.get(timeout=_RERUN_POLL, partition=partition(token, "rerun"))
-        except queue.Empty:
-            continue
-        except Exception:  # noqa: BLE001 - the app is gone; the call's own stream says so
-            return
-        control.put(stream.received, partition=partition(token, "seen"))
-
-
 class _Stream:
     """A generator call read on a thread of its own.
 
@@ -379,7 +391,6 @@ class _Stream:
         self._items: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue()
         self.received = 0  # items Modal's client has handed over (its index of the last one)
         self.call_id: str | None = None  # set once the container has the cell
-        self.ended = threading.Event()
         if start is not None:
             threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
 

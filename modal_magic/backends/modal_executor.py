@@ -36,9 +36,10 @@ from .. import frames, wire
 from ..errors import ModalMagicError
 from .local import LocalBackend
 
-__all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "GRACE"]
+__all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "RERUNS", "GRACE"]
 
 STOP = "stop"       # what the notebook puts in the control queue to stop a cell
+RERUNS = "reruns"   # the control queue's partition where a re-run names its cell (container → notebook)
 GRACE = 20.0        # seconds a stopped cell gets to unwind before its worker is replaced (inside Modal's 30 s)
 _RERUN_ANSWER = 60.0  # seconds a re-run waits for the notebook to say how many frames it has
 _RERUN_MARGIN = 1000  # frames of a first run the notebook may not have read yet when it answers
@@ -54,8 +55,8 @@ def partition(token: str, what: str) -> str:
     """The control queue's partition for one cell's ``what``.
 
     ``stop`` and ``seen`` go from the notebook to the container (stop the cell;
-    how many frames the notebook has), ``rerun`` from the container to the
-    notebook (this is a re-run), ``runs`` is the container's own count.
+    how many frames the notebook has), ``runs`` is the containers' own count of
+    runs of the cell. A re-run asks its question in the app-wide ``RERUNS``.
     """
     return f"{token}.{what}"
 
@@ -153,7 +154,7 @@ def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
     runs = control.len(partition=partition(token, "runs"))
     control.put(CONTAINER, partition=partition(token, "runs"))
     if runs:
-        control.put(CONTAINER, partition=partition(token, "rerun"))
+        control.put(token, partition=RERUNS)
         seen = control.get(timeout=_RERUN_ANSWER, partition=partition(token, "seen"))
         for _ in range(seen + _RERUN_MARGIN):
             yield _PAD
