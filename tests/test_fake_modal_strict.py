@@ -24,7 +24,7 @@ from typing import Iterator
 
 import pytest
 
-from .fake_modal.testing import ROOT, TEST_KNOBS, Server, closed_port, forget_modal_client
+from .fake_modal.testing import ROOT, TEST_KNOBS, Server, closed_port, forget_modal_client, serving
 
 modal = pytest.importorskip("modal")
 from modal_proto import api_pb2  # noqa: E402 - after the skip: it comes with modal
@@ -100,15 +100,8 @@ def probe_class() -> type:
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("fake_modal_strict"))
-    forget_modal_client()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MODAL_SERVER_URL", server.url)
-        env.setenv("MODAL_TOKEN_ID", "ak-fake")
-        env.setenv("MODAL_TOKEN_SECRET", "as-fake")
+    with serving(tmp_path_factory.mktemp("fake_modal_strict")) as server:
         yield server
-    forget_modal_client()
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -22,23 +22,15 @@ from typing import Iterator
 import pytest
 
 from .conftest import run
-from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client
+from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client, serving
 
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    server = Server(tmp_path_factory.mktemp("fake_modal"))
-    forget_modal_client()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MODAL_SERVER_URL", server.url)
-        env.setenv("MODAL_TOKEN_ID", "ak-fake")
-        env.setenv("MODAL_TOKEN_SECRET", "as-fake")
-        yield server
-        from modal_magic.backends import close_all
+    from modal_magic.backends import close_all
 
-        close_all()  # while the server still answers: the app says goodbye
-    forget_modal_client()
-    server.stop()
+    with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=close_all) as server:
+        yield server
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -71,3 +72,25 @@ def forget_modal_client() -> None:
     from modal.client import _Client
 
     _Client._set_env_client(None)
+
+
+@contextlib.contextmanager
+def serving(state: Path, before_stop: Callable[[], None] = lambda: None) -> Iterator[Server]:
+    """The stand-in, with this process's Modal client pointed at it (fake credentials), for a test module.
+
+    ``before_stop`` runs while the server still answers (closing apps says goodbye to it).
+    """
+    import pytest
+
+    server = Server(state)
+    forget_modal_client()
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("MODAL_SERVER_URL", server.url)
+            env.setenv("MODAL_TOKEN_ID", "ak-fake")
+            env.setenv("MODAL_TOKEN_SECRET", "as-fake")
+            yield server
+            before_stop()
+    finally:
+        forget_modal_client()
+        server.stop()
