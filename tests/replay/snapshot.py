@@ -232,7 +232,7 @@ class _Walk:
         else:
             d.update(self._values(np.ascontiguousarray(a)))
         if a.nbytes:
-            low, high = np.lib.array_utils.byte_bounds(a)
+            low, high = _byte_bounds(a)
             self.memory.append((low, high, path))
         return d
 
@@ -277,6 +277,14 @@ class _Walk:
             x, y = obj.get_data()
             return {"t": "Line2D", "label": obj.get_label(), "x": _safe_repr(list(x))[:500], "y": _safe_repr(list(y))[:500]}
         return None
+
+
+def _byte_bounds(a: Any) -> tuple[int, int]:
+    """numpy's byte_bounds, wherever this numpy keeps it (``np.lib.array_utils`` from 2.0, ``np`` before)."""
+    import numpy as np
+
+    array_utils = getattr(np.lib, "array_utils", np)
+    return array_utils.byte_bounds(a)
 
 
 def _shared(memory: list[tuple[int, int, str]]) -> dict[str, str]:
