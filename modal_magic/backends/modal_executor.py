@@ -85,14 +85,14 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     """
     worker = start_worker()
     meta, _ = frames.decode(head)
+    attempt = yield from _catch_up(control, meta.get("token"))  # first: a re-run's own frames must not be lost
+    yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
     if "_pieces" in meta:  # the inputs went ahead in pieces (``put``)
         buffers = _take_pieces(meta)
         if buffers is None:
             yield frames.encode({"kind": "inputs_lost"})
             return
         meta.pop("_pieces")
-    attempt = yield from _catch_up(control, meta.get("token"))
-    yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
     stop = threading.Event()
