@@ -46,10 +46,11 @@ def _storage_types() -> tuple:
 
 
 def _snapshot(obj: Any) -> Any:
-    """What a tensor or array looked like on arrival (tensors: their version counter)."""
+    """What a tensor or array looked like on arrival (tensors: their version counter); a tensor's
+    first item is its content (``_storage_unchanged`` compares just that)."""
     if isinstance(obj, _tensor_type()):
         grad = obj.grad if obj.is_leaf else None
-        return (obj._version, obj.data_ptr(), tuple(obj.shape), obj.requires_grad,
+        return ((obj._version, obj.data_ptr()), tuple(obj.shape), obj.requires_grad,
                 None if grad is None else (id(grad), grad._version))
     if obj.dtype == object:
         return None  # an object array can change without its bytes changing
@@ -66,14 +67,16 @@ class RemoteInputs:
         self._index: dict[int, int] = {}
         self._arrival: dict[int, Any] = {}
         for index, obj in memo.items():
-            if type(obj) in _IMMUTABLE or isinstance(obj, storages):
+            if type(obj) in _IMMUTABLE:
                 continue
             if isinstance(obj, measurable):
                 self._arrival[id(obj)] = _snapshot(obj)
-            elif not (isinstance(obj, (list, dict, set, bytearray, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
         self._state: dict[int, str] = {}
+        self._by_storage: dict[int, list[Any]] | None = None  # built on first use
+        self._by_base: dict[int, Any] | None = None  # built on first use
 
     def reset(self) -> None:
         """Forget what the last packing attempt sent (packing may be retried without a bad variable)."""
@@ -98,7 +101,97 @@ class RemoteInputs:
 
     def _unchanged(self, obj: Any) -> bool:
         arrival = self._arrival.get(id(obj))
-        return arrival is not None and arrival == _snapshot(obj)
+        if arrival is not None:
+            return arrival == _snapshot(obj)
+        return isinstance(obj, _storage_types()) and self._storage_unchanged(obj)
+
+    def _storage_unchanged(self, storage: Any) -> bool:
+        """Whether no input viewing ``storage`` was written to: a storage has no version counter of its own,
+        but every tensor over it that arrived has one, and views made here share their base's."""
+        if self._by_storage is None:
+            self._by_storage = self._inputs_by_storage()
+        viewing = self._by_storage.get(id(storage), ())
+        return all(_content_unchanged(obj, self._arrival[id(obj)]) for obj in viewing)
+
+    def _inputs_by_storage(self) -> dict[int, list[Any]]:
+        """Input tensors, and input arrays over a tensor's memory, by (the id of) the storage they view."""
+        from . import tensors
+
+        found: dict[int, list[Any]] = {}
+        for obj in self._objects.values():
+            if id(obj) not in self._arrival:
+                continue
+            tensor = obj if isinstance(obj, _tensor_type()) else tensors.tensor_under(obj)
+            if tensor is not None:
+                found.setdefault(id(tensor.untyped_storage()), []).append(obj)
+        return found
+
+    def array_view(self, array: Any) -> tuple | None:
+        """How ``array`` travels if it views an input array's memory (``a[::2]`` of a notebook array): as
+        that input (a reference to the notebook's) and where in it, so it arrives as a view of the notebook's
+        array; ``None`` otherwise (it then goes as numpy sends it, a copy)."""
+        base = array.base
+        if base is None or array.dtype.hasobject:
+            return None
+        if self._by_base is None:
+            self._by_base = self._arrays_by_base()
+        owner = self._by_base.get(id(base))
+        if owner is None or owner is array:
+            return None
+        offset = _address(array) - _address(owner)
+        low, high = _byte_bounds(array)
+        if low < _address(owner) or high > _address(owner) + owner.nbytes:
+            return None
+        return _view_within, (owner, offset, array.shape, array.dtype, array.strides, bool(array.flags.writeable))
+
+    def _arrays_by_base(self) -> dict[int, Any]:
+        """Input arrays by themselves and by their base (what numpy makes the base of a view of them)."""
+        found: dict[int, Any] = {}
+        for obj in self._objects.values():
+            if isinstance(obj, _array_type()) and id(obj) in self._arrival:
+                found[id(obj)] = obj
+                if obj.base is not None and (obj.flags.c_contiguous or obj.flags.f_contiguous):
+                    found.setdefault(id(obj.base), obj)
+        return found
+
+
+def _content_unchanged(obj: Any, arrival: Any) -> bool:
+    """Whether a tensor's or an array's values are as they arrived (whatever became of its ``grad``)."""
+    return arrival[0] == _snapshot(obj)[0] if isinstance(obj, _tensor_type()) else arrival == _snapshot(obj)
+
+
+def _address(array: Any) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _byte_bounds(array: Any) -> tuple[int, int]:
+    """The first and one-past-the-last byte ``array`` can reach."""
+    low = high = _address(array)
+    if array.size:
+        for size, stride in zip(array.shape, array.strides):
+            if stride < 0:
+                low += (size - 1) * stride
+            else:
+                high += (size - 1) * stride
+        high += array.itemsize
+    return low, high
+
+
+def _view_within(owner: Any, offset: int, shape: tuple, dtype: Any, strides: tuple, writeable: bool) -> Any:
+    """The receiver's rebuild of ``RemoteInputs.array_view``: a view of the notebook's own array ``owner``.
+
+    The sender's copy of ``owner`` had the same bytes in the same order when ``owner`` is contiguous (numpy
+    sends such an array as its memory); any other array was sent as a C-ordered copy, so the view is
+    made of such a copy here: the same values, but not the notebook's memory.
+    """
+    import numpy
+
+    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+        owner = numpy.ascontiguousarray(owner)
+    memory = owner.reshape(-1, order="A").view(numpy.uint8)
+    view = numpy.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    view.flags.writeable = writeable and bool(owner.flags.writeable)
+    return view
 
 
 class LocalObjects:
@@ -111,7 +204,7 @@ class LocalObjects:
 
     def persistent_load(self, pid: tuple) -> Any:
         kind, index, *rest = pid
-        local = self._objects[index]
+        local = _stands_for(self._objects[index])
         if kind == "ref":
             return local
         new = rest[0]
@@ -129,6 +222,12 @@ class LocalObjects:
         self._updates.clear()
 
 
+def _stands_for(sent: Any) -> Any:
+    """The notebook object a memo entry of the inputs names (a storage went as a stand-in holding its bytes)."""
+    tensors = sys.modules.get("modal_magic.tensors")
+    return sent if tensors is None else tensors.stands_for(sent)
+
+
 def _is_tensor(obj: Any) -> bool:
     return isinstance(obj, _tensor_type())
 
@@ -144,12 +243,16 @@ def _updatable(local: Any, new: Any) -> bool:
         return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
     if _is_tensor(local):
         return local.layout == new.layout and not local.is_quantized and not local.is_nested
+    if isinstance(local, _storage_types()):
+        return local.nbytes() == new.nbytes()
     return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__")
 
 
 def _update_in_place(local: Any, new: Any) -> None:
     if _is_tensor(local):
         _update_tensor(local, new)
+    elif isinstance(local, _storage_types()):
+        local.copy_(new)  # every tensor and array over the notebook's storage sees the new bytes
     elif _is_array(local):
         import numpy
 

@@ -135,11 +135,26 @@ class _Pickler(cloudpickle.Pickler):
         self.notes: list[str] = []
         self._reduce_torch, self.host_memory = _torch_support()
         self._by_value = by_value
+        self._refs: Refs | None = None
+        self._ndarray: type | None = None
+
+    def refer_to(self, refs: Refs) -> None:
+        """Send the inputs ``refs`` knows, storages they own and views of their arrays by reference."""
+        self._refs = refs
+        self.persistent_id = refs.persistent_id
+        if self.host_memory is not None:
+            self.host_memory.inputs = refs.is_input
+        numpy = sys.modules.get("numpy")
+        self._ndarray = numpy.ndarray if numpy is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
         if self._reduce_torch is not None:
             reduced = self._reduce_torch(self, obj)
             if reduced is not NotImplemented:
+                return reduced
+        if type(obj) is self._ndarray:
+            reduced = self._refs.array_view(obj)
+            if reduced is not None:
                 return reduced
         if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
             return self._reduce_by_value(obj)
@@ -183,6 +198,10 @@ class Refs(Protocol):
     def reset(self) -> None: ...
 
     def persistent_id(self, obj: Any) -> Any: ...
+
+    def is_input(self, obj: Any) -> bool: ...
+
+    def array_view(self, array: Any) -> Any: ...
 
 
 def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | None = None,
@@ -234,7 +253,7 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
     pickler = _Pickler(stream, lambda b: buffers.append(b.raw()), by_value)
     if refs is not None:
         refs.reset()
-        pickler.persistent_id = refs.persistent_id
+        pickler.refer_to(refs)
     notes: list[str] = []
     sizes: dict[str, int] = {}
     for name, value in variables.items():

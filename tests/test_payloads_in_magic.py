@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,28 @@ def test_memory_shared_by_a_tensor_and_an_array_stays_shared(shell, out: str) ->
     assert run(shell, "t.add_(1)\nu.add_(2)").success
     ns = shell.user_ns
     assert ns["n"].tolist() == [1, 1, 1, 1] and ns["half"].tolist() == [1, 1] and ns["a"].tolist() == [2, 2, 2]
+
+
+def test_view_made_remotely_of_a_notebook_tensor_is_over_the_notebooks_memory(shell) -> None:
+    base = shell.user_ns["base"] = torch.arange(12.0)
+    assert run(shell, "%%modal_gpu\nv = base.view(3, 4)\ncol = v.t()[1]\nn = base.numpy()[2:]").success
+    v, col, n = (shell.user_ns[name] for name in ("v", "col", "n"))
+    assert v.data_ptr() == base.data_ptr() and col.storage_offset() == 1 and col.stride() == (4,)
+    base.add_(100)  # later in-place changes show through every view, as they would locally
+    assert v[1, 0].item() == 104 and col[1].item() == 105 and n[0] == 102
+
+
+def test_write_through_a_remote_view_of_a_notebook_tensor_reaches_it(shell) -> None:
+    base = shell.user_ns["base"] = torch.zeros(8)
+    assert run(shell, "%%modal_gpu\nwindow = base[4:8]\nwindow.fill_(1)").success
+    assert base.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert shell.user_ns["window"].data_ptr() == base.data_ptr() + 16
+
+
+def test_view_made_remotely_of_a_notebook_array_is_over_its_memory(shell) -> None:
+    a = shell.user_ns["a"] = np.arange(6)
+    assert run(shell, "%%modal_gpu\nevens = a[::2]\nm = a.reshape(2, 3)\nevens[:] = 0").success
+    evens, m = shell.user_ns["evens"], shell.user_ns["m"]
+    assert a.tolist() == [0, 1, 0, 3, 0, 5] and np.shares_memory(evens, a) and np.shares_memory(m, a)
+    m[0, 1] = 7
+    assert a[1] == 7 and evens.strides == (16,)
