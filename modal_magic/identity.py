@@ -19,10 +19,13 @@ been rebuilt (``LocalObjects.apply``), so a failure leaves nothing half-changed.
 
 from __future__ import annotations
 
+import functools
+import pickle
+import random
 import sys
 import types
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["RemoteInputs", "LocalObjects"]
 
@@ -45,16 +48,46 @@ def _storage_types() -> tuple:
     return (torch.UntypedStorage, torch.storage.TypedStorage) if torch is not None else ()
 
 
+_StateAccess = tuple[Callable[[Any], Any], Callable[[Any, Any], None]]
+
+
+def _random_states() -> dict[type, _StateAccess]:
+    """Random generators that keep their state in C, where neither pickling nor a ``__dict__`` update can
+    carry a change back into the notebook's object: how to read and set that state."""
+    return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
+
+
+@functools.lru_cache(maxsize=None)
+def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
+    """``_random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
+    holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
+    if numpy is not None:
+        holders[numpy.random.Generator] = (lambda g: g.bit_generator.state,
+                                           lambda g, state: setattr(g.bit_generator, "state", state))
+        holders[numpy.random.RandomState] = (numpy.random.RandomState.get_state, numpy.random.RandomState.set_state)
+    if torch is not None:
+        holders[torch.Generator] = (torch.Generator.get_state, torch.Generator.set_state)
+    return holders
+
+
+def _state_access(obj: Any) -> _StateAccess | None:
+    holders = _random_states()
+    return next((holders[cls] for cls in type(obj).__mro__ if cls in holders), None)
+
+
 def _snapshot(obj: Any) -> Any:
-    """What a tensor or array looked like on arrival (tensors: their version counter); a tensor's
-    first item is its content (``_storage_unchanged`` compares just that)."""
+    """What a tensor, array or random generator looked like on arrival (tensors: their version counter);
+    a tensor's first item is its content (``_storage_unchanged`` compares just that)."""
     if isinstance(obj, _tensor_type()):
         grad = obj.grad if obj.is_leaf else None
         return ((obj._version, obj.data_ptr()), tuple(obj.shape), obj.requires_grad,
                 None if grad is None else (id(grad), grad._version))
-    if obj.dtype == object:
-        return None  # an object array can change without its bytes changing
-    return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
+    if isinstance(obj, _array_type()):
+        if obj.dtype == object:
+            return None  # an object array can change without its bytes changing
+        return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
+    get_state, _ = _state_access(obj)
+    return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
 
 
 class RemoteInputs:
@@ -62,7 +95,7 @@ class RemoteInputs:
 
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo  # keeps every input object alive, so ids stay unique
-        measurable = (_tensor_type(), _array_type())
+        measurable = (_tensor_type(), _array_type(), *_random_states())
         storages = _storage_types()
         self._index: dict[int, int] = {}
         self._arrival: dict[int, Any] = {}
@@ -121,7 +154,12 @@ class RemoteInputs:
         for obj in self._objects.values():
             if id(obj) not in self._arrival:
                 continue
-            tensor = obj if isinstance(obj, _tensor_type()) else tensors.tensor_under(obj)
+            if isinstance(obj, _tensor_type()):
+                tensor = obj
+            elif isinstance(obj, _array_type()):
+                tensor = tensors.tensor_under(obj)
+            else:
+                continue
             if tensor is not None:
                 found.setdefault(id(tensor.untyped_storage()), []).append(obj)
         return found
@@ -245,7 +283,8 @@ def _updatable(local: Any, new: Any) -> bool:
         return local.layout == new.layout and not local.is_quantized and not local.is_nested
     if isinstance(local, _storage_types()):
         return local.nbytes() == new.nbytes()
-    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__")
+    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__") \
+        or _state_access(local) is not None
 
 
 def _update_in_place(local: Any, new: Any) -> None:
@@ -262,6 +301,9 @@ def _update_in_place(local: Any, new: Any) -> None:
     elif isinstance(local, (dict, set)):
         local.clear()
         local.update(new)
+    elif (access := _state_access(local)) is not None:
+        get_state, set_state = access
+        set_state(local, get_state(new))
     if hasattr(local, "__dict__") and not _is_tensor(local) and local.__dict__ is not new.__dict__:
         local.__dict__.clear()
         local.__dict__.update(new.__dict__)

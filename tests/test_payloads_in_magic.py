@@ -106,3 +106,22 @@ def test_view_made_remotely_of_a_notebook_array_is_over_its_memory(shell) -> Non
     assert a.tolist() == [0, 1, 0, 3, 0, 5] and np.shares_memory(evens, a) and np.shares_memory(m, a)
     m[0, 1] = 7
     assert a[1] == 7 and evens.strides == (16,)
+
+
+def test_random_generators_advanced_remotely_bring_their_state_back(shell) -> None:
+    import random
+
+    made = "gen = torch.Generator().manual_seed(1)\nrng = np.random.default_rng(7)\npy = random.Random(5)"
+    draw = "p = torch.randperm(6, generator=gen)\nd = rng.integers(0, 10, size=5)\nf = py.random()"
+    local: dict = {"torch": torch, "np": np, "random": random}
+    exec(made, local)
+    exec(draw, local)
+    shell.user_ns.update(torch=torch, np=np, random=random)
+    run(shell, made)
+    gen = shell.user_ns["gen"]
+    assert run(shell, "%%modal_gpu\n" + draw).success
+    assert shell.user_ns["gen"] is gen  # the notebook's own generator, advanced
+    assert torch.equal(torch.randperm(6, generator=gen), torch.randperm(6, generator=local["gen"]))
+    assert shell.user_ns["rng"].integers(0, 10, 3).tolist() == local["rng"].integers(0, 10, 3).tolist()
+    assert shell.user_ns["py"].random() == local["py"].random()
+
