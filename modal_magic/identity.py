@@ -107,6 +107,7 @@ class RemoteInputs:
             elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
+        self._copies = _quiet_buffer_copies(memo.values())
         self._state: dict[int, str] = {}
         self._by_storage: dict[int, list[Any]] | None = None  # built on first use
         self._by_base: dict[int, Any] | None = None  # built on first use
@@ -135,8 +136,20 @@ class RemoteInputs:
     def _unchanged(self, obj: Any) -> bool:
         arrival = self._arrival.get(id(obj))
         if arrival is not None:
-            return arrival == _snapshot(obj)
+            return arrival == _snapshot(obj) and self._same_values(obj)
         return isinstance(obj, _storage_types()) and self._storage_unchanged(obj)
+
+    def _content_unchanged(self, obj: Any) -> bool:
+        """Whether a tensor's or an array's values are as they arrived (whatever became of its ``grad``)."""
+        arrival = self._arrival[id(obj)]
+        if not isinstance(obj, _tensor_type()):
+            return arrival == _snapshot(obj)
+        return arrival[0] == _snapshot(obj)[0] and self._same_values(obj)
+
+    def _same_values(self, tensor: Any) -> bool:
+        """For the buffers ``_quiet_buffer_copies`` kept: whether their values are still the kept ones."""
+        kept = self._copies.get(id(tensor))
+        return kept is None or _equal(kept, tensor)
 
     def _storage_unchanged(self, storage: Any) -> bool:
         """Whether no input viewing ``storage`` was written to: a storage has no version counter of its own,
@@ -144,7 +157,7 @@ class RemoteInputs:
         if self._by_storage is None:
             self._by_storage = self._inputs_by_storage()
         viewing = self._by_storage.get(id(storage), ())
-        return all(_content_unchanged(obj, self._arrival[id(obj)]) for obj in viewing)
+        return all(self._content_unchanged(obj) for obj in viewing)
 
     def _inputs_by_storage(self) -> dict[int, list[Any]]:
         """Input tensors, and input arrays over a tensor's memory, by (the id of) the storage they view."""
@@ -193,9 +206,34 @@ class RemoteInputs:
         return found
 
 
-def _content_unchanged(obj: Any, arrival: Any) -> bool:
-    """Whether a tensor's or an array's values are as they arrived (whatever became of its ``grad``)."""
-    return arrival[0] == _snapshot(obj)[0] if isinstance(obj, _tensor_type()) else arrival == _snapshot(obj)
+_QUIET_BUFFER_MAX = 64 << 10
+
+
+def _quiet_buffer_copies(objects: Any) -> dict[int, Any]:
+    """Copies of modules' small floating-point buffers, by tensor id.
+
+    A training-mode forward of BatchNorm (and InstanceNorm with running stats) writes ``running_mean`` and
+    ``running_var`` from C++ without bumping their version counters, the only change signal a tensor has
+    here; those buffers are compared by value instead. Every module's, whatever its mode on arrival (the
+    cell may call ``.train()``), but only buffers of at most 64 KiB: parameters (changed through counted
+    in-place ops) and big masks cost nothing.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    module = torch.nn.Module
+    return {
+        id(buffer): buffer.detach().clone()
+        for obj in objects if isinstance(obj, module)
+        for buffer in obj._buffers.values()
+        if buffer is not None and buffer.is_floating_point() and buffer.nbytes <= _QUIET_BUFFER_MAX
+    }
+
+
+def _equal(kept: Any, tensor: Any) -> bool:
+    import torch
+
+    return kept.shape == tensor.shape and kept.dtype == tensor.dtype and torch.equal(kept, tensor.detach())
 
 
 def _address(array: Any) -> int:

@@ -125,3 +125,16 @@ def test_random_generators_advanced_remotely_bring_their_state_back(shell) -> No
     assert shell.user_ns["rng"].integers(0, 10, 3).tolist() == local["rng"].integers(0, 10, 3).tolist()
     assert shell.user_ns["py"].random() == local["py"].random()
 
+
+def test_batchnorm_running_statistics_updated_remotely_come_back(shell) -> None:
+    torch.manual_seed(5)
+    bn, x = torch.nn.BatchNorm1d(3), torch.randn(16, 3) * 4 + 2
+    local = torch.nn.BatchNorm1d(3)
+    local(x)
+    running_mean = bn.running_mean
+    bn.eval()
+    shell.user_ns.update(bn=bn, x=x)
+    assert run(shell, "%%modal_gpu\nbn.train()\n_ = bn(x)").success
+    assert bn.running_mean is running_mean  # updated in place: written from C++, its version never moved
+    assert torch.equal(bn.running_mean, local.running_mean) and torch.equal(bn.running_var, local.running_var)
+    assert bn.num_batches_tracked.item() == 1
