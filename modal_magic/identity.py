@@ -86,8 +86,16 @@ def _snapshot(obj: Any) -> Any:
         if obj.dtype == object:
             return None  # an object array can change without its bytes changing
         return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
+    if isinstance(obj, types.FunctionType):
+        return _attributes(obj)
     get_state, _ = _state_access(obj)
     return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
+
+
+def _attributes(function: types.FunctionType) -> tuple:
+    """A function's attributes as (name, identity) pairs: ``wrapper.calls += 1`` binds a new object.
+    (The memo keeps the arrived values alive, so their ids are not reused.)"""
+    return tuple((name, id(value)) for name, value in function.__dict__.items())
 
 
 class RemoteInputs:
@@ -104,6 +112,8 @@ class RemoteInputs:
                 continue
             if isinstance(obj, measurable):
                 self._arrival[id(obj)] = _snapshot(obj)
+            elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
+                self._arrival[id(obj)] = _attributes(obj)
             elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
@@ -128,8 +138,12 @@ class RemoteInputs:
         if state == "pending":  # the object inside its own ("upd", i, obj) entry: pickle it by value
             self._state[key] = "sent"
             return None
-        if state == "sent" or isinstance(obj, _ALWAYS_REF) or self._unchanged(obj):
+        if state == "sent" or (isinstance(obj, _ALWAYS_REF) and id(obj) not in self._arrival) \
+                or self._unchanged(obj):
             return ("ref", index)
+        if type(obj) is types.FunctionType:  # only its attributes can have changed: they go, not the function
+            self._state[key] = "sent"
+            return ("upd", index, dict(obj.__dict__))
         self._state[key] = "pending"
         return ("upd", index, obj)
 
@@ -284,6 +298,9 @@ class LocalObjects:
         if kind == "ref":
             return local
         new = rest[0]
+        if type(local) is types.FunctionType:  # ``new`` is its attributes (``wrapper.calls += 1``)
+            self._updates.append((local.__dict__, new))
+            return local
         if not _updatable(local, new):
             self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
                               "it was replaced (other references to the old one do not see the change)")
