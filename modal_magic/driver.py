@@ -177,6 +177,9 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     outcome = CellOutcome(value=value, timings=clock.laps)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
                         if name not in (VALUE, ERROR, INPUTS)] + list(payload.notes) + ours.notes
+    if INPUTS in payload.skipped:  # no name to blame, but every in-place change to the notebook's objects is lost
+        outcome.warnings.append(f"what the cell changed in place in the notebook's objects was not brought back: "
+                                f"{payload.skipped[INPUTS]}")
     for warning in outcome.warnings:
         print(f"modal_gpu: {warning}", file=sys.stderr)
 

@@ -138,3 +138,12 @@ def test_batchnorm_running_statistics_updated_remotely_come_back(shell) -> None:
     assert bn.running_mean is running_mean  # updated in place: written from C++, its version never moved
     assert torch.equal(bn.running_mean, local.running_mean) and torch.equal(bn.running_var, local.running_var)
     assert bn.num_batches_tracked.item() == 1
+
+
+def test_in_place_changes_that_cannot_come_back_are_reported(shell, capsys) -> None:
+    import types
+
+    box = shell.user_ns["box"] = types.SimpleNamespace(n=1)
+    assert run(shell, "%%modal_gpu\nbox.n = 2\nbox.gen = (i for i in range(3))").success
+    assert box.n == 1  # the update could not travel: the notebook's object is as it was, and the user is told
+    assert "changed in place in the notebook's objects was not brought back: TypeError" in capsys.readouterr().err
