@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, MutableMapping
 
@@ -162,8 +161,9 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     """Rebuild everything the runner sent, then (and only then) change the namespace."""
     payload = wire.Payload.from_meta(meta["payload"], buffers)
     ours = LocalObjects(inputs.memo)
+    main = wire.MainGlobals(namespace) if isinstance(namespace, dict) else None
     try:
-        values = wire.unpack(payload, map_location=options.device, persistent_load=ours.persistent_load)
+        values = wire.unpack(payload, map_location=options.device, persistent_load=ours.persistent_load, main=main)
     except wire.UnpackError as exc:
         raise ResultsLost(f"the cell ran, but its results could not be rebuilt here — {exc}. "
                           "Nothing was changed in the notebook.") from None
@@ -177,16 +177,13 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     outcome = CellOutcome(value=value, timings=clock.laps)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
                         if name not in (VALUE, ERROR, INPUTS)] + list(payload.notes) + ours.notes
+    if INPUTS in payload.skipped:  # no name to blame, but every in-place change to the notebook's objects is lost
+        outcome.warnings.append(f"what the cell changed in place in the notebook's objects was not brought back: "
+                                f"{payload.skipped[INPUTS]}")
     for warning in outcome.warnings:
         print(f"modal_gpu: {warning}", file=sys.stderr)
 
     ours.apply()
-    if isinstance(namespace, dict):
-        rebound: dict[int, Any] = {}  # one new function per function, so `a = f` keeps a is f
-        for name, value in values.items():
-            if id(value) not in rebound:
-                rebound[id(value)] = _with_globals(value, namespace)
-            values[name] = rebound[id(value)]
     namespace.update(values)
     outcome.injected = list(values)
     for name in meta.get("deleted", ()):
@@ -311,23 +308,6 @@ def _rebuild_error(info: dict[str, Any] | None, exc: BaseException | None) -> Ba
     if not isinstance(exc, BaseException):
         exc = RemoteError(info["type"], info["message"])
     return with_remote_traceback(exc, info.get("traceback") or [])
-
-
-def _with_globals(value: Any, namespace: dict[str, Any]) -> Any:
-    """A function the cell defined reads the notebook's globals from now on, as if defined here.
-
-    cloudpickle rebuilds a function with a private globals dict holding copies of
-    what it referenced; a local ``def`` would see the namespace itself.
-    """
-    if not isinstance(value, types.FunctionType) or value.__globals__ is namespace \
-            or value.__module__ != namespace.get("__name__", "__main__"):
-        return value
-    rebound = types.FunctionType(value.__code__, namespace, value.__name__, value.__defaults__, value.__closure__)
-    rebound.__kwdefaults__ = value.__kwdefaults__
-    rebound.__qualname__, rebound.__doc__ = value.__qualname__, value.__doc__
-    rebound.__annotations__ = value.__annotations__
-    rebound.__dict__.update(value.__dict__)
-    return rebound
 
 
 class _ReprOnly:

@@ -19,10 +19,13 @@ been rebuilt (``LocalObjects.apply``), so a failure leaves nothing half-changed.
 
 from __future__ import annotations
 
+import functools
+import pickle
+import random
 import sys
 import types
 import zlib
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["RemoteInputs", "LocalObjects"]
 
@@ -45,15 +48,54 @@ def _storage_types() -> tuple:
     return (torch.UntypedStorage, torch.storage.TypedStorage) if torch is not None else ()
 
 
+_StateAccess = tuple[Callable[[Any], Any], Callable[[Any, Any], None]]
+
+
+def _random_states() -> dict[type, _StateAccess]:
+    """Random generators that keep their state in C, where neither pickling nor a ``__dict__`` update can
+    carry a change back into the notebook's object: how to read and set that state."""
+    return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
+
+
+@functools.lru_cache(maxsize=None)
+def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
+    """``_random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
+    holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
+    if numpy is not None:
+        holders[numpy.random.Generator] = (lambda g: g.bit_generator.state,
+                                           lambda g, state: setattr(g.bit_generator, "state", state))
+        holders[numpy.random.RandomState] = (numpy.random.RandomState.get_state, numpy.random.RandomState.set_state)
+    if torch is not None:
+        holders[torch.Generator] = (torch.Generator.get_state, torch.Generator.set_state)
+    return holders
+
+
+def _state_access(obj: Any) -> _StateAccess | None:
+    holders = _random_states()
+    return next((holders[cls] for cls in type(obj).__mro__ if cls in holders), None)
+
+
 def _snapshot(obj: Any) -> Any:
-    """What a tensor or array looked like on arrival (tensors: their version counter)."""
+    """What a tensor, array or random generator looked like on arrival (tensors: their version counter);
+    a tensor's first item is its content (``_storage_unchanged`` compares just that)."""
     if isinstance(obj, _tensor_type()):
         grad = obj.grad if obj.is_leaf else None
-        return (obj._version, obj.data_ptr(), tuple(obj.shape), obj.requires_grad,
+        return ((obj._version, obj.data_ptr()), tuple(obj.shape), obj.requires_grad,
                 None if grad is None else (id(grad), grad._version))
-    if obj.dtype == object:
-        return None  # an object array can change without its bytes changing
-    return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
+    if isinstance(obj, _array_type()):
+        if obj.dtype == object:
+            return None  # an object array can change without its bytes changing
+        return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
+    if isinstance(obj, types.FunctionType):
+        return _attributes(obj)
+    get_state, _ = _state_access(obj)
+    return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
+
+
+def _attributes(function: types.FunctionType) -> tuple:
+    """A function's attributes as (name, identity) pairs: ``wrapper.calls += 1`` binds a new object.
+    (The memo keeps the arrived values alive, so their ids are not reused.)"""
+    return tuple((name, id(value)) for name, value in function.__dict__.items())
 
 
 class RemoteInputs:
@@ -61,19 +103,24 @@ class RemoteInputs:
 
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo  # keeps every input object alive, so ids stay unique
-        measurable = (_tensor_type(), _array_type())
+        measurable = (_tensor_type(), _array_type(), *_random_states())
         storages = _storage_types()
         self._index: dict[int, int] = {}
         self._arrival: dict[int, Any] = {}
         for index, obj in memo.items():
-            if type(obj) in _IMMUTABLE or isinstance(obj, storages):
+            if type(obj) in _IMMUTABLE:
                 continue
             if isinstance(obj, measurable):
                 self._arrival[id(obj)] = _snapshot(obj)
-            elif not (isinstance(obj, (list, dict, set, bytearray, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+            elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
+                self._arrival[id(obj)] = _attributes(obj)
+            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
+        self._copies = _quiet_buffer_copies(memo.values())
         self._state: dict[int, str] = {}
+        self._by_storage: dict[int, list[Any]] | None = None  # built on first use
+        self._by_base: dict[int, Any] | None = None  # built on first use
 
     def reset(self) -> None:
         """Forget what the last packing attempt sent (packing may be retried without a bad variable)."""
@@ -91,14 +138,150 @@ class RemoteInputs:
         if state == "pending":  # the object inside its own ("upd", i, obj) entry: pickle it by value
             self._state[key] = "sent"
             return None
-        if state == "sent" or isinstance(obj, _ALWAYS_REF) or self._unchanged(obj):
+        if state == "sent" or (isinstance(obj, _ALWAYS_REF) and id(obj) not in self._arrival) \
+                or self._unchanged(obj):
             return ("ref", index)
+        if type(obj) is types.FunctionType:  # only its attributes can have changed: they go, not the function
+            self._state[key] = "sent"
+            return ("upd", index, dict(obj.__dict__))
         self._state[key] = "pending"
         return ("upd", index, obj)
 
     def _unchanged(self, obj: Any) -> bool:
         arrival = self._arrival.get(id(obj))
-        return arrival is not None and arrival == _snapshot(obj)
+        if arrival is not None:
+            return arrival == _snapshot(obj) and self._same_values(obj)
+        return isinstance(obj, _storage_types()) and self._storage_unchanged(obj)
+
+    def _content_unchanged(self, obj: Any) -> bool:
+        """Whether a tensor's or an array's values are as they arrived (whatever became of its ``grad``)."""
+        arrival = self._arrival[id(obj)]
+        if not isinstance(obj, _tensor_type()):
+            return arrival == _snapshot(obj)
+        return arrival[0] == _snapshot(obj)[0] and self._same_values(obj)
+
+    def _same_values(self, tensor: Any) -> bool:
+        """For the buffers ``_quiet_buffer_copies`` kept: whether their values are still the kept ones."""
+        kept = self._copies.get(id(tensor))
+        return kept is None or _equal(kept, tensor)
+
+    def _storage_unchanged(self, storage: Any) -> bool:
+        """Whether no input viewing ``storage`` was written to: a storage has no version counter of its own,
+        but every tensor over it that arrived has one, and views made here share their base's."""
+        if self._by_storage is None:
+            self._by_storage = self._inputs_by_storage()
+        viewing = self._by_storage.get(id(storage), ())
+        return all(self._content_unchanged(obj) for obj in viewing)
+
+    def _inputs_by_storage(self) -> dict[int, list[Any]]:
+        """Input tensors, and input arrays over a tensor's memory, by (the id of) the storage they view."""
+        from . import tensors
+
+        found: dict[int, list[Any]] = {}
+        for obj in self._objects.values():
+            if id(obj) not in self._arrival:
+                continue
+            if isinstance(obj, _tensor_type()):
+                tensor = obj
+            elif isinstance(obj, _array_type()):
+                tensor = tensors.tensor_under(obj)
+            else:
+                continue
+            if tensor is not None:
+                found.setdefault(id(tensor.untyped_storage()), []).append(obj)
+        return found
+
+    def array_view(self, array: Any) -> tuple | None:
+        """How ``array`` travels if it views an input array's memory (``a[::2]`` of a notebook array): as
+        that input (a reference to the notebook's) and where in it, so it arrives as a view of the notebook's
+        array; ``None`` otherwise (it then goes as numpy sends it, a copy)."""
+        base = array.base
+        if base is None or array.dtype.hasobject:
+            return None
+        if self._by_base is None:
+            self._by_base = self._arrays_by_base()
+        owner = self._by_base.get(id(base))
+        if owner is None or owner is array:
+            return None
+        offset = _address(array) - _address(owner)
+        low, high = _byte_bounds(array)
+        if low < _address(owner) or high > _address(owner) + owner.nbytes:
+            return None
+        return _view_within, (owner, offset, array.shape, array.dtype, array.strides, bool(array.flags.writeable))
+
+    def _arrays_by_base(self) -> dict[int, Any]:
+        """Input arrays by themselves and by their base (what numpy makes the base of a view of them)."""
+        found: dict[int, Any] = {}
+        for obj in self._objects.values():
+            if isinstance(obj, _array_type()) and id(obj) in self._arrival:
+                found[id(obj)] = obj
+                if obj.base is not None and (obj.flags.c_contiguous or obj.flags.f_contiguous):
+                    found.setdefault(id(obj.base), obj)
+        return found
+
+
+_QUIET_BUFFER_MAX = 64 << 10
+
+
+def _quiet_buffer_copies(objects: Any) -> dict[int, Any]:
+    """Copies of modules' small floating-point buffers, by tensor id.
+
+    A training-mode forward of BatchNorm (and InstanceNorm with running stats) writes ``running_mean`` and
+    ``running_var`` from C++ without bumping their version counters, the only change signal a tensor has
+    here; those buffers are compared by value instead. Every module's, whatever its mode on arrival (the
+    cell may call ``.train()``), but only buffers of at most 64 KiB: parameters (changed through counted
+    in-place ops) and big masks cost nothing.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    module = torch.nn.Module
+    return {
+        id(buffer): buffer.detach().clone()
+        for obj in objects if isinstance(obj, module)
+        for buffer in obj._buffers.values()
+        if buffer is not None and buffer.is_floating_point() and buffer.nbytes <= _QUIET_BUFFER_MAX
+    }
+
+
+def _equal(kept: Any, tensor: Any) -> bool:
+    import torch
+
+    return kept.shape == tensor.shape and kept.dtype == tensor.dtype and torch.equal(kept, tensor.detach())
+
+
+def _address(array: Any) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _byte_bounds(array: Any) -> tuple[int, int]:
+    """The first and one-past-the-last byte ``array`` can reach."""
+    low = high = _address(array)
+    if array.size:
+        for size, stride in zip(array.shape, array.strides):
+            if stride < 0:
+                low += (size - 1) * stride
+            else:
+                high += (size - 1) * stride
+        high += array.itemsize
+    return low, high
+
+
+def _view_within(owner: Any, offset: int, shape: tuple, dtype: Any, strides: tuple, writeable: bool) -> Any:
+    """The receiver's rebuild of ``RemoteInputs.array_view``: a view of the notebook's own array ``owner``.
+
+    The sender's copy of ``owner`` had the same bytes in the same order when ``owner`` is contiguous (numpy
+    sends such an array as its memory); any other array was sent as a C-ordered copy, so the view is
+    made of such a copy here: the same values, but not the notebook's memory.
+    """
+    import numpy
+
+    if not (owner.flags.c_contiguous or owner.flags.f_contiguous):
+        owner = numpy.ascontiguousarray(owner)
+    memory = owner.reshape(-1, order="A").view(numpy.uint8)
+    view = numpy.ndarray(shape, dtype, buffer=memory, offset=offset, strides=strides)
+    view.flags.writeable = writeable and bool(owner.flags.writeable)
+    return view
 
 
 class LocalObjects:
@@ -111,10 +294,13 @@ class LocalObjects:
 
     def persistent_load(self, pid: tuple) -> Any:
         kind, index, *rest = pid
-        local = self._objects[index]
+        local = _stands_for(self._objects[index])
         if kind == "ref":
             return local
         new = rest[0]
+        if type(local) is types.FunctionType:  # ``new`` is its attributes (``wrapper.calls += 1``)
+            self._updates.append((local.__dict__, new))
+            return local
         if not _updatable(local, new):
             self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
                               "it was replaced (other references to the old one do not see the change)")
@@ -127,6 +313,12 @@ class LocalObjects:
         for local, new in self._updates:
             _update_in_place(local, new)
         self._updates.clear()
+
+
+def _stands_for(sent: Any) -> Any:
+    """The notebook object a memo entry of the inputs names (a storage went as a stand-in holding its bytes)."""
+    tensors = sys.modules.get("modal_magic.tensors")
+    return sent if tensors is None else tensors.stands_for(sent)
 
 
 def _is_tensor(obj: Any) -> bool:
@@ -144,12 +336,17 @@ def _updatable(local: Any, new: Any) -> bool:
         return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
     if _is_tensor(local):
         return local.layout == new.layout and not local.is_quantized and not local.is_nested
-    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__")
+    if isinstance(local, _storage_types()):
+        return local.nbytes() == new.nbytes()
+    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__") \
+        or _state_access(local) is not None
 
 
 def _update_in_place(local: Any, new: Any) -> None:
     if _is_tensor(local):
         _update_tensor(local, new)
+    elif isinstance(local, _storage_types()):
+        local.copy_(new)  # every tensor and array over the notebook's storage sees the new bytes
     elif _is_array(local):
         import numpy
 
@@ -159,6 +356,9 @@ def _update_in_place(local: Any, new: Any) -> None:
     elif isinstance(local, (dict, set)):
         local.clear()
         local.update(new)
+    elif (access := _state_access(local)) is not None:
+        get_state, set_state = access
+        set_state(local, get_state(new))
     if hasattr(local, "__dict__") and not _is_tensor(local) and local.__dict__ is not new.__dict__:
         local.__dict__.clear()
         local.__dict__.update(new.__dict__)

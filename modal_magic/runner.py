@@ -192,10 +192,12 @@ class Runner:
     def _place_inputs(self, request: dict[str, Any], buffers: list[Any]) -> tuple[dict, RemoteInputs, dict]:
         """A fresh namespace holding just the inputs (and placeholders for names only deleted)."""
         memo: dict[int, Any] = {}
-        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto", memo=memo)
         ns = self.shell.user_ns
         ns.clear()
         ns.update(self._baseline)
+        main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
+        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto", memo=memo,
+                             main=main)
         ns.update(inputs)
         ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
         return inputs, RemoteInputs(memo), dict(ns)

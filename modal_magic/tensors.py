@@ -20,12 +20,12 @@ import ctypes
 import io
 import pickle
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import numpy
 import torch
 
-__all__ = ["HostMemory", "reduce_torch", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
+__all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
 # The receiving side's device choice, set by wire.unpack for the duration of one load.
 _target = threading.local()
@@ -109,11 +109,16 @@ def _host_view(host: torch.UntypedStorage) -> Any:
 
 
 class _StorageData:
-    """One storage's bytes and device; pickled once per payload thanks to the memo."""
+    """One storage's bytes and device; pickled once per payload thanks to the memo.
 
-    __slots__ = ("buffer", "device")
+    It keeps the storage it was made from: the receiver may answer with a reference to it
+    (a view it made of one of our tensors), and ``stands_for`` turns the memo entry back into it.
+    """
+
+    __slots__ = ("buffer", "device", "storage")
 
     def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.storage = storage
         self.device = _device_tag(storage)
         host = storage if storage.device.type == "cpu" else storage.cpu()
         self.buffer = pickle.PickleBuffer(_host_view(host))
@@ -126,10 +131,11 @@ class _ArrayMemory:
     """A storage whose memory is a numpy array's (``torch.from_numpy``) that went first: it
     travels as that array (pickled once, thanks to the memo), so both arrive sharing it."""
 
-    __slots__ = ("array",)
+    __slots__ = ("array", "storage")
 
-    def __init__(self, array: numpy.ndarray) -> None:
+    def __init__(self, array: numpy.ndarray, storage: torch.UntypedStorage) -> None:
         self.array = array
+        self.storage = storage
 
     def __reduce__(self):
         return _storage_of_array, (self.array,)
@@ -145,16 +151,26 @@ class HostMemory:
     ``base``; a storage over an array's memory is found by its address.
     """
 
-    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at")
+    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at", "inputs")
 
     def __init__(self) -> None:
+        self.inputs: Callable[[Any], bool] | None = None
+        """Results only: whether a storage arrived with the inputs (it then goes as itself, so that
+        the pickler's ``persistent_id`` sends a reference to the notebook's own storage)."""
         self._by_storage: dict[int, _StorageData | _ArrayMemory] = {}
         self._storage_at: dict[int, torch.UntypedStorage] = {}  # data address → CPU storage sent
         self._arrays: list[numpy.ndarray] = []  # arrays sent by numpy itself, not yet indexed:
         self._array_at: dict[int, numpy.ndarray] = {}  # (their addresses cost ~1.5 µs, paid only if a storage asks)
 
-    def storage(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
-        """How ``storage`` travels (the same object each time it is asked, for the pickle memo)."""
+    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | _StorageData | _ArrayMemory":
+        """How a tensor's or array's ``storage`` travels: an input's storage as itself (a view the cell made
+        of a notebook tensor must arrive over the notebook's memory), any other by value."""
+        if self.inputs is not None and self.inputs(storage):
+            return storage
+        return self.by_value(storage)
+
+    def by_value(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+        """``storage``'s bytes (the same object each time it is asked, for the pickle memo)."""
         key = storage._cdata
         sent = self._by_storage.get(key)
         if sent is None:
@@ -168,7 +184,7 @@ class HostMemory:
             self._storage_at[address] = storage  # for arrays over this memory still to come
             array = self._array_at_address(address)
             if array is not None and array.nbytes == nbytes:
-                return _ArrayMemory(array)
+                return _ArrayMemory(array, storage)
         return _StorageData(storage)
 
     def _array_at_address(self, address: int) -> numpy.ndarray | None:
@@ -211,7 +227,7 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
             return _rebuild_parameter, (obj.data, obj.requires_grad, _grad(obj), _python_state(obj))
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.UntypedStorage:
-        return _same, (_storage_data(pickler, obj),)
+        return _same, (pickler.host_memory.by_value(obj),)
     if cls is torch.storage.TypedStorage:
         return _typed_storage, (obj._untyped_storage, obj.dtype)
     if cls is numpy.ndarray:
@@ -233,30 +249,32 @@ def _is_plain_dense(t: torch.Tensor) -> bool:
     )
 
 
-def _storage_data(pickler: Any, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
-    return pickler.host_memory.storage(storage)
-
-
 def _reduce_array(pickler: Any, array: numpy.ndarray) -> Any:
     """An array over a torch storage's memory goes as a view of that storage, so that the two
     arrive sharing one buffer; any other array goes as numpy sends it (out of band)."""
     memory = pickler.host_memory
-    tensor = _tensor_under(array)
+    tensor = tensor_under(array)
     storage = tensor.untyped_storage() if tensor is not None else memory.storage_holding(array)
     if storage is None:
         memory.sent_as_itself(array)
         return NotImplemented
     offset = _address(array) - storage.data_ptr()
-    return _array_over, (_same(memory.storage(storage)), offset, array.shape, array.dtype, array.strides,
+    return _array_over, (memory.storage(storage), offset, array.shape, array.dtype, array.strides,
                          bool(array.flags.writeable))
 
 
-def _tensor_under(array: numpy.ndarray) -> torch.Tensor | None:
+def tensor_under(array: numpy.ndarray) -> torch.Tensor | None:
     """The tensor whose memory ``array`` views (``t.numpy()`` and its slices), if any."""
     base = array.base
     while isinstance(base, numpy.ndarray):
         base = base.base
     return base if isinstance(base, torch.Tensor) else None
+
+
+def stands_for(sent: Any) -> Any:
+    """The object a sender's memo entry stands for: the storage behind a ``_StorageData`` or ``_ArrayMemory``
+    (what the receiver's memo holds at that index), anything else as itself."""
+    return sent.storage if type(sent) in (_StorageData, _ArrayMemory) else sent
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor | None:
@@ -269,7 +287,7 @@ def _dense_reduce(pickler: Any, t: torch.Tensor):
         # An autograd graph cannot cross a process boundary; what arrives is its value.
         pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
         requires_grad = False
-    storage = _same(_storage_data(pickler, t.untyped_storage()))
+    storage = pickler.host_memory.storage(t.untyped_storage())
     return _rebuild_dense, (
         storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, requires_grad, _grad(t))
 

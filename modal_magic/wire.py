@@ -21,7 +21,9 @@ Public helpers:
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import builtins as builtins_module
 import io
 import pickle
 import struct
@@ -37,7 +39,7 @@ from cloudpickle import cloudpickle as _cloudpickle_internals
 
 from . import process_state
 
-__all__ = ["Payload", "PackError", "UnpackError", "Refs", "pack", "unpack", "dumps", "loads", "versions"]
+__all__ = ["Payload", "PackError", "UnpackError", "Refs", "MainGlobals", "pack", "unpack", "dumps", "loads", "versions"]
 
 PROTOCOL = 5
 _MAGIC = b"MMWIRE1\n"
@@ -135,14 +137,31 @@ class _Pickler(cloudpickle.Pickler):
         self.notes: list[str] = []
         self._reduce_torch, self.host_memory = _torch_support()
         self._by_value = by_value
+        self._refs: Refs | None = None
+        self._ndarray: type | None = None
+
+    def refer_to(self, refs: Refs) -> None:
+        """Send the inputs ``refs`` knows, storages they own and views of their arrays by reference."""
+        self._refs = refs
+        self.persistent_id = refs.persistent_id
+        if self.host_memory is not None:
+            self.host_memory.inputs = refs.is_input
+        numpy = sys.modules.get("numpy")
+        self._ndarray = numpy.ndarray if numpy is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
         if self._reduce_torch is not None:
             reduced = self._reduce_torch(self, obj)
             if reduced is not NotImplemented:
                 return reduced
+        if type(obj) is self._ndarray:
+            reduced = self._refs.array_view(obj)
+            if reduced is not None:
+                return reduced
         if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
             return self._reduce_by_value(obj)
+        if type(obj) is functools._lru_cache_wrapper and obj.__module__ == "__main__":
+            return _lru_cached, (obj.__wrapped__, *obj.cache_parameters().values())
         return super().reducer_override(obj)
 
     def _reduce_by_value(self, obj: types.FunctionType | type | types.ModuleType) -> Any:
@@ -156,6 +175,12 @@ class _Pickler(cloudpickle.Pickler):
         state = dict(vars(obj))
         state.pop("__builtins__", None)  # as cloudpickle does: may hold unpicklable objects
         return _cloudpickle_internals.dynamic_subimport, (obj.__name__, state)
+
+
+def _lru_cached(function: Callable, maxsize: int | None, typed: bool) -> Callable:
+    """A notebook's ``@lru_cache`` function rebuilt around its function (its cache starts empty): pickle
+    would send it by name, which the other side's ``__main__`` may not hold yet (a cell just defined it)."""
+    return functools.lru_cache(maxsize=maxsize, typed=typed)(function)
 
 
 _IMPORTABLE = (types.FunctionType, type, types.ModuleType)
@@ -183,6 +208,10 @@ class Refs(Protocol):
     def reset(self) -> None: ...
 
     def persistent_id(self, obj: Any) -> Any: ...
+
+    def is_input(self, obj: Any) -> bool: ...
+
+    def array_view(self, array: Any) -> Any: ...
 
 
 def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | None = None,
@@ -234,7 +263,7 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
     pickler = _Pickler(stream, lambda b: buffers.append(b.raw()), by_value)
     if refs is not None:
         refs.reset()
-        pickler.persistent_id = refs.persistent_id
+        pickler.refer_to(refs)
     notes: list[str] = []
     sizes: dict[str, int] = {}
     for name, value in variables.items():
@@ -252,14 +281,60 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
 
 
 # ---------------------------------------------------------------- unpickling
-class _Unpickler(pickle.Unpickler):
-    """Maps what a GPU machine wrote onto this one (legacy storage blobs, v3 rebuilds, CuPy)."""
+class MainGlobals:
+    """Rebuilds the functions a notebook (or a cell) defined with ``namespace`` as their globals, as if defined here.
 
-    def __init__(self, file: io.BytesIO, *, buffers: Iterable[Any] | None, map_location: str | None) -> None:
+    cloudpickle gives the ``__main__`` functions of a payload a private dict holding copies of the globals
+    they referenced: a function sent to a cell then ignored the cell rebinding ``OFFSET``, and one brought
+    back inside another (a decorator's ``__wrapped__``) kept reading stale copies. The names they referenced
+    that ``namespace`` lacks are added at once (a function may be called while the payload is rebuilt);
+    ``undo`` takes them out again if it could not be.
+    """
+
+    def __init__(self, namespace: dict[str, Any]) -> None:
+        self.namespace = namespace
+        self._added: list[str] = []
+
+    def make_function(self, code: types.CodeType, base_globals: dict[str, Any], *args: Any) -> types.FunctionType:
+        if base_globals.get("__name__") == self.namespace.get("__name__", "__main__"):
+            return types.FunctionType(code, self.namespace, *args)
+        return _cloudpickle_internals._make_function(code, base_globals, *args)
+
+    def set_state(self, func: types.FunctionType, state: tuple[dict, dict]) -> None:
+        if func.__globals__ is not self.namespace:
+            return _cloudpickle_internals._function_setstate(func, state)
+        attributes, slots = state
+        for name, value in slots["__globals__"].items():
+            if name not in self.namespace:
+                self.namespace[name] = value
+                self._added.append(name)
+        builtins = self.namespace.get("__builtins__", builtins_module)
+        _cloudpickle_internals._function_setstate(func, (attributes, {**slots, "__globals__": {}}))
+        self.namespace["__builtins__"] = builtins  # cloudpickle sets its own module's
+
+    def undo(self) -> None:
+        """Take out the names added for functions of a payload that could not be rebuilt."""
+        for name in self._added:
+            self.namespace.pop(name, None)
+        self._added.clear()
+
+
+class _Unpickler(pickle.Unpickler):
+    """Maps what a GPU machine wrote onto this one (legacy storage blobs, v3 rebuilds, CuPy); rebuilds
+    ``__main__`` functions over a namespace when given ``MainGlobals``."""
+
+    def __init__(self, file: io.BytesIO, *, buffers: Iterable[Any] | None, map_location: str | None,
+                 main: MainGlobals | None = None) -> None:
         super().__init__(file, buffers=buffers)
         self.map_location = map_location
+        self.main = main
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.main is not None and module == "cloudpickle.cloudpickle":
+            if name == "_make_function":
+                return self.main.make_function
+            if name == "_function_setstate":
+                return self.main.set_state
         if module == "torch.storage" and name == "_load_from_bytes":
             from . import tensors
 
@@ -278,14 +353,16 @@ class _Unpickler(pickle.Unpickler):
 @gc_paused()
 def unpack(payload: Payload, *, map_location: str | None = "cpu",
            persistent_load: Callable[[Any], Any] | None = None,
-           memo: dict[int, Any] | None = None) -> dict[str, Any]:
+           memo: dict[int, Any] | None = None, main: MainGlobals | None = None) -> dict[str, Any]:
     """Rebuild the variables of ``payload``; tensors land on ``map_location`` (cpu|auto|cuda[:n]).
 
     All-or-nothing: an ``UnpackError`` names the first variable that failed and
     explains a version mismatch when there is one. ``persistent_load`` resolves
-    the sender's references; ``memo``, if given, is filled with memo index → object.
+    the sender's references; ``memo``, if given, is filled with memo index → object; ``main`` rebuilds
+    ``__main__`` functions over a namespace (undone if unpacking fails).
     """
-    unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location)
+    unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location,
+                           main=main)
     if persistent_load is not None:
         unpickler.persistent_load = persistent_load
     result: dict[str, Any] = {}
@@ -296,6 +373,8 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu",
             try:
                 result[name] = unpickler.load()
             except Exception as exc:  # noqa: BLE001 - reported with the variable's name
+                if main is not None:
+                    main.undo()
                 raise UnpackError(name, _explain_load_failure(name, exc, payload.versions)) from exc
     if memo is not None:
         memo.update(unpickler.memo.copy())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -80,3 +81,69 @@ def test_memory_shared_by_a_tensor_and_an_array_stays_shared(shell, out: str) ->
     assert run(shell, "t.add_(1)\nu.add_(2)").success
     ns = shell.user_ns
     assert ns["n"].tolist() == [1, 1, 1, 1] and ns["half"].tolist() == [1, 1] and ns["a"].tolist() == [2, 2, 2]
+
+
+def test_view_made_remotely_of_a_notebook_tensor_is_over_the_notebooks_memory(shell) -> None:
+    base = shell.user_ns["base"] = torch.arange(12.0)
+    assert run(shell, "%%modal_gpu\nv = base.view(3, 4)\ncol = v.t()[1]\nn = base.numpy()[2:]").success
+    v, col, n = (shell.user_ns[name] for name in ("v", "col", "n"))
+    assert v.data_ptr() == base.data_ptr() and col.storage_offset() == 1 and col.stride() == (4,)
+    base.add_(100)  # later in-place changes show through every view, as they would locally
+    assert v[1, 0].item() == 104 and col[1].item() == 105 and n[0] == 102
+
+
+def test_write_through_a_remote_view_of_a_notebook_tensor_reaches_it(shell) -> None:
+    base = shell.user_ns["base"] = torch.zeros(8)
+    assert run(shell, "%%modal_gpu\nwindow = base[4:8]\nwindow.fill_(1)").success
+    assert base.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    assert shell.user_ns["window"].data_ptr() == base.data_ptr() + 16
+
+
+def test_view_made_remotely_of_a_notebook_array_is_over_its_memory(shell) -> None:
+    a = shell.user_ns["a"] = np.arange(6)
+    assert run(shell, "%%modal_gpu\nevens = a[::2]\nm = a.reshape(2, 3)\nevens[:] = 0").success
+    evens, m = shell.user_ns["evens"], shell.user_ns["m"]
+    assert a.tolist() == [0, 1, 0, 3, 0, 5] and np.shares_memory(evens, a) and np.shares_memory(m, a)
+    m[0, 1] = 7
+    assert a[1] == 7 and evens.strides == (16,)
+
+
+def test_random_generators_advanced_remotely_bring_their_state_back(shell) -> None:
+    import random
+
+    made = "gen = torch.Generator().manual_seed(1)\nrng = np.random.default_rng(7)\npy = random.Random(5)"
+    draw = "p = torch.randperm(6, generator=gen)\nd = rng.integers(0, 10, size=5)\nf = py.random()"
+    local: dict = {"torch": torch, "np": np, "random": random}
+    exec(made, local)
+    exec(draw, local)
+    shell.user_ns.update(torch=torch, np=np, random=random)
+    run(shell, made)
+    gen = shell.user_ns["gen"]
+    assert run(shell, "%%modal_gpu\n" + draw).success
+    assert shell.user_ns["gen"] is gen  # the notebook's own generator, advanced
+    assert torch.equal(torch.randperm(6, generator=gen), torch.randperm(6, generator=local["gen"]))
+    assert shell.user_ns["rng"].integers(0, 10, 3).tolist() == local["rng"].integers(0, 10, 3).tolist()
+    assert shell.user_ns["py"].random() == local["py"].random()
+
+
+def test_batchnorm_running_statistics_updated_remotely_come_back(shell) -> None:
+    torch.manual_seed(5)
+    bn, x = torch.nn.BatchNorm1d(3), torch.randn(16, 3) * 4 + 2
+    local = torch.nn.BatchNorm1d(3)
+    local(x)
+    running_mean = bn.running_mean
+    bn.eval()
+    shell.user_ns.update(bn=bn, x=x)
+    assert run(shell, "%%modal_gpu\nbn.train()\n_ = bn(x)").success
+    assert bn.running_mean is running_mean  # updated in place: written from C++, its version never moved
+    assert torch.equal(bn.running_mean, local.running_mean) and torch.equal(bn.running_var, local.running_var)
+    assert bn.num_batches_tracked.item() == 1
+
+
+def test_in_place_changes_that_cannot_come_back_are_reported(shell, capsys) -> None:
+    import types
+
+    box = shell.user_ns["box"] = types.SimpleNamespace(n=1)
+    assert run(shell, "%%modal_gpu\nbox.n = 2\nbox.gen = (i for i in range(3))").success
+    assert box.n == 1  # the update could not travel: the notebook's object is as it was, and the user is told
+    assert "changed in place in the notebook's objects was not brought back: TypeError" in capsys.readouterr().err

@@ -174,3 +174,24 @@ def test_rebound_input_still_brings_its_mutation_back(shell) -> None:
     local, _ = run_case(shell, case, remote=False)
     remote, _ = run_case(shell, case, remote=True)
     assert remote == local and all(local["checks"])
+
+
+def test_notebook_function_reads_the_cells_rebinding_of_its_global(shell) -> None:
+    """A notebook function called remotely reads the cell's namespace, not copies made when it was sent."""
+    case = Case("OFFSET = 10\ndef shifted(v):\n    return v + OFFSET", ["OFFSET = 100\ny = shifted(1)"], ["y == 101"])
+    local, _ = run_case(shell, case, remote=False)
+    remote, _ = run_case(shell, case, remote=True)
+    assert remote == local and all(local["checks"])
+
+
+def test_decorated_function_keeps_its_attributes_and_globals(shell) -> None:
+    """Attributes set remotely on a notebook function come back; a function brought back only through
+    another (``__wrapped__``), and an ``lru_cache`` one defined remotely, read the notebook's globals."""
+    setup = ("import functools\ndef counted(fn):\n    @functools.wraps(fn)\n    def wrapper(*a):\n"
+             "        wrapper.calls += 1\n        return fn(*a)\n    wrapper.calls = 0\n    return wrapper")
+    cells = ["K = 3\n@counted\ndef times(x):\n    return K * x\ntimes(1)",
+             "times(2)\n@functools.lru_cache(maxsize=None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)"]
+    checks = ["times.calls == 2", "(K := 5) and times.__wrapped__(1) == 5", "fib(20) == 6765"]
+    local, _ = run_case(shell, Case(setup, cells, checks), remote=False)
+    remote, _ = run_case(shell, Case(setup, cells, checks), remote=True)
+    assert remote == local and all(local["checks"])
