@@ -124,6 +124,9 @@ class Runner:
         self.shell = InteractiveShell.instance(config=config, displayhook_class=_ValueHook,
                                                display_pub_class=_EventPublisher)
         self.shell.system = self.shell.system_piped  # `!cmd` output through sys.stdout, as in Jupyter
+        # No GUI event loop here: `%matplotlib inline` (a notebook's first cell, often) needs none, and
+        # figures come back as PNGs. The base shell's enable_gui refuses every GUI, `inline` included.
+        self.shell.enable_gui = lambda gui=None: None  # type: ignore[method-assign]
         self.shell._showtraceback = self._record_traceback  # type: ignore[method-assign]
         self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)

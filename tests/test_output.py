@@ -53,6 +53,14 @@ def test_matplotlib_figures_come_back_as_png(shell) -> None:
     assert base64.b64decode(png[0]["image/png"]).startswith(b"\x89PNG")
 
 
+def test_matplotlib_inline_in_a_remote_cell_works_and_figures_come_back_once(shell) -> None:
+    with published_displays(shell) as published:
+        result = run(shell, "%%modal_gpu --quiet\n%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                            "plt.plot([1, 2, 3])\nplt.show()")
+    assert result.success, result.error_in_exec  # the base shell refused it: NotImplementedError
+    assert len([d for d in published if "image/png" in d]) == 1
+
+
 def test_text_view_summary_in_a_terminal_shell(shell, capsys) -> None:
     shell.user_ns["x"] = [1, 2, 3]
     assert run(shell, "%%modal_gpu\ny = len(x)").success
