@@ -293,13 +293,16 @@ def test_a_pip_package_whose_import_name_differs_builds_and_imports(fresh, shell
 
 
 def test_a_torch_family_package_is_installed_with_the_pinned_torch(fresh, shell) -> None:
+    """torchaudio goes in torch's own layer, from torch's index, beside the pin (that it is pinned again in
+    the next layer is checked on the spec, test_modal_plan: this build stops at the torch layer)."""
     import torch
 
     pin = f"torch=={torch.__version__.split('+')[0]}"
-    run(shell, "%%modal_gpu --backend modal --pip torchaudio==2.9.1\nv = 1")  # not installed here: fails to build
-    layers = [layer for layer in fresh.report()["images"] if "torchaudio==2.9.1" in layer]
-    assert layers and all(pin in layer for layer in layers)  # in torch's own layer, from its index
-    assert any(layer.rstrip().endswith(pin) for layer in fresh.report()["images"])  # and pinned again after
+    seen = len(fresh.report()["images"])
+    result = run(shell, "%%modal_gpu --backend modal --pip torchaudio==2.9.1\nv = 1")  # not installed here
+    assert not result.success and "torchaudio" in str(result.error_in_exec)  # the build says which
+    layers = [layer for layer in fresh.report()["images"][seen:] if "torchaudio==2.9.1" in layer]
+    assert layers and all(pin in layer for layer in layers)
 
 
 def test_cells_run_on_a_gpu_unless_told_otherwise(fresh, shell, capsys) -> None:
