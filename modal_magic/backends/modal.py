@@ -154,7 +154,9 @@ class ModalBackend(Backend):
             pool = self._pools[gpu] = _Pool.grown(pool, cpu, memory)
         token = secrets.token_hex(8)
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
-        on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": where,
+        # Until the container has the cell, the cell waits for one (a GPU queue, a container booting): that is
+        # starting, not uploading, whose bytes (when they go ahead in pieces) are told by their own events.
+        on_event({"kind": "stage", "stage": "start", "where": where,
                   "note": f"waiting for a container ({' or '.join(gpus) or 'CPU'})"})
         stream = _Stream.nothing_yet()
         try:
