@@ -96,7 +96,7 @@ class Progress:
             return True
         if kind == "done":
             self.ended, self.ok = now, event["ok"]
-            self.error = event.get("error", "")
+            self.error = event.get("error", "").removesuffix(": ")  # an exception without a message
             self.returned = describe_returned(event.get("injected", {}))
             self.measure = None
             return True
@@ -161,7 +161,7 @@ class Progress:
     def headline(self) -> str:
         """One line: what it is doing for how long and the total so far, or how it ended."""
         if self.done:
-            verdict = "done" if self.ok else "failed"
+            verdict = "done" if self.ok else "interrupted" if self.error.startswith("KeyboardInterrupt") else "failed"
             return f"modal_gpu: {verdict} in {self.elapsed:.2f} s on {self.where or 'the backend'}"
         return f"modal_gpu: {self.doing()} · {self.part_elapsed():.1f} s · total {self.elapsed:.1f} s"
 
