@@ -156,7 +156,7 @@ class Progress:
         return f"{_LABELS.get(part, part)}{detail}{note}"
 
     def _warmth(self) -> str:
-        return " (warm)" if self.warm else " (cold)" if self.warm is False else ""
+        return ", warm" if self.warm else ", cold" if self.warm is False else ""
 
     def headline(self) -> str:
         """One line: what it is doing for how long and the total so far, or how it ended."""

@@ -28,7 +28,10 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class TextView:
-    """Plain text: a line when a worker/container starts cold or waits, the summary at the end."""
+    """Plain text: a line when a worker/container starts cold and for each wait of a cold start, the summary at the end.
+
+    A warm cell shows only its summary: its brief wait for the warm container is no news in a terminal.
+    """
 
     def __init__(self, write: Callable[[str], Any] | None = None) -> None:
         self.progress = Progress()
@@ -39,7 +42,8 @@ class TextView:
         self.progress.update(event, now)
         if event.get("kind") == "stage":
             note = event.get("note", "")
-            if event["stage"] == "start" and event.get("warm") is False or note and note != self._noted:
+            cold = self.progress.warm is False
+            if event["stage"] == "start" and event.get("warm") is False or cold and note and note != self._noted:
                 self._write(f"modal_gpu: {self.progress.doing()}…\n")
             self._noted = note or self._noted
         if event.get("kind") == "done":

@@ -43,7 +43,7 @@ def fed(events) -> Progress:
 def test_the_live_line_names_the_part_with_its_own_time_and_labels_the_total() -> None:
     progress = fed(SCRIPT[:3])
     progress.clock = lambda: T0 + 1.0  # read it 1 s after the cell began
-    assert progress.headline() == "modal_gpu: starting local worker (cold) · 1.0 s · total 1.0 s"
+    assert progress.headline() == "modal_gpu: starting local worker, cold · 1.0 s · total 1.0 s"
     progress = fed(SCRIPT[:5])
     progress.clock = lambda: T0 + 2.53
     assert progress.headline() == "modal_gpu: running · 1.0 s · total 2.5 s"
@@ -91,8 +91,8 @@ def test_text_view_prints_the_start_and_each_wait_then_a_summary() -> None:
     feed(TextView(written.append),
          [*SCRIPT[:3], (0.5, {"kind": "stage", "stage": "start", "note": "waiting for a container (H100)"}),
           *SCRIPT[3:], DONE])
-    assert written[0] == "modal_gpu: starting local worker (cold)…\n"
-    assert written[1] == "modal_gpu: starting local worker (cold) — waiting for a container (H100)…\n"
+    assert written[0] == "modal_gpu: starting local worker, cold…\n"
+    assert written[1] == "modal_gpu: starting local worker, cold — waiting for a container (H100)…\n"
     assert written[2].splitlines()[1:3] == ["  sent: x, model (3.0 MiB)", "  came back: y = 1.5"]
 
 

@@ -145,9 +145,9 @@ class ModalBackend(Backend):
         if self._executor is None:
             note = "starting the app (the first build of an image takes minutes)"
         elif not app_warm:
-            note = "a new app, for other --pip packages or GPU fallbacks (cold)"
+            note = "a new app, for other --pip packages or GPU fallbacks"
         else:
-            note = "" if reuse and pool.warm else "new container (cold)"
+            note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
         on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
         executor = self._ensure_app(shape)
         if not reuse:
