@@ -3,7 +3,7 @@
 The static block is what a saved, reopened, exported or GitHub-rendered
 notebook shows, long after the kernel that drew the live widget is gone, so
 it is plain HTML with inline styles only (no stylesheet, no script, no
-widget model; its one class is a handle to find it by). Its colours and font are JupyterLab's theme variables, with
+widget model; its class is a handle to find it by). Its colours and font are JupyterLab's theme variables, with
 fallbacks for pages that do not define them, so it follows a light or dark
 theme; where styles are stripped (GitHub) its structure alone still reads.
 """
@@ -37,7 +37,7 @@ def meter_html(progress: Progress) -> str:
 
 def line_html(progress: Progress) -> str:
     """The live line: what the cell is doing, for how long, and the total so far."""
-    return f'<span style="{_FONT}">{html.escape(progress.headline())}</span>'
+    return f'<span class="modal-gpu-line" style="{_FONT}">{html.escape(progress.headline())}</span>'
 
 
 def summary_html(progress: Progress) -> str:
