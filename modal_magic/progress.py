@@ -20,10 +20,9 @@ from typing import Any, Callable
 
 from .came_back import Returned, describe_returned
 
-__all__ = ["Progress", "PARTS", "format_bytes", "format_parts"]
+__all__ = ["Progress", "format_bytes", "format_parts"]
 
-PARTS = ("pack", "start", "upload", "run", "download", "unpack")
-"""The parts of a cell's time, in the order they normally come (a re-run or a restart may repeat one)."""
+# The parts of a cell's time, in the order they normally come (a re-run or a restart may repeat one).
 _LABELS = {"pack": "packing", "start": "starting", "upload": "uploading", "run": "running",
            "download": "downloading", "unpack": "unpacking"}
 _PART_OF_STAGE = {"analyse": "pack", "pack": "pack", "start": "start", "upload": "upload", "run": "run",
@@ -39,8 +38,10 @@ def format_bytes(n: float) -> str:
     return ""  # pragma: no cover
 
 
-def format_parts(seconds: dict[str, float], total: float) -> list[str]:
-    """'starting 0.30 s', … rounded so that the shown parts add up to the shown total.
+def format_parts(seconds: dict[str, float], total: float, said: dict[str, str] | None = None) -> list[str]:
+    """'starting 0.30 s (cold)', … rounded so that the shown parts add up to the shown total.
+
+    ``said`` adds words after a part's time (its warmth, for starting).
 
     Each part is rounded to hundredths by the largest-remainder rule: rounding
     each on its own could show parts that sum to 0.01 s more or less than the
@@ -52,7 +53,9 @@ def format_parts(seconds: dict[str, float], total: float) -> list[str]:
     spare = target - sum(shown.values())
     for part in sorted(exact, key=lambda p: exact[p] - shown[p], reverse=True)[:max(spare, 0)]:
         shown[part] += 1
-    return [f"{_LABELS[part]} {hundredths / 100:.2f} s" for part, hundredths in shown.items() if hundredths]
+    said = said or {}
+    return [f"{_LABELS.get(part, part)} {hundredths / 100:.2f} s{said.get(part, '')}"
+            for part, hundredths in shown.items() if hundredths]
 
 
 @dataclass
@@ -60,7 +63,7 @@ class Progress:
     """The state of one cell, as far as the events have told, stamped with when each arrived."""
 
     started: float = field(default_factory=time.monotonic)
-    """When the first event arrived (until then, when this began listening)."""
+    """When the first event arrived (until then, when this began listening): the first part begins then."""
     timeline: list[tuple[str, float]] = field(default_factory=list)
     """(part, when it began), in order; a part ends when the next one begins."""
     ended: float | None = None
@@ -128,12 +131,11 @@ class Progress:
         return self.now() - self.started
 
     def seconds(self) -> dict[str, float]:
-        """Wall time per part, in the order the parts first came; the first part includes any time before it."""
+        """Wall time per part, in the order the parts first came."""
         spent: dict[str, float] = {}
         for index, (part, began) in enumerate(self.timeline):
             ends = self.timeline[index + 1][1] if index + 1 < len(self.timeline) else self.now()
-            starts = self.started if index == 0 else began
-            spent[part] = spent.get(part, 0.0) + ends - starts
+            spent[part] = spent.get(part, 0.0) + ends - began
         return spent
 
     def part_elapsed(self) -> float:
@@ -181,11 +183,9 @@ class Progress:
             lines["came back"] = self.returned.text()
         if self.error:
             lines["error"] = self.error
-        parts = format_parts(self.seconds(), self.elapsed)
+        warmth = {} if self.warm is None else {"start": " (warm)" if self.warm else " (cold)"}
+        parts = format_parts(self.seconds(), self.elapsed, warmth)
         if parts:
-            start = next((i for i, p in enumerate(parts) if p.startswith("starting")), None)
-            if start is not None and self.warm is not None:
-                parts[start] += " (warm)" if self.warm else " (cold)"
             lines["took"] = ", ".join(parts)
         return lines
 
