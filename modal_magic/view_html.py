@@ -42,12 +42,18 @@ def line_html(progress: Progress) -> str:
 
 def summary_html(progress: Progress) -> str:
     """The finished cell's block: a verdict line over one labelled line each for sent, came back, error, time."""
+    shown = {"came back": lambda text: _returned_html(progress), "took": _unbroken}
     rows = "".join(
-        f'<div><span style="{_LABEL}">{html.escape(label)}:</span> {_returned_html(progress) if label == "came back" else html.escape(text)}</div>'
+        f'<div><span style="{_LABEL}">{html.escape(label)}:</span> {shown.get(label, html.escape)(text)}</div>'
         for label, text in progress.summary().items())
     return (f'<div class="modal-gpu-summary" style="{_FONT}; border-left: 3px solid {_EDGE[progress.ok]}; '
             f'padding: 2px 0 2px 8px; margin: 2px 0">'
             f'<div style="font-weight: 600">{html.escape(progress.headline())}</div>{rows}</div>')
+
+
+def _unbroken(took: str) -> str:
+    """Each part of 'took' on one line: a narrow output area wraps between parts, never inside '0.01 s'."""
+    return ", ".join(f'<span style="white-space: nowrap">{html.escape(part)}</span>' for part in took.split(", "))
 
 
 def _returned_html(progress: Progress) -> str:

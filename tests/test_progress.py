@@ -116,6 +116,7 @@ def test_failure_shows_the_error_and_a_red_edge() -> None:
     progress = fed([*SCRIPT[:5], (5.0, {"kind": "done", "ok": False, "error": "ValueError: bad"})])
     block = summary_html(progress)
     assert "error:</span> ValueError: bad" in block and "--jp-error-color1" in block
+    assert '<span style="white-space: nowrap">running 3.47 s</span>' in block
     assert progress.headline() == "modal_gpu: failed in 5.00 s on local worker (pid 42)"
 
 
