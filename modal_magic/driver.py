@@ -115,12 +115,12 @@ def run_cell(
         on_event({"kind": "stage", "stage": "unpack", "bytes": sum(memoryview(b).nbytes for b in buffers)})
         outcome = _finish(meta, buffers, inputs, namespace, options, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on
-        on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200], "timings": clock.laps})
+        on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
         raise
     outcome.sent = names
-    on_event({"kind": "done", "ok": True, "timings": clock.laps,
-              "injected": [describe_value(name, namespace[name]) for name in outcome.injected
-                           if name in namespace and not name.startswith("_")],
+    on_event({"kind": "done", "ok": True,
+              "injected": {name: namespace[name] for name in outcome.injected
+                           if name in namespace and not name.startswith("_")},
               "deleted": outcome.deleted})
     return outcome
 
@@ -196,24 +196,8 @@ def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, name
     return outcome
 
 
-def describe_value(name: str, value: Any) -> str:
-    """'y: Tensor[4096, 4096] float32 cpu' — what the summary shows for an injected name."""
-    kind = type(value).__name__
-    shape = getattr(value, "shape", None)
-    # Only an array's shape is a tuple (torch.Size is one): a module (`np`, whose `shape` is a
-    # function) or a class (`Tensor`, a descriptor) has the attributes but is no array.
-    if isinstance(shape, tuple) and not isinstance(value, type):
-        dtype, device = getattr(value, "dtype", None), getattr(value, "device", None)
-        dims = ", ".join(map(str, shape))
-        described = f"{name}: {kind}[{dims}]"
-        if dtype is not None:
-            described += f" {str(dtype).replace('torch.', '')}"
-        return described if device is None else f"{described} {device}"
-    return f"{name}: {kind}"
-
-
 class _Stopwatch:
-    """Seconds spent per stage, for the outcome (and the progress view)."""
+    """Seconds spent per stage, for the outcome (the view times the parts it shows from the events)."""
 
     def __init__(self) -> None:
         self.laps: dict[str, float] = {}

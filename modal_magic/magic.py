@@ -15,7 +15,7 @@ from .backends import CHOICES, close_all
 from .errors import UsageProblem
 from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
-from .progress import make_view
+from .view import make_view
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -1,29 +1,32 @@
-"""Show where a remote cell is: stages, bytes, elapsed time, and what arrived.
+"""Where a remote cell is and where its time went, in words every view shares.
 
-The backends and the driver emit events; a view only listens. ``Progress``
-keeps the state (one stage after another: analyse → pack → start → upload →
-run → download → unpack → inject); two views render it:
+The backends and the driver emit events; ``Progress`` turns them into one
+timeline of *parts*, each a stretch of wall time under one name: packing →
+starting → uploading → running → downloading → unpacking. A part begins when
+the event that names it arrives and ends when the next part begins, so the
+parts of a finished cell add up to its total, which is its wall time: the
+live line, the summary and the text view all read the same timeline, and none
+of them can call a stretch by another name.
 
-* ``WidgetView`` — an ipywidgets line with a bar, updated only by setting
-  traits, published with a ``text/plain`` fallback so that a notebook run
-  headless (nbconvert, papermill) stores a readable summary, not widget JSON;
-* ``TextView`` — plain lines for terminal IPython or where ipywidgets is
-  missing: one when a worker or container is started, one summary at the end.
+A part that has a measure (bytes of a known total) reports it as a fraction;
+one that has none reports no fraction at all: a view shows it as activity.
 """
 
 from __future__ import annotations
 
-import html
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["Progress", "TextView", "WidgetView", "make_view", "format_bytes", "STAGES"]
+from .came_back import Returned, describe_returned
 
-STAGES = ("analyse", "pack", "start", "upload", "run", "download", "unpack", "inject")
-_LABELS = {"analyse": "analysing", "pack": "packing", "start": "starting", "upload": "uploading",
-           "run": "running", "download": "downloading", "unpack": "unpacking", "inject": "injecting"}
+__all__ = ["Progress", "format_bytes", "format_parts"]
+
+# The parts of a cell's time, in the order they normally come (a re-run or a restart may repeat one).
+_LABELS = {"pack": "packing", "start": "starting", "upload": "uploading", "run": "running",
+           "download": "downloading", "unpack": "unpacking"}
+_PART_OF_STAGE = {"analyse": "pack", "pack": "pack", "start": "start", "upload": "upload", "run": "run",
+                  "download": "download", "unpack": "unpack", "inject": "unpack"}
 
 
 def format_bytes(n: float) -> str:
@@ -35,178 +38,157 @@ def format_bytes(n: float) -> str:
     return ""  # pragma: no cover
 
 
+def format_parts(seconds: dict[str, float], total: float, said: dict[str, str] | None = None) -> list[str]:
+    """'starting 0.30 s (cold)', … rounded so that the shown parts add up to the shown total.
+
+    ``said`` adds words after a part's time (its warmth, for starting).
+
+    Each part is rounded to hundredths by the largest-remainder rule: rounding
+    each on its own could show parts that sum to 0.01 s more or less than the
+    total beside them, which reads as a wrong sum.
+    """
+    target = round(total * 100)
+    exact = {part: value * 100 for part, value in seconds.items()}
+    shown = {part: int(value) for part, value in exact.items()}
+    spare = target - sum(shown.values())
+    for part in sorted(exact, key=lambda p: exact[p] - shown[p], reverse=True)[:max(spare, 0)]:
+        shown[part] += 1
+    said = said or {}
+    return [f"{_LABELS.get(part, part)} {hundredths / 100:.2f} s{said.get(part, '')}"
+            for part, hundredths in shown.items() if hundredths]
+
+
 @dataclass
 class Progress:
-    """The state of one cell, as far as the events have told."""
+    """The state of one cell, as far as the events have told, stamped with when each arrived."""
 
-    stage: str = "analyse"
     started: float = field(default_factory=time.monotonic)
-    stage_started: float = field(default_factory=time.monotonic)
+    """When the first event arrived (until then, when this began listening): the first part begins then."""
+    timeline: list[tuple[str, float]] = field(default_factory=list)
+    """(part, when it began), in order; a part ends when the next one begins."""
+    ended: float | None = None
     where: str = ""
     warm: bool | None = None
     note: str = ""
-    """What the current stage is waiting for, in words (building the image, a new container…)."""
+    """What the current part is waiting for, in words (building the image, a container, a re-run…)."""
     variables: list[str] = field(default_factory=list)
     sent_bytes: int = 0
+    measure: tuple[int, int] | None = None
+    """(bytes so far, of bytes) while the current part can say how far it is; None: no fraction to show."""
     received_bytes: int = 0
-    expected_bytes: int = 0
-    done: bool = False
     ok: bool = True
     error: str = ""
-    injected: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    returned: Returned = field(default_factory=Returned)
+    clock: Callable[[], float] = time.monotonic
+    """What 'now' is while the cell runs (a test reads the line at a moment of its choosing)."""
 
-    def update(self, event: dict[str, Any]) -> bool:
-        """Take one event; True when something a view shows has changed."""
+    @property
+    def part(self) -> str:
+        return self.timeline[-1][0] if self.timeline else "pack"
+
+    @property
+    def done(self) -> bool:
+        return self.ended is not None
+
+    def update(self, event: dict[str, Any], now: float | None = None) -> bool:
+        """Take one event that arrived at ``now`` (monotonic; default: this moment); True when a view must redraw."""
+        now = self.clock() if now is None else now
         kind = event.get("kind")
         if kind == "stage":
-            self.stage, self.stage_started = event["stage"], time.monotonic()
-            self.where = event.get("where", self.where)
-            self.warm = event.get("warm", self.warm)
-            self.note = event.get("note", "")
-            if event["stage"] == "pack":
-                self.variables, self.sent_bytes = list(event["variables"]), event["bytes"]
-            if event["stage"] == "unpack" or (event["stage"] == "download" and "bytes" in event):
-                self.received_bytes = event["bytes"]
-            self.expected_bytes = event.get("of", 0)
+            self._stage(event, now)
             return True
         if kind == "done":
-            self.done, self.ok = True, event["ok"]
-            self.error = event.get("error", "")
-            self.injected = list(event.get("injected", ()))
-            self.timings = dict(event.get("timings", {}))
+            self.ended, self.ok = now, event["ok"]
+            self.error = event.get("error", "").removesuffix(": ")  # an exception without a message
+            self.returned = describe_returned(event.get("injected", {}))
+            self.measure = None
             return True
         return kind == "tick"
 
+    def _stage(self, event: dict[str, Any], now: float) -> None:
+        stage = event["stage"]
+        part = _PART_OF_STAGE.get(stage, stage)
+        if not self.timeline:
+            self.started = now
+        if part != self.part or not self.timeline or event.get("note"):  # a note (a re-run, a wait) begins anew
+            self.timeline.append((part, now))
+        self.where = event.get("where", self.where)
+        self.warm = event.get("warm", self.warm)
+        self.note = event.get("note", "")
+        if stage == "pack":
+            self.variables, self.sent_bytes = list(event["variables"]), event["bytes"]
+        if stage in ("download", "unpack") and "bytes" in event:
+            self.received_bytes = event["bytes"]
+        self.measure = (event["bytes"], event["of"]) if event.get("of") else None
+
+    # ------------------------------------------------------------------ time
+    def now(self) -> float:
+        return self.ended if self.ended is not None else self.clock()
+
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        """The wall time so far (to the end, once done): the total the parts add up to."""
+        return self.now() - self.started
+
+    def seconds(self) -> dict[str, float]:
+        """Wall time per part, in the order the parts first came."""
+        spent: dict[str, float] = {}
+        for index, (part, began) in enumerate(self.timeline):
+            ends = self.timeline[index + 1][1] if index + 1 < len(self.timeline) else self.now()
+            spent[part] = spent.get(part, 0.0) + ends - began
+        return spent
+
+    def part_elapsed(self) -> float:
+        return self.now() - self.timeline[-1][1] if self.timeline else self.elapsed
+
+    # ----------------------------------------------------------------- words
+    def doing(self) -> str:
+        """What the cell is doing now, with its measure: 'uploading 3.0 MiB', 'starting local worker (cold)'."""
+        part = self.part
+        detail = {
+            "pack": f" {len(self.variables)} variable(s), {format_bytes(self.sent_bytes)}" if self.variables else "",
+            "start": f" {self.where or 'the backend'}{self._warmth()}",
+            "upload": f" {format_bytes(self.sent_bytes)}",
+            "download": "",
+            "unpack": f" {format_bytes(self.received_bytes)}",
+        }.get(part, "")
+        if self.measure is not None:
+            detail = f" {format_bytes(self.measure[0])} of {format_bytes(self.measure[1])}"
+        note = f" — {self.note}" if self.note else ""
+        return f"{_LABELS.get(part, part)}{detail}{note}"
+
+    def _warmth(self) -> str:
+        return ", warm" if self.warm else ", cold" if self.warm is False else ""
 
     def headline(self) -> str:
-        """One line: where it runs and what it is doing (or how it ended)."""
-        where = self.where or "…"
+        """One line: what it is doing for how long and the total so far, or how it ended."""
         if self.done:
-            verdict = "done" if self.ok else "failed"
-            return f"modal_gpu: {verdict} in {self.elapsed:.2f} s on {where}"
-        detail = {"pack": f" {len(self.variables)} variable(s), {format_bytes(self.sent_bytes)}",
-                  "start": " (warm)" if self.warm else " (cold start)" if self.warm is False else "",
-                  "upload": f" {format_bytes(self.sent_bytes)}",
-                  "download": f" {format_bytes(self.received_bytes)} of {format_bytes(self.expected_bytes)}"
-                  if self.expected_bytes else "",
-                  "unpack": f" {format_bytes(self.received_bytes)}"}.get(self.stage, "")
-        if self.stage == "run":
-            detail = f" {time.monotonic() - self.stage_started:.1f} s"
-        elif self.note:
-            detail += f" — {self.note} {time.monotonic() - self.stage_started:.0f} s"
-        return f"modal_gpu: {_LABELS.get(self.stage, self.stage)}{detail} · {where} · {self.elapsed:.1f} s"
+            verdict = "done" if self.ok else "interrupted" if self.error.startswith("KeyboardInterrupt") else "failed"
+            return f"modal_gpu: {verdict} in {self.elapsed:.2f} s on {self.where or 'the backend'}"
+        return f"modal_gpu: {self.doing()} · {self.part_elapsed():.1f} s · total {self.elapsed:.1f} s"
 
-    def summary_lines(self) -> list[str]:
-        """What the cell sent and brought back, and where the time went."""
-        lines = [self.headline()]
+    def fraction(self) -> float | None:
+        """How far the current part is, when it has a measure; None when it has none (shown as activity)."""
+        if self.measure is None:
+            return None
+        so_far, of = self.measure
+        return min(so_far / of, 1.0)
+
+    def summary(self) -> dict[str, str]:
+        """The summary's lines by label (sent, came back, error, time), in the order they are shown."""
+        lines: dict[str, str] = {}
         if self.variables:
-            lines.append(f"  sent: {', '.join(self.variables)} ({format_bytes(self.sent_bytes)})")
-        if self.injected:
-            lines.append(f"  came back: {'; '.join(self.injected)}")
+            lines["sent"] = f"{', '.join(self.variables)} ({format_bytes(self.sent_bytes)})"
+        if self.returned.items:
+            lines["came back"] = self.returned.text()
         if self.error:
-            lines.append(f"  error: {self.error}")
-        if self.timings:
-            lines.append("  time: " + ", ".join(f"{stage} {seconds * 1e3:.0f} ms"
-                                                for stage, seconds in self.timings.items()))
+            lines["error"] = self.error
+        warmth = {} if self.warm is None else {"start": " (warm)" if self.warm else " (cold)"}
+        parts = format_parts(self.seconds(), self.elapsed, warmth)
+        if parts:
+            lines["took"] = ", ".join(parts)
         return lines
 
-
-class TextView:
-    """Plain text: a line when a worker/container starts cold, the summary at the end."""
-
-    def __init__(self, write: Callable[[str], Any] | None = None) -> None:
-        self.progress = Progress()
-        self._noted = ""
-        self._write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.progress.update(event)
-        note = event.get("note", "") if event.get("kind") == "stage" else ""
-        if event.get("kind") == "stage" and event["stage"] == "start" and event.get("warm") is False:
-            self._write(f"modal_gpu: starting {event.get('where', 'the backend')}{f' — {note}' if note else ''}…\n")
-        elif note and note != self._noted:
-            self._write(f"modal_gpu: {note}…\n")  # what it is waiting for (a container, a re-run)
-        self._noted = note or self._noted
-        if event.get("kind") == "done":
-            self._write("\n".join(self.progress.summary_lines()) + "\n")
-
-
-class WidgetView:
-    """An ipywidgets line (label + bar) that collapses to a summary when the cell ends."""
-
-    def __init__(self) -> None:
-        import ipywidgets as widgets
-        from IPython.display import display
-
-        self.progress = Progress()
-        self.label = widgets.HTML(value=html.escape(self.progress.headline()))
-        self.bar = widgets.FloatProgress(value=0, min=0, max=len(STAGES), bar_style="info",
-                                         layout=widgets.Layout(width="160px"))
-        self.details = widgets.HTML(value="")
-        self.box = widgets.HBox([self.bar, self.label, self.details])
-        self._handle = display(self._bundle(), raw=True, display_id=True)
-
-    def _bundle(self) -> dict[str, Any]:
-        return {
-            "text/plain": "\n".join(self.progress.summary_lines() if self.progress.done
-                                    else [self.progress.headline()]),
-            "application/vnd.jupyter.widget-view+json": {
-                "model_id": self.box.model_id, "version_major": 2, "version_minor": 0},
-        }
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.progress.update(event):
-            return
-        progress = self.progress
-        if progress.stage in STAGES:
-            self.bar.value = STAGES.index(progress.stage) + (1 if progress.done else 0.5)
-        self.label.value = html.escape(progress.headline())
-        if progress.done:  # collapse to one line; the summary opens under it
-            self.bar.value = len(STAGES)
-            self.bar.bar_style = "success" if progress.ok else "danger"
-            lines = progress.summary_lines()
-            self.label.value = ""
-            self.details.value = (f"<details><summary>{html.escape(lines[0])}</summary>"
-                                  + "<br>".join(html.escape(line) for line in lines[1:]) + "</details>")
-            self._handle.update(self._bundle(), raw=True)  # the text fallback shows the summary too
-
-
-def make_view(quiet: bool) -> Callable[[dict[str, Any]], None]:
-    """The widget view in a kernel with ipywidgets, the text view elsewhere, nothing when quiet.
-
-    The view appears only once the backend starts: a cell refused before that
-    (bad flags, an unpicklable input) shows its one-line error and nothing else.
-    """
-    if quiet:
-        return lambda event: None
-    held: list[dict[str, Any]] = []
-    view: list[Callable[[dict[str, Any]], None]] = []
-
-    def listen(event: dict[str, Any]) -> None:
-        if view:
-            view[0](event)
-        elif event.get("kind") == "stage" and event["stage"] == "start":
-            view.append(_new_view())
-            for earlier in held:
-                view[0](earlier)
-            view[0](event)
-        else:
-            held.append(event)
-
-    return listen
-
-
-def _new_view() -> Callable[[dict[str, Any]], None]:
-    try:
-        import ipywidgets  # noqa: F401
-        from IPython import get_ipython
-    except ImportError:
-        return TextView()
-    shell = get_ipython()
-    if shell is None or getattr(shell, "kernel", None) is None:  # terminal IPython, plain scripts
-        return TextView()
-    return WidgetView()
+    def summary_lines(self) -> list[str]:
+        """The summary as plain text: the headline, then one indented line per label."""
+        return [self.headline(), *(f"  {label}: {text}" for label, text in self.summary().items())]

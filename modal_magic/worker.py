@@ -1,25 +1,34 @@
-"""The local backend's worker process: ``python -m modal_magic.worker FD``.
+"""The local backend's worker process: ``python -m modal_magic.worker FD [MODULE …]``.
 
 It serves requests on the socket it inherited as file descriptor ``FD``, one
 frame in, a stream of event frames out, with the same ``Runner`` a Modal
 container uses. SIGINT from the notebook interrupts the running cell (IPython
 turns it into the cell's KeyboardInterrupt); between cells it is ignored.
+
+The ``MODULE``s (the heavy ones the notebook has imported, torch above all)
+are imported before the worker says it is ready: the first cell would import
+them anyway, to rebuild its inputs, and that second or two belongs to starting
+the worker, where the progress view counts it, not to uploading the inputs.
 """
 
 from __future__ import annotations
 
+import importlib
 import signal
 import socket
 import sys
 import traceback
+from typing import Sequence
 
 from . import frames
 
 
-def serve(sock: socket.socket) -> None:
-    """Answer requests until the notebook closes the socket."""
+def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
+    """Import ``preload``, then answer requests until the notebook closes the socket."""
     from .runner import Runner
 
+    for module in preload:
+        importlib.import_module(module)
     runner = Runner()
     frames.send(sock, {"kind": "ready"})
     while True:
@@ -43,7 +52,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
-        serve(sock)
+        serve(sock, sys.argv[2:])
     except (frames.ConnectionClosed, BrokenPipeError, ConnectionResetError):
         pass  # the notebook went away; nothing left to tell it
 

@@ -1,4 +1,4 @@
-"""A notebook executed by nbclient in a real Jupyter kernel: widget view, rich display, figure, Out[n]."""
+"""A notebook executed by nbclient in a real Jupyter kernel: progress summary, rich display, figure, Out[n]."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nbformat
 from nbclient import NotebookClient
 
 
-def test_kernel_shows_widget_html_png_and_execute_result(tmp_path) -> None:
+def test_kernel_shows_summary_html_png_and_execute_result(tmp_path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell("%load_ext modal_magic\nx = 21"),
@@ -26,13 +26,16 @@ def test_kernel_shows_widget_html_png_and_execute_result(tmp_path) -> None:
     outputs = nb.cells[1].outputs
     kinds = [(o.output_type, sorted(o.get("data", {}))) for o in outputs]
 
-    widget = [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    # The live widget was replaced by the static summary when the cell ended: nothing saved refers to a model.
+    assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], kinds
+    widget = [o for o in outputs if "modal-gpu-summary" in o.get("data", {}).get("text/html", "")]
     assert len(widget) == 1
     summary = widget[0]["data"]["text/plain"]
     assert summary.startswith("modal_gpu: done in") and "sent: x" in summary  # the update reached the output
+    assert "sent:</span> x" in widget[0]["data"]["text/html"]
 
     assert any(o.output_type == "stream" and o.text == "live line\n" for o in outputs), kinds
-    html = [o for o in outputs if "text/html" in o.get("data", {})]
+    html = [o for o in outputs if "text/html" in o.get("data", {}) and o is not widget[0]]
     assert html and html[0]["data"]["text/html"] == "<b>remote html</b>"
     png = [o for o in outputs if "image/png" in o.get("data", {})]
     assert png and base64.b64decode(png[0]["data"]["image/png"]).startswith(b"\x89PNG")

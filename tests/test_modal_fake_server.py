@@ -13,6 +13,7 @@ code, and so is the container's input loop.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import threading
@@ -74,13 +75,19 @@ def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> N
 
 
 def test_progress_says_cold_then_warm_and_cold_again_after_modal_stop(fresh, shell, capsys) -> None:
-    cells = []
+    cells, shown = [], []
     for source in ("%%modal_gpu --backend modal\na = 1", "%%modal_gpu --backend modal\na = 2",
                    "%modal_stop", "%%modal_gpu --backend modal\na = 3"):
         capsys.readouterr()
         assert run(shell, source).success
-        cells.append("modal_gpu: starting Modal" in capsys.readouterr().out)
+        shown.append(capsys.readouterr().out)
+        cells.append("modal_gpu: starting Modal" in shown[-1])
     assert cells == [True, False, False, True]
+    # The cold cell's wait for its app and container is starting, and its parts add up to its total (issue 14).
+    total = float(re.search(r"done in (\d+\.\d+) s", shown[0]).group(1))
+    took = re.search(r"took: (.*)", shown[0]).group(1)
+    assert "(cold)" in took and "remote" not in took and took.startswith(("packing", "starting"))
+    assert sum(map(float, re.findall(r"(\d+\.\d+) s", took))) == pytest.approx(total)
 
 
 def test_a_gpu_fallback_list_is_defined_on_the_class(fresh, shell) -> None:
@@ -242,7 +249,7 @@ def test_one_warm_container_per_gpu_type_whatever_the_timeout(fresh, shell, caps
     capsys.readouterr()
     assert run(shell, "%%modal_gpu --backend modal --gpu T4 --memory 4096\nv = 3").success
     assert fresh.report()["containers"] == before["containers"] + 1
-    assert "new container (cold)" in capsys.readouterr().out
+    assert "cold — a new container" in capsys.readouterr().out
     for flags in ("--memory 1024", "", "--memory 4096 --timeout 30"):
         assert run(shell, f"%%modal_gpu --backend modal --gpu T4 {flags}\nv = 4").success
     assert fresh.report()["containers"] == before["containers"] + 1

@@ -66,7 +66,7 @@ def test_text_view_summary_in_a_terminal_shell(shell, capsys) -> None:
     assert run(shell, "%%modal_gpu\ny = len(x)").success
     out = capsys.readouterr().out
     assert "modal_gpu: done in" in out and "on local worker (pid" in out
-    assert "sent: x (" in out and "came back: y: int" in out
+    assert "sent: x (" in out and "came back: y = 3" in out
     assert "\x1b[" not in out and "{" not in out           # plain lines: no ANSI, no JSON
 
 

@@ -69,7 +69,7 @@ def test_importing_numpy_or_a_class_with_shape_and_dtype_is_summarised_by_kind(s
     assert result.success, result.error_in_exec
     assert shell.user_ns["np"].__name__ == "numpy" and shell.user_ns["Tensor"] is torch.Tensor
     summary = capsys.readouterr().out
-    assert "np: module" in summary and "Tensor: _TensorMeta" in summary and "a: ndarray[2, 3] float64" in summary
+    assert "a ndarray[2, 3] float64" in summary and "1 module (np)" in summary and "1 class (Tensor)" in summary
 
 
 @pytest.mark.parametrize("out", ["", " --out u,a,t,n,half"], ids=["arrays first", "tensors first"])

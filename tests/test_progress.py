@@ -1,79 +1,135 @@
-"""The progress views, driven by scripted event sequences (no worker needed)."""
+"""The progress views, driven by scripted event sequences stamped with made-up arrival times (no worker needed)."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from modal_magic.progress import STAGES, Progress, TextView, WidgetView
+from modal_magic.progress import Progress, format_parts
+from modal_magic.view import WIDGET_MIME, TextView, WidgetView
+from modal_magic.view_html import meter_html, summary_html
 
 from .conftest import published_displays
 
+# (seconds since the cell began, event): a first cell on a cold local worker.
 SCRIPT = [
-    {"kind": "stage", "stage": "analyse"},
-    {"kind": "stage", "stage": "pack", "variables": ["x", "model"], "bytes": 3 * 2**20},
-    {"kind": "stage", "stage": "start", "where": "local worker", "warm": False},
-    {"kind": "stage", "stage": "upload", "bytes": 3 * 2**20, "where": "local worker (pid 42)"},
-    {"kind": "stage", "stage": "run"},
-    {"kind": "tick"},
-    {"kind": "stage", "stage": "download"},
-    {"kind": "stage", "stage": "unpack", "bytes": 2**20},
+    (0.000, {"kind": "stage", "stage": "analyse"}),
+    (0.010, {"kind": "stage", "stage": "pack", "variables": ["x", "model"], "bytes": 3 * 2**20}),
+    (0.020, {"kind": "stage", "stage": "start", "where": "local worker", "warm": False}),
+    (1.520, {"kind": "stage", "stage": "upload", "bytes": 3 * 2**20, "where": "local worker (pid 42)"}),
+    (1.530, {"kind": "stage", "stage": "run"}),
+    (2.000, {"kind": "tick"}),
+    (4.530, {"kind": "stage", "stage": "download"}),
+    (4.600, {"kind": "stage", "stage": "unpack", "bytes": 2**20}),
 ]
-DONE = {"kind": "done", "ok": True, "timings": {"pack": 0.002, "remote": 1.5},
-        "injected": ["y: Tensor[2, 3] float32 cpu"], "deleted": []}
+DONE = (4.610, {"kind": "done", "ok": True, "injected": {"y": 1.5}, "deleted": []})
+T0 = 1000.0
 
 
-def test_progress_follows_the_stages() -> None:
+def feed(view, events) -> None:
+    for at, event in events:
+        view(event, T0 + at)
+
+
+def fed(events) -> Progress:
     progress = Progress()
-    for event in SCRIPT[:3]:
-        progress.update(event)
-    assert progress.stage == "start" and progress.warm is False
-    assert "starting (cold start) · local worker" in progress.headline()
-    for event in SCRIPT[3:]:
-        progress.update(event)
-    assert progress.headline().startswith("modal_gpu: unpacking 1.0 MiB · local worker (pid 42)")
-    progress.update(DONE)
+    for at, event in events:
+        progress.update(event, T0 + at)
+    return progress
+
+
+def test_the_live_line_names_the_part_with_its_own_time_and_labels_the_total() -> None:
+    progress = fed(SCRIPT[:3])
+    progress.clock = lambda: T0 + 1.0  # read it 1 s after the cell began
+    assert progress.headline() == "modal_gpu: starting local worker, cold · 1.0 s · total 1.0 s"
+    progress = fed(SCRIPT[:5])
+    progress.clock = lambda: T0 + 2.53
+    assert progress.headline() == "modal_gpu: running · 1.0 s · total 2.5 s"
+
+
+def test_the_worker_starting_is_starting_and_the_parts_add_up_to_the_wall_time() -> None:
+    progress = fed([*SCRIPT, DONE])
+    assert progress.elapsed == pytest.approx(4.61)
+    assert progress.seconds() == pytest.approx({"pack": 0.02, "start": 1.5, "upload": 0.01, "run": 3.0,
+                                                "download": 0.07, "unpack": 0.01})
     lines = progress.summary_lines()
-    assert lines[0].startswith("modal_gpu: done in") and lines[0].endswith("on local worker (pid 42)")
-    assert lines[1] == "  sent: x, model (3.0 MiB)"
-    assert lines[2] == "  came back: y: Tensor[2, 3] float32 cpu"
-    assert lines[3] == "  time: pack 2 ms, remote 1500 ms"
+    assert lines[0] == "modal_gpu: done in 4.61 s on local worker (pid 42)"
+    took = lines[-1]
+    assert took == ("  took: packing 0.02 s, starting 1.50 s (cold), uploading 0.01 s, running 3.00 s, "
+                    "downloading 0.07 s, unpacking 0.01 s")
+    assert sum(map(float, re.findall(r"(\d+\.\d+) s", took))) == pytest.approx(4.61)
 
 
-def test_text_view_prints_a_cold_start_line_and_a_summary() -> None:
+def test_shown_parts_are_rounded_to_add_up_to_the_shown_total() -> None:
+    # Rounded one by one these would show 0.33 + 0.33 + 0.33 = 0.99 beside a total of 1.00.
+    parts = format_parts({"start": 1 / 3, "upload": 1 / 3, "run": 1 / 3}, 1.0)
+    assert sum(float(p.split()[1]) for p in parts) == pytest.approx(1.0)
+
+
+def test_a_part_with_bytes_of_a_total_shows_a_fraction_and_one_without_shows_activity() -> None:
+    progress = fed([*SCRIPT[:5], (2.0, {"kind": "stage", "stage": "download", "bytes": 2**20, "of": 4 * 2**20})])
+    assert progress.fraction() == 0.25 and "downloading 1.0 MiB of 4.0 MiB" in progress.headline()
+    assert 'value="250"' in meter_html(progress)
+    running = fed(SCRIPT[:5])
+    assert running.fraction() is None and "value=" not in meter_html(running)  # indeterminate: no "56 %"
+
+
+def test_a_note_is_said_with_its_part_and_a_rerun_counts_as_running_again() -> None:
+    progress = fed([*SCRIPT[:3],
+                    (0.5, {"kind": "stage", "stage": "start", "where": "Modal (H100)",
+                           "note": "waiting for a container (H100)"}),
+                    (3.0, {"kind": "stage", "stage": "run"}),
+                    (4.0, {"kind": "stage", "stage": "run", "note": "the container was restarted: the cell runs again"}),
+                    (6.0, {"kind": "done", "ok": True})])
+    assert progress.seconds() == pytest.approx({"pack": 0.02, "start": 2.98, "run": 3.0})
+
+
+def test_text_view_prints_the_start_and_each_wait_then_a_summary() -> None:
     written: list[str] = []
-    view = TextView(written.append)
-    for event in [*SCRIPT, DONE]:
-        view(event)
-    assert written[0] == "modal_gpu: starting local worker…\n"
-    assert written[1].splitlines()[1:] == ["  sent: x, model (3.0 MiB)", "  came back: y: Tensor[2, 3] float32 cpu",
-                                           "  time: pack 2 ms, remote 1500 ms"]
+    feed(TextView(written.append),
+         [*SCRIPT[:3], (0.5, {"kind": "stage", "stage": "start", "note": "waiting for a container (H100)"}),
+          *SCRIPT[3:], DONE])
+    assert written[0] == "modal_gpu: starting local worker, cold…\n"
+    assert written[1] == "modal_gpu: starting local worker, cold — waiting for a container (H100)…\n"
+    assert written[2].splitlines()[1:3] == ["  sent: x, model (3.0 MiB)", "  came back: y = 1.5"]
 
 
-def test_widget_view_traits_follow_events_and_collapse_to_a_summary() -> None:
+def test_widget_view_ends_as_one_update_to_static_html_and_text_without_a_widget() -> None:
     pytest.importorskip("ipywidgets")
     with published_displays(InteractiveShell.instance()) as published:
         view = WidgetView()
-        view(SCRIPT[1])  # pack
-        assert view.bar.value == STAGES.index("pack") + 0.5
-        for event in SCRIPT:
-            view(event)
-        assert view.bar.value == STAGES.index("unpack") + 0.5
-        assert "unpacking 1.0 MiB" in view.label.value
-        assert view.details.value == ""
-        view(DONE)
-    assert view.bar.value == len(STAGES) and view.bar.bar_style == "success"
-    assert view.details.value.startswith("<details><summary>modal_gpu: done in")  # one line, opens to the rest
-    assert "came back: y: Tensor[2, 3] float32 cpu" in view.details.value
-    first, last = published[0], published[-1]
-    assert "application/vnd.jupyter.widget-view+json" in first
-    assert last["text/plain"].splitlines()[1] == "  sent: x, model (3.0 MiB)"  # readable without widgets
-    assert last["_kw"].get("update") is True
+        feed(view, SCRIPT)
+        assert "unpacking 1.0 MiB" in view.line.value
+        assert len(published) == 1 and WIDGET_MIME in published[0] and "text/html" in published[0]
+        feed(view, [DONE])
+    assert len(published) == 2  # one re-render at the end: the update, no trait changes before it
+    last = published[-1]
+    assert last["_kw"].get("update") is True and WIDGET_MIME not in last  # nothing left to say "model not found"
+    assert last["text/plain"].splitlines()[1] == "  sent: x, model (3.0 MiB)"
+    assert 'class="modal-gpu-summary"' in last["text/html"] and "var(--jp-ui-font-family" in last["text/html"]
+    assert view.box.comm is None and view.line.comm is None  # the models are closed: the static block replaced them
 
 
-def test_failure_turns_the_bar_red() -> None:
-    pytest.importorskip("ipywidgets")
-    with published_displays(InteractiveShell.instance()):
-        view = WidgetView()
-        view({"kind": "done", "ok": False, "error": "ValueError: bad", "timings": {}})
-    assert view.bar.bar_style == "danger" and "error: ValueError: bad" in view.details.value
+def test_failure_shows_the_error_and_a_red_edge() -> None:
+    progress = fed([*SCRIPT[:5], (5.0, {"kind": "done", "ok": False, "error": "ValueError: bad"})])
+    block = summary_html(progress)
+    assert "error:</span> ValueError: bad" in block and "--jp-error-color1" in block
+    assert '<span style="white-space: nowrap">running 3.47 s</span>' in block
+    assert progress.headline() == "modal_gpu: failed in 5.00 s on local worker (pid 42)"
+
+
+def test_a_new_worker_imports_the_notebooks_torch_before_it_is_ready() -> None:
+    """Else the first cell's torch import (a second or two) happens while the view says 'uploading'."""
+    import torch  # noqa: F401 - the notebook has imported it
+
+    from modal_magic.backends.local import LocalBackend
+
+    backend = LocalBackend()
+    try:
+        backend.start()
+        with open(f"/proc/{backend.pid}/cmdline", "rb") as cmdline:
+            assert b"torch" in cmdline.read().split(b"\0")
+    finally:
+        backend.close()

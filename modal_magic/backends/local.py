@@ -36,6 +36,7 @@ _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is 
 _SOCKET_BUFFER = 4 << 20
 _LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
 _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
+_PRELOAD = ("torch",)  # imported by a new worker before it is ready, when the notebook has imported them
 
 
 class LocalBackend(Backend):
@@ -72,7 +73,8 @@ class LocalBackend(Backend):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
         try:
             self._proc = subprocess.Popen(
-                [self._python, "-m", "modal_magic.worker", str(theirs.fileno())],
+                [self._python, "-m", "modal_magic.worker", str(theirs.fileno()),
+                 *(m for m in _PRELOAD if m in sys.modules)],
                 pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(), stderr=self._log(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches it only through us
             )

@@ -145,16 +145,18 @@ class ModalBackend(Backend):
         if self._executor is None:
             note = "starting the app (the first build of an image takes minutes)"
         elif not app_warm:
-            note = "a new app, for other --pip packages or GPU fallbacks (cold)"
+            note = "a new app, for other --pip packages or GPU fallbacks"
         else:
-            note = "" if reuse and pool.warm else "new container (cold)"
+            note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
         on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
         executor = self._ensure_app(shape)
         if not reuse:
             pool = self._pools[gpu] = _Pool.grown(pool, cpu, memory)
         token = secrets.token_hex(8)
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
-        on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": where,
+        # Until the container has the cell, the cell waits for one (a GPU queue, a container booting): that is
+        # starting, not uploading, whose bytes (when they go ahead in pieces) are told by their own events.
+        on_event({"kind": "stage", "stage": "start", "where": where,
                   "note": f"waiting for a container ({' or '.join(gpus) or 'CPU'})"})
         stream = _Stream.nothing_yet()
         try:
