@@ -187,10 +187,12 @@ def test_timeout_stops_the_cell(fresh, shell) -> None:
     run(shell, "state = 'before'")
     started = time.monotonic()
     result = run(shell, "%%modal_gpu --backend modal --timeout 2\nstate = 'after'\nimport time\n"
-                        "for _ in range(600):\n    time.sleep(0.05)")
+                        "for _ in range(6000):\n    time.sleep(0.05)")
     assert isinstance(result.error_in_exec, CellTimeout)
     assert "timeout of 2 s" in str(result.error_in_exec)
-    assert time.monotonic() - started < 15
+    # The loop alone takes 300 s: ending long before that is the timeout's doing, however slow a cold
+    # container start is on a loaded machine (a 15 s bound failed once at 26 s under load).
+    assert time.monotonic() - started < 120
     assert shell.user_ns["state"] == "before"
 
 
