@@ -70,6 +70,9 @@ class Progress:
                 self.received_bytes = event["bytes"]
             self.expected_bytes = event.get("of", 0)
             return True
+        if kind == "note":  # news within the stage (a fan-out's counts)
+            self.note = event["note"]
+            return True
         if kind == "done":
             self.done, self.ok = True, event["ok"]
             self.error = event.get("error", "")
@@ -95,7 +98,7 @@ class Progress:
                   if self.expected_bytes else "",
                   "unpack": f" {format_bytes(self.received_bytes)}"}.get(self.stage, "")
         if self.stage == "run":
-            detail = f" {time.monotonic() - self.stage_started:.1f} s"
+            detail = f" {time.monotonic() - self.stage_started:.1f} s" + (f" — {self.note}" if self.note else "")
         elif self.note:
             detail += f" — {self.note} {time.monotonic() - self.stage_started:.0f} s"
         return f"modal_gpu: {_LABELS.get(self.stage, self.stage)}{detail} · {where} · {self.elapsed:.1f} s"
@@ -125,7 +128,7 @@ class TextView:
 
     def __call__(self, event: dict[str, Any]) -> None:
         self.progress.update(event)
-        note = event.get("note", "") if event.get("kind") == "stage" else ""
+        note = event.get("note", "") if event.get("kind") in ("stage", "note") else ""
         if event.get("kind") == "stage" and event["stage"] == "start" and event.get("warm") is False:
             self._write(f"modal_gpu: starting {event.get('where', 'the backend')}{f' — {note}' if note else ''}…\n")
         elif note and note != self._noted:
