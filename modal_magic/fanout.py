@@ -129,6 +129,7 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
     lanes = get_backend(options.backend).lanes(min(len(elements), spec.max_parallel or len(elements)))
+    request["resources"] = {**request["resources"], "parallel": len(lanes)}  # Modal: the fan-out's own pool
     try:
         handler = _Handler(elements, inputs, namespace, spec, on_event, options.device)
         _run_on_lanes(lanes, handler, request, inputs, packed, options.timeout)
@@ -299,7 +300,7 @@ class _Handler:
 
     def _failed(self, element: _Element, exc: BaseException) -> None:
         element.error = exc if isinstance(exc, Exception) else RemoteError(type(exc).__name__, str(exc))
-        if isinstance(exc, BackendUnavailable):  # every element would meet it: stop, and say it once
+        if isinstance(exc, (BackendUnavailable, UsageProblem)):  # every element would meet it: stop, say it once
             self.fatal = exc
             self.stop.set()
         elif self.spec.fail_fast:

@@ -53,6 +53,9 @@ class Config:
         self.container_heartbeat_hold = float(env("FAKE_MODAL_CONTAINER_HEARTBEAT_HOLD", "14"))
         # Fault ``preempt`` kills the container at this FunctionCallPutDataOut of the input (1: its first output).
         self.preempt_at_output = int(env("FAKE_MODAL_PREEMPT_AT_OUTPUT", "1"))
+        # Containers one function variant may run at once, whatever it asks for: each is a real process
+        # (and a worker process under it), so this machine, not Modal, sets the bound.
+        self.max_containers = int(env("FAKE_MODAL_MAX_CONTAINERS", "4"))
 
 
 class State:
