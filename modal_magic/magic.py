@@ -111,10 +111,18 @@ class ModalMagics(Magics):
         CPU. The last expression is shown as ``Out[n]``; an exception in the
         cell is raised here with the cell's own line numbers.
 
+        With ``--map NAME=EXPR`` one copy of the cell runs per element, in
+        parallel (Modal containers, or local workers), with NAME bound to the
+        element; the names it binds come back as lists in element order, and
+        failed elements are raised together at the end (``MapFailed``).
+
         Example::
 
             %%modal_gpu --gpu A10G
             y = model(x.cuda())
+
+            %%modal_gpu --map lr=[0.1, 0.01, 0.001]
+            loss = train(model_config, lr)
         """
         args = parse_argstring(self.modal_gpu, line)
         try:
