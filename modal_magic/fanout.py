@@ -365,7 +365,7 @@ def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: _Stop
     outcome = CellOutcome(value=NO_VALUE if all(r is NO_VALUE for r in results)
                           else [None if r is NO_VALUE else r for r in results])
     outcome.warnings = [f"{warning} (element{'s' if len(indices) > 1 else ''} "
-                        f"{', '.join(f'[{i}]' for i in indices[:8])}{', …' if len(indices) > 8 else ''})"
+                        f"{', '.join(f'[{i}]' for i in sorted(indices)[:8])}{', …' if len(indices) > 8 else ''})"
                         for warning, indices in handler.warnings.items()]
     if handler.changed:
         outcome.warnings.append(f"{spec.label}: the copies' in-place changes to {', '.join(handler.changed)} "
