@@ -36,6 +36,7 @@ from typing import Any, Callable, Collection, MutableMapping
 
 from . import process_state, wire
 from .backends import Backend, get_backend
+# The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
 from .driver import NO_VALUE, CellOptions, CellOutcome, _prepare, _rebuild_error, _ReprOnly, _Stopwatch, describe_value
 from .errors import BackendUnavailable, RemoteError, UsageProblem
 from .identity import LocalObjects
@@ -198,34 +199,41 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
 
     threads = [threading.Thread(target=_lane, args=(lane, todo, job, reports, stop, timeout), daemon=True,
                                 name=f"modal_magic-map-{number}") for number, lane in enumerate(lanes)]
-    for thread in threads:
-        thread.start()
-    on_event({"kind": "stage", "stage": "start", "where": _where(lanes), "warm": None,
-              "note": f"{len(elements)} elements on {_lanes(lanes)}"})
-    on_event({"kind": "stage", "stage": "run", "where": _where(lanes)})
-    state = handler
-    running, interrupted = len(threads), False
-    while running:
-        try:
+    interrupted = False
+    try:
+        for thread in threads:
+            thread.start()
+        on_event({"kind": "stage", "stage": "start", "where": _where(lanes), "warm": None,
+                  "note": f"{len(elements)} elements on {_lanes(lanes)}"})
+        on_event({"kind": "stage", "stage": "run", "where": _where(lanes)})
+        running = len(threads)
+        while running:
             try:
-                index, kind, item = reports.get(timeout=_WAIT)
-            except queue.Empty:
-                state.note()
-                continue
-            if index is None:
-                running -= 1
-            else:
-                state.handle(index, kind, item)
-        except KeyboardInterrupt:  # stop every element; keep reading until each lane has let go
-            interrupted = True
-            stop.set()
-    for thread in threads:
-        thread.join()
-    state.note(final=True)
+                try:
+                    index, kind, item = reports.get(timeout=_WAIT)
+                except queue.Empty:
+                    handler.note()
+                    on_event({"kind": "tick"})
+                    continue
+                if index is None:
+                    running -= 1
+                else:
+                    handler.handle(index, kind, item)
+            except KeyboardInterrupt:  # stop every element; keep reading until each lane has let go
+                interrupted = True
+                stop.set()
+    except BaseException:  # our own failure: no lane may go on running cells behind the notebook's back
+        stop.set()
+        raise
+    finally:
+        for thread in threads:
+            if thread.ident is not None:
+                thread.join()
+    handler.note(final=True)
     if interrupted:
         raise KeyboardInterrupt("every element was stopped; nothing was changed in the notebook")
-    if state.fatal is not None:
-        raise state.fatal
+    if handler.fatal is not None:
+        raise handler.fatal
 
 
 def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int], tuple[dict, wire.Payload]],

@@ -13,7 +13,7 @@ from traitlets import Float, Unicode
 from . import driver
 from .backends import CHOICES, close_all
 from .errors import UsageProblem
-from .fanout import MapSpec
+from .fanout import MapFailed, MapSpec
 from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .progress import make_view
@@ -129,6 +129,8 @@ class ModalMagics(Magics):
             return self._run(args, line, cell)
         except UsageProblem as exc:
             raise UsageError(str(exc)) from None
+        except MapFailed as exc:  # IPython leaves a group to Python's display: show it from here, not our internals
+            raise exc.with_traceback(None) from None
 
     def _run(self, args: Any, line: str, cell: str) -> Any:
         options = driver.CellOptions(

@@ -121,6 +121,7 @@ def test_an_expression_may_hold_spaces_and_quotes(shell, flag) -> None:
     ("--map nowhere", "'nowhere' is not defined in the notebook"),
     ("--max-parallel 2", "--max-parallel and --map-fail-fast go with --map"),
     ("--map x=[1] --max-parallel 0", "--max-parallel must be at least 1"),
+    ("--map g=[(i for i in range(2))]", "element [0] cannot be sent: TypeError"),
 ])
 def test_bad_map_flags_say_what_is_expected(shell, capsys, flags, message) -> None:
     result = run(shell, f"{MAP}{flags}\ny = 1")
