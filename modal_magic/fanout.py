@@ -285,8 +285,8 @@ class _Handler:
             element.elapsed = time.perf_counter() - (element.started or time.perf_counter())
             if kind == "result":
                 self._result(index, *item)
-            elif isinstance(item, KeyboardInterrupt):
-                element.cancelled = True
+            elif isinstance(item, KeyboardInterrupt) or (self.stop.is_set() and self.fatal is None):
+                element.cancelled = True  # stopped, or the machinery gave way as the rest were cancelled
             else:
                 self._failed(element, item)
         self.note()

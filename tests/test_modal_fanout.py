@@ -7,6 +7,9 @@ variant's ``max_containers`` and its own ``FAKE_MODAL_MAX_CONTAINERS`` (4 here, 
 
 from __future__ import annotations
 
+import _thread
+import threading
+import time
 from typing import Iterator
 
 import pytest
@@ -44,3 +47,25 @@ def test_elements_run_on_several_containers_and_come_back_in_order(modal_server,
     assert run(shell, "%%modal_gpu --backend modal --gpu T4 --quiet\na = 1").success
     assert run(shell, "%%modal_gpu --backend modal --gpu T4 --quiet\na = 2").success
     assert modal_server.report()["containers"] == containers + 1
+
+
+def test_interrupt_stops_every_element_in_band_and_keeps_the_containers(modal_server, shell) -> None:
+    run(shell, "done = 'before'")
+    before = modal_server.report()
+    sent = before["rpcs"].get("FunctionCallPutDataOut", 0)
+
+    def interrupt_once_all_run() -> None:  # as the kernel's stop button, once each element's cell has started
+        modal_server.wait_for(lambda r: r["rpcs"].get("FunctionCallPutDataOut", 0) >= sent + 3 * 2, timeout=60)
+        time.sleep(0.5)
+        _thread.interrupt_main()
+
+    threading.Thread(target=interrupt_once_all_run, daemon=True).start()
+    result = run(shell, "%%modal_gpu --backend modal --gpu T4 --quiet --map x=range(3)\n"
+                        "import time\ntime.sleep(120)\ndone = x")
+    assert isinstance(result.error_in_exec, KeyboardInterrupt), result.error_in_exec
+    assert shell.user_ns["done"] == "before"
+    after = modal_server.report()
+    assert after["container_exits"] == before["container_exits"]  # stopped in band: no container was killed
+    assert after["rpcs"].get("FunctionCallCancel", 0) == before["rpcs"].get("FunctionCallCancel", 0)
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4 --quiet --map x=range(3)\ndone = x").success
+    assert shell.user_ns["done"] == [0, 1, 2]

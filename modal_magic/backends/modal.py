@@ -223,8 +223,9 @@ class ModalBackend(Backend):
         while True:
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=wait):
-                    check_stop()
                     kind = meta["kind"]
+                    if kind != "call":  # that one first: once the container has the cell, it stops in band
+                        check_stop()
                     if kind == "call":
                         call_id = stream.call_id = meta["id"]
                         if meta.get("attempt", 1) > 1:
