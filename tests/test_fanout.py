@@ -159,3 +159,11 @@ def test_inputs_are_sent_once_beside_each_element(shell, capsys) -> None:
     run(shell, "%%modal_gpu --backend local --map x=range(3)\ns = float(big.sum()) + x")
     assert shell.user_ns["s"] == [float(1 << 20) + x for x in range(3)]
     assert "sent: big (8.0 MiB)" in capsys.readouterr().out  # packed once: one 8 MiB payload, not three
+
+
+def test_every_copy_starts_from_the_notebooks_random_state(shell) -> None:
+    run(shell, "import random\nrandom.seed(5)\nexpected = random.random()\nrandom.seed(5)")
+    assert run(shell, MAP + "--map i=range(3)\nr = random.random()").success
+    assert shell.user_ns["r"] == [shell.user_ns["expected"]] * 3
+    run(shell, "after = random.random()")  # what the copies drew is theirs: the notebook's state did not move
+    assert shell.user_ns["after"] == shell.user_ns["expected"]
