@@ -85,8 +85,10 @@ class MapSpec:
 class MapFailed(ExceptionGroup if sys.version_info >= (3, 11) else Exception):  # type: ignore[misc]  # noqa: F821
     """Some elements failed: ``exceptions`` holds each one's exception (``indices`` says which element).
 
-    IPython shows one line per failed element (its exception and the cell line
-    it stopped at) instead of a traceback through the fan-out's threads.
+    An ``ExceptionGroup`` where Python has one: IPython hands groups to
+    Python's own display, which shows each exception with its note (the
+    element and the cell line it stopped at). Elsewhere IPython shows ``lines``,
+    one per failed element, through ``_render_traceback_``.
     """
 
     indices: tuple[int, ...] = ()
