@@ -274,6 +274,7 @@ class _Handler:
         self.changed: dict[str, None] = {}  # notebook names whose objects a copy changed in place
         self.warnings: dict[str, list[int]] = {}
         self._line_start: dict[tuple[int, str], bool] = {}
+        self._waiting = ""  # what the latest element's stage said it waits for (the app starting, a container)
         self._counts = ""
         self._noted = 0.0
 
@@ -294,9 +295,12 @@ class _Handler:
         self.note()
 
     def _show(self, index: int, event: dict[str, Any]) -> None:
-        """An element's output event: streams get ``[index] `` at the start of each line; stages stay here."""
+        """An element's output event: streams get ``[index] `` at the start of each line; a stage's note
+        (the app starting, a container awaited) joins the counts; the rest of the stages stay here."""
         kind = event.get("kind")
-        if kind == "stream":
+        if kind == "stage":
+            self._waiting = event.get("note", "")
+        elif kind == "stream":
             key, tag, pieces = (index, event["name"]), f"[{index}] ", []
             at_start = self._line_start.get(key, True)
             for piece in re.split(r"(?<=[\n\r])", event["text"]):
@@ -357,7 +361,8 @@ class _Handler:
         failed = sum(1 for e in self.elements if e.error is not None)
         running = sum(1 for e in self.elements if e.started is not None and e.values is None
                       and e.error is None and not e.cancelled)
-        counts = f"{done}/{len(self.elements)} done, {running} running, {failed} failed"
+        counts = f"{done}/{len(self.elements)} done, {running} running, {failed} failed" \
+            + (f" — {self._waiting}" if self._waiting else "")
         now = time.monotonic()
         if counts != self._counts and (final or now - self._noted >= _NOTE_EVERY):
             self._counts, self._noted = counts, now
