@@ -11,9 +11,10 @@ from typing import Any
 
 from .driver import NO_VALUE, CellOptions, CellOutcome, run_cell
 from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
+from .fanout import MapFailed, MapSpec
 
 __all__ = [
-    "run_cell", "CellOptions", "CellOutcome", "NO_VALUE",
+    "run_cell", "CellOptions", "CellOutcome", "NO_VALUE", "MapSpec", "MapFailed",
     "ModalMagicError", "WorkerDied", "BackendUnavailable", "InternalError", "CellTimeout", "RemoteError",
     "load_ipython_extension", "unload_ipython_extension",
 ]

@@ -18,7 +18,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, MutableMapping
+from typing import TYPE_CHECKING, Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
 
@@ -31,6 +31,9 @@ from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
 from .runner import ERROR, INPUTS, PLAIN, VALUE
+
+if TYPE_CHECKING:
+    from .fanout import MapSpec
 
 __all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
 
@@ -64,6 +67,8 @@ class CellOptions:
     memory_mib: int | None = None
     pip: tuple[str, ...] = ()
     """Extra packages for the container image."""
+    mapping: "MapSpec | None" = None
+    """``--map``: run one copy of the cell per element (``fanout.py``)."""
 
 
 @dataclass
@@ -102,6 +107,11 @@ def run_cell(
     ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``
     subclasses when the machinery fails.
     """
+    if options.mapping is not None:  # --map: one copy per element, results as lists
+        from .fanout import run_mapped
+
+        return run_mapped(source, namespace, options, on_event=on_event, hidden=hidden,
+                          execution_count=execution_count, colors=colors, header=header)
     clock = _Stopwatch()
     on_event({"kind": "stage", "stage": "analyse"})
     names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)

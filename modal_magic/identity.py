@@ -290,6 +290,7 @@ class LocalObjects:
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo
         self._updates: list[tuple[Any, Any]] = []
+        self._updated: list[int] = []  # the memo index of each update's object, for ``discard``
         self.notes: list[str] = []
 
     def persistent_load(self, pid: tuple) -> Any:
@@ -300,12 +301,14 @@ class LocalObjects:
         new = rest[0]
         if type(local) is types.FunctionType:  # ``new`` is its attributes (``wrapper.calls += 1``)
             self._updates.append((local.__dict__, new))
+            self._updated.append(index)
             return local
         if not _updatable(local, new):
             self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
                               "it was replaced (other references to the old one do not see the change)")
             return new
         self._updates.append((local, new))
+        self._updated.append(index)
         return local
 
     def apply(self) -> None:
@@ -313,6 +316,37 @@ class LocalObjects:
         for local, new in self._updates:
             _update_in_place(local, new)
         self._updates.clear()
+        self._updated.clear()
+
+    def discard(self) -> list[int]:
+        """Drop the updates unapplied; the memo indices of the objects they would have changed.
+
+        For ``--map``, whose copies' changes cannot be merged. Containers and
+        plain objects always travel as updates (they may have changed), so they
+        are compared with what came back; tensors, arrays and random states
+        travel as updates only when they changed.
+        """
+        changed = [index for index, (local, new) in zip(self._updated, self._updates) if _differs(local, new)]
+        self._updates.clear()
+        self._updated.clear()
+        return changed
+
+
+def _differs(local: Any, new: Any) -> bool:
+    """Whether applying ``new`` would change ``local`` (the objects inside both are the notebook's own)."""
+    if isinstance(local, (list, dict, set, bytearray)) and type(local) is type(new):
+        return _unequal(local, new)
+    if hasattr(local, "__dict__") and hasattr(new, "__dict__") and not _is_tensor(local) and not _is_array(local) \
+            and _state_access(local) is None:
+        return _unequal(local.__dict__, new.__dict__)
+    return True
+
+
+def _unequal(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except Exception:  # noqa: BLE001 - an array inside compares elementwise: count it as changed
+        return True
 
 
 def _stands_for(sent: Any) -> Any:

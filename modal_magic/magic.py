@@ -13,6 +13,7 @@ from traitlets import Float, Unicode
 from . import driver
 from .backends import CHOICES, close_all
 from .errors import UsageProblem
+from .fanout import MapFailed, MapSpec
 from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .view import make_view
@@ -86,6 +87,17 @@ class ModalMagics(Magics):
     @argument("--memory", type=int, default=None, metavar="MiB", help="memory for the container, in MiB")
     @argument("--pip", nargs="+", default=(), metavar="PKG==VER",
               help="extra packages for the container image (pin them: same pins, no rebuild)")
+    @argument("--map", dest="map", nargs="+", default=None, metavar="NAME=EXPR",
+              help="run one copy of the cell per element of EXPR (evaluated here; any iterable), in parallel, "
+                   "with NAME bound to the element; or NAME alone: an iterable already in the notebook. Each "
+                   "name the cell binds comes back as a list in element order (None where an element failed), "
+                   "the last expression as a list; in-place changes to notebook objects are dropped. "
+                   "E.g. --map lr=[0.1, 0.01] or --map seed=range(8)")
+    @argument("--max-parallel", type=int, default=None, metavar="N",
+              help="with --map: at most N copies at once (default: every element at once on Modal, "
+                   "one local worker per core)")
+    @argument("--map-fail-fast", action="store_true",
+              help="with --map: cancel the other copies at the first failure (default: they finish)")
     @argument("--dry-run", action="store_true",
               help="print the plan (backend, GPU, image, inputs and sizes) without running or sending anything")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
@@ -99,16 +111,26 @@ class ModalMagics(Magics):
         CPU. The last expression is shown as ``Out[n]``; an exception in the
         cell is raised here with the cell's own line numbers.
 
+        With ``--map NAME=EXPR`` one copy of the cell runs per element, in
+        parallel (Modal containers, or local workers), with NAME bound to the
+        element; the names it binds come back as lists in element order, and
+        failed elements are raised together at the end (``MapFailed``).
+
         Example::
 
             %%modal_gpu --gpu A10G
             y = model(x.cuda())
+
+            %%modal_gpu --map lr=[0.1, 0.01, 0.001]
+            loss = train(model_config, lr)
         """
         args = parse_argstring(self.modal_gpu, line)
         try:
             return self._run(args, line, cell)
         except UsageProblem as exc:
             raise UsageError(str(exc)) from None
+        except MapFailed as exc:  # IPython leaves a group to Python's display: show it from here, not our internals
+            raise exc.with_traceback(None) from None
 
     def _run(self, args: Any, line: str, cell: str) -> Any:
         options = driver.CellOptions(
@@ -116,7 +138,7 @@ class ModalMagics(Magics):
             device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
             env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
             gpu=tuple(parse_gpu(args.gpu or self.gpu)), cpu=args.cpu, memory_mib=args.memory,
-            pip=tuple(args.pip))
+            pip=tuple(args.pip), mapping=_mapping(args))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         if args.dry_run:
@@ -170,6 +192,15 @@ class ModalMagics(Magics):
 
 
 _ABSENT = object()
+
+
+def _mapping(args: Any) -> MapSpec | None:
+    if args.map is None:
+        if args.max_parallel is not None or args.map_fail_fast:
+            raise UsageProblem("--max-parallel and --map-fail-fast go with --map NAME=EXPR.")
+        return None
+    # The expression may hold spaces (`--map lr=[0.1, 0.01]`): its words come back as they were written.
+    return MapSpec.parse(" ".join(args.map), max_parallel=args.max_parallel, fail_fast=args.map_fail_fast)
 
 
 def _prompt_number(shell: Any) -> int:

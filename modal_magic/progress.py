@@ -79,6 +79,8 @@ class Progress:
     ok: bool = True
     error: str = ""
     returned: Returned = field(default_factory=Returned)
+    elements: dict[str, float] = field(default_factory=dict)
+    """--map: seconds per element (or their spread), by label."""
     clock: Callable[[], float] = time.monotonic
     """What 'now' is while the cell runs (a test reads the line at a moment of its choosing)."""
 
@@ -97,10 +99,14 @@ class Progress:
         if kind == "stage":
             self._stage(event, now)
             return True
+        if kind == "note":  # news within the stage (a fan-out's counts)
+            self.note = event["note"]
+            return True
         if kind == "done":
             self.ended, self.ok = now, event["ok"]
             self.error = event.get("error", "").removesuffix(": ")  # an exception without a message
             self.returned = describe_returned(event.get("injected", {}))
+            self.elements = dict(event.get("elements", {}))
             self.measure = None
             return True
         return kind == "tick"
@@ -187,6 +193,8 @@ class Progress:
         parts = format_parts(self.seconds(), self.elapsed, warmth)
         if parts:
             lines["took"] = ", ".join(parts)
+        if self.elements:  # --map: each element's own time, or their spread
+            lines["elements"] = ", ".join(f"{label} {seconds:.2f} s" for label, seconds in self.elements.items())
         return lines
 
     def summary_lines(self) -> list[str]:

@@ -199,10 +199,15 @@ class Runner:
         ns.clear()
         ns.update(self._baseline)
         main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
-        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers), map_location="auto", memo=memo,
-                             main=main)
+        element = request.get("element")
+        shared = len(buffers) if element is None else element["first_buffer"]
+        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers[:shared]), map_location="auto",
+                             memo=memo, main=main)
         ns.update(inputs)
         ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
+        if element is not None:  # --map: this copy's element, packed apart so the inputs are packed once for all
+            ns.update(wire.unpack(wire.Payload.from_meta(element["payload"], buffers[shared:]),
+                                  map_location="auto", main=main))
         return inputs, RemoteInputs(memo), dict(ns)
 
     def _execute(self, request: dict[str, Any], emit: Emit) -> Any:

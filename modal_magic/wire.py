@@ -94,6 +94,9 @@ class Payload:
     """Bytes each variable added (shared objects count for the first name that holds them)."""
     memo: dict[int, Any] = field(default_factory=dict, repr=False)
     """Sender only, with ``keep_memo``: memo index → object (never sent)."""
+    memo_ends: list[int] = field(default_factory=list, repr=False)
+    """Sender only, with ``keep_memo``: per name, in order, one past the last memo index its pickling made
+    (an object's index says which variable it was sent as part of)."""
     notes: list[str] = field(default_factory=list)
     """One-line notes about values that changed on the way (e.g. detached tensors)."""
 
@@ -266,6 +269,7 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
         pickler.refer_to(refs)
     notes: list[str] = []
     sizes: dict[str, int] = {}
+    memo_ends: list[int] = []
     for name, value in variables.items():
         position, first_buffer = stream.tell(), len(buffers)
         try:
@@ -275,9 +279,11 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
         sizes[name] = stream.tell() - position + sum(b.nbytes for b in buffers[first_buffer:])
         notes.extend(f"{name}: {note}" for note in dict.fromkeys(pickler.notes))
         pickler.notes.clear()
+        if keep_memo:  # the C pickler's memo has no len(); a copy per variable is cheap beside pickling it
+            memo_ends.append(len(pickler.memo.copy()))
     memo = {index: obj for index, obj in pickler.memo.copy().values()} if keep_memo else {}
     return Payload(stream=stream.getvalue(), buffers=buffers, names=list(variables), versions=versions(),
-                   skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo)
+                   skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo, memo_ends=memo_ends)
 
 
 # ---------------------------------------------------------------- unpickling

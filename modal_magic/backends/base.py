@@ -9,6 +9,7 @@ or analysis: that is the driver's job.
 from __future__ import annotations
 
 import abc
+import threading
 from typing import Any, Callable
 
 from .. import wire
@@ -24,13 +25,22 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None) -> ResultFrame:
+            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
         """Run one cell; call ``on_event`` for each intermediate event; return the result frame.
 
         Raises ``KeyboardInterrupt`` (after stopping the remote work) when
         interrupted, ``CellTimeout`` past ``timeout`` seconds, ``WorkerDied``
-        or ``BackendUnavailable`` when the machinery fails.
+        or ``BackendUnavailable`` when the machinery fails. Setting ``stop``
+        (from another thread: a fan-out's cells do not run on the thread that
+        gets the kernel's interrupt) stops the cell as an interrupt would.
         """
+
+    def lanes(self, wanted: int) -> list["Backend"]:
+        """Up to ``wanted`` backends whose ``run`` calls may go on at the same time, one per thread (``--map``).
+
+        A backend that can run one cell at a time gives itself: the copies then run one after another.
+        """
+        return [self]
 
     def close(self) -> None:
         """Release what the backend holds (processes, apps). Idempotent."""

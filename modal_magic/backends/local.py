@@ -53,6 +53,7 @@ class LocalBackend(Backend):
         self._stderr: Any = None
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
+        self._helpers: list[LocalBackend] = []  # the other workers of a fan-out (``lanes``)
 
     # ------------------------------------------------------------ lifecycle
     @property
@@ -66,7 +67,7 @@ class LocalBackend(Backend):
     def _ensure_worker(self) -> socket.socket:
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
             return self._sock
-        self.close()
+        self._stop_worker()
         ours, theirs = socket.socketpair()
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
@@ -104,7 +105,21 @@ class LocalBackend(Backend):
         env["MPLBACKEND"] = "Agg"  # headless, as a container is: figures come back as PNGs
         return env
 
+    def lanes(self, wanted: int) -> list[Backend]:
+        """This worker and more like it, one per core at most: a fan-out's pool, kept warm for the next one."""
+        count = max(1, min(wanted, os.cpu_count() or 1))
+        while len(self._helpers) < count - 1:
+            self._helpers.append(LocalBackend(self._python, grace=self._grace, environment=self._environment))
+        return [self, *self._helpers[:count - 1]]
+
     def close(self) -> None:
+        """Stop the worker and the fan-out pool's."""
+        while self._helpers:
+            self._helpers.pop().close()
+        self._stop_worker()
+
+    def _stop_worker(self) -> None:
+        """Stop this worker only (it is replaced on next use); the pool's go on."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -126,7 +141,7 @@ class LocalBackend(Backend):
         try:
             frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
         except KeyboardInterrupt:
-            self.close()  # half a frame was sent: the stream is unusable
+            self._stop_worker()  # half a frame was sent: the stream is unusable
             raise
         except OSError:
             raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started"
@@ -141,7 +156,7 @@ class LocalBackend(Backend):
                     raise
                 return stopped  # the cell's last frame: the driver raises the interrupt where the cell was
             except TimeoutError:
-                self.close()
+                self._stop_worker()
                 raise CellTimeout(
                     f"the cell ran longer than its timeout of {timeout:g} s and was stopped "
                     "(the worker was restarted). Raise it with --timeout SECONDS.") from None
@@ -161,7 +176,7 @@ class LocalBackend(Backend):
         try:
             return frames.recv(self._sock)
         except KeyboardInterrupt:
-            self.close()  # interrupted mid-frame: the stream is unusable
+            self._stop_worker()  # interrupted mid-frame: the stream is unusable
             raise
         except (frames.ConnectionClosed, OSError):
             raise WorkerDied(
@@ -241,7 +256,7 @@ class LocalBackend(Backend):
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
                     return None
         except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
-            self.close()
+            self._stop_worker()
             return None
 
 

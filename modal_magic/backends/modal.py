@@ -38,8 +38,9 @@ from typing import Any, Callable, Iterator
 import numpy
 
 from .. import frames, wire
-from ..errors import CellTimeout, InternalError, ModalMagicError, WorkerDied, with_remote_traceback
+from ..errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
 from ..modal_plan import ImageSpec
+from ..progress import format_bytes
 from .base import Backend, OnEvent, ResultFrame
 from .modal_errors import UNCHANGED, explain, preflight
 from .modal_executor import GRACE, RERUNS, STOP, executor_class, partition
@@ -52,6 +53,8 @@ _DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take b
 _SLICE = 0.2               # seconds between progress ticks while waiting for a frame
 _INLINE = 32 << 20         # bytes of inputs sent within the run call; more go ahead in pieces
 _RERUN_POLL = 10.0         # seconds one long poll for re-runs waits
+_FAN_OUT_CALLS = 100       # calls a --map keeps in flight when --max-parallel does not say (a thread each here)
+_SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so the pool stays warm from one --map to the next
 _CLOSING = "closing"       # wakes the re-run answerer when the app closes
 
 
@@ -85,22 +88,26 @@ class _Pool:
 
     cpu: float | None = None
     memory: int | None = None
+    max_containers: int | None = None
+    """Set for a fan-out's pool (its own containers, as many as Modal gives); the class's 1 otherwise."""
     last_used: float = field(default=-float("inf"))
 
     def covers(self, cpu: float | None, memory: int | None) -> bool:
         return (cpu is None or (self.cpu or 0) >= cpu) and (memory is None or (self.memory or 0) >= memory)
 
     @classmethod
-    def grown(cls, previous: "_Pool | None", cpu: float | None, memory: int | None) -> "_Pool":
+    def grown(cls, previous: "_Pool | None", cpu: float | None, memory: int | None,
+              max_containers: int | None) -> "_Pool":
         """A pool with what the cell asks for and at least what ``previous`` had, so pools never flip-flop."""
         if previous is None:
-            return cls(cpu, memory)
-        return cls(max(cpu or 0, previous.cpu or 0) or None, max(memory or 0, previous.memory or 0) or None)
+            return cls(cpu, memory, max_containers)
+        return cls(max(cpu or 0, previous.cpu or 0) or None, max(memory or 0, previous.memory or 0) or None,
+                   max_containers)
 
     def options(self, gpu: str | None) -> dict[str, Any]:
         """``with_options`` for this pool: none at all for a CPU container with defaults (the base class)."""
-        return {key: value for key, value in (("gpu", gpu), ("cpu", self.cpu), ("memory", self.memory))
-                if value is not None}
+        return {key: value for key, value in (("gpu", gpu), ("cpu", self.cpu), ("memory", self.memory),
+                                              ("max_containers", self.max_containers)) if value is not None}
 
     @property
     def warm(self) -> bool:
@@ -116,42 +123,55 @@ class ModalBackend(Backend):
         self._executor: Any = None
         self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
         self._shape: AppShape | None = None
-        self._pools: dict[str | None, _Pool] = {}
+        self._pools: dict[tuple[str | None, bool], _Pool] = {}  # by GPU type, and whether a fan-out's
+        self._lock = threading.Lock()  # a fan-out's calls share the app: one of them starts it
         self._streams: dict[str, _Stream] = {}  # the cells running now, by token (for a re-run's question)
         self._answering: threading.Thread | None = None
         self._closes_at_exit = False
 
     # ------------------------------------------------------------------ a cell
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None) -> ResultFrame:
+            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
         try:
-            return self._run(request, inputs, on_event, timeout, first_try=True)
+            return self._run(request, inputs, on_event, timeout, stop, first_try=True)
         except _AppGone:  # the cell never reached a container, so running it now runs it once
             on_event({"kind": "stage", "stage": "start", "warm": False,
                       "note": "Modal had stopped the app (a laptop sleep, a lost network): starting a fresh one"})
-            return self._run(request, inputs, on_event, timeout, first_try=False)
+            return self._run(request, inputs, on_event, timeout, stop, first_try=False)
+
+    def lanes(self, wanted: int) -> list[Backend]:
+        """This backend, once per call a fan-out keeps in flight: Modal spreads the calls over containers."""
+        return [self] * max(1, min(wanted, _FAN_OUT_CALLS))
 
     def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, timeout: float | None,
-             *, first_try: bool) -> ResultFrame:
+             stop: threading.Event | None, *, first_try: bool) -> ResultFrame:
         resources = request.get("resources", {})
         gpus = tuple(resources.get("gpu", ()))
         shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))), gpus if len(gpus) > 1 else None)
         gpu = gpus[0] if len(gpus) == 1 else None
         cpu, memory = resources.get("cpu"), resources.get("memory")
+        fan_out = resources.get("parallel", 1) > 1  # one of a --map's calls: the fan-out's own pool
+        if fan_out and inputs.nbytes > _INLINE:
+            raise UsageProblem(f"--map on Modal sends the inputs with each call, and they come to "
+                               f"{format_bytes(inputs.nbytes)}, over {format_bytes(_INLINE)}; load the big data "
+                               "inside the cell, or run the elements one cell at a time.")
         where = f"Modal ({' or '.join(gpus) or 'CPU'})"
-        app_warm = self._executor is not None and shape == self._shape
-        pool = self._pools.get(gpu) if app_warm else None
-        reuse = pool is not None and pool.covers(cpu, memory)
-        if self._executor is None:
-            note = "starting the app (the first build of an image takes minutes)"
-        elif not app_warm:
-            note = "a new app, for other --pip packages or GPU fallbacks"
-        else:
-            note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
-        on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
-        executor = self._ensure_app(shape)
-        if not reuse:
-            pool = self._pools[gpu] = _Pool.grown(pool, cpu, memory)
+        with self._lock:
+            app_warm = self._executor is not None and shape == self._shape
+            pool = self._pools.get((gpu, fan_out)) if app_warm else None
+            reuse = pool is not None and pool.covers(cpu, memory)
+            if self._executor is None:
+                note = "starting the app (the first build of an image takes minutes)"
+            elif not app_warm:
+                note = "a new app, for other --pip packages or GPU fallbacks"
+            else:
+                note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
+            on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
+            executor = self._ensure_app(shape)
+            if not reuse:
+                pool = self._pools[gpu, fan_out] = _Pool.grown(pool, cpu, memory,
+                                                               _SCALE_OUT_CONTAINERS if fan_out else None)
+            app = self._stack
         token = secrets.token_hex(8)
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
         # Until the container has the cell, the cell waits for one (a GPU queue, a container booting): that is
@@ -165,20 +185,23 @@ class ModalBackend(Backend):
             head, arrays = _send_inputs(instance, request, inputs, on_event)
             stream = self._streams[token] = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
             try:
-                result = self._follow(stream, token, on_event, timeout)
+                result = self._follow(stream, token, on_event, timeout, stop)
             finally:
                 del self._streams[token]
         except (ModalMagicError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
+            with self._lock:
+                if self._stack is app:  # (a fan-out's other call may have started a fresh one already)
+                    self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
             raise explain(exc) from None
         pool.last_used = time.monotonic()
         return result
 
-    def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None) -> ResultFrame:
+    def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None,
+                stop: threading.Event | None = None) -> ResultFrame:
         """Read the cell's frames to its last one, forwarding events.
 
         An interrupt stops the cell in band and keeps reading, so the last frame
@@ -186,13 +209,25 @@ class ModalBackend(Backend):
         the container has the cell (queued for a GPU) there is nothing to stop:
         closing the app withdraws the input. No last frame within ``_DRAIN``, or
         a second interrupt, cancels the call (Modal then stops its container).
+        Setting ``stop`` (another thread's way to interrupt) counts as the first interrupt.
         """
         call_id, stopping, deadline = None, False, None
         result: frames.Pieces | None = None
+
+        def check_stop() -> None:
+            if stop is not None and stop.is_set() and not stopping:
+                raise KeyboardInterrupt
+
+        def wait() -> None:
+            check_stop()
+            on_event({"kind": "tick"})
+
         while True:
             try:
-                for meta, buffers in stream.frames(deadline=deadline, on_wait=lambda: on_event({"kind": "tick"})):
+                for meta, buffers in stream.frames(deadline=deadline, on_wait=wait):
                     kind = meta["kind"]
+                    if kind != "call":  # that one first: once the container has the cell, it stops in band
+                        check_stop()
                     if kind == "call":
                         call_id = stream.call_id = meta["id"]
                         if meta.get("attempt", 1) > 1:

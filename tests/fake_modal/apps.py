@@ -97,6 +97,16 @@ class Function:
         return gpu_names(self.root.definition.resources) if self.root.definition else []
 
     @property
+    def max_containers(self) -> int | None:
+        """The variant's cap on its containers (``with_options``, else the class's); None: no cap of Modal's."""
+        if self.options is not None and self.options.concurrency_limit:
+            return self.options.concurrency_limit
+        definition = self.root.definition
+        if definition is None:
+            return None
+        return definition.autoscaler_settings.max_containers or definition.concurrency_limit or None
+
+    @property
     def timeout(self) -> float:
         if self.options is not None and self.options.HasField("timeout_secs") and self.options.timeout_secs:
             return self.options.timeout_secs

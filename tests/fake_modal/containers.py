@@ -18,9 +18,13 @@ once, then the method per input), the generator output pump
 (delivered, as Modal's worker does, in the answer to a long-held
 ContainerHeartbeat) and its exit code.
 
-The worker side is modelled here: one container per bound function variant at
-a time (``max_containers=1``), kept warm between inputs; a container that exits
-is gone and the next input starts a new one. A cancelled input whose container
+The worker side is modelled here: each bound function variant autoscales, one
+input per container (Modal's default, no ``@modal.concurrent``): inputs waiting
+beyond the idle and starting containers start new ones, up to the variant's
+``max_containers`` (the class's, or its ``with_options`` one; none: no limit of
+Modal's) and this machine's ``Config.max_containers``, past which inputs queue.
+Containers are kept warm between inputs; one that exits is gone and the next
+input starts a new one. A cancelled input whose container
 does not answer ``TERMINATED`` within ``Config.cancel_kill_delay`` is killed
 (modal-client#4125: with generator output in flight, Modal's pump fails and the
 container answers FAILURE, then the worker kills it after 30 s); until then it
@@ -34,7 +38,10 @@ the fault is cleared.
 
 Not as strict as Modal: no scale-down window (a warm container lives until its
 app stops or the server ends), no memory or CPU limits, no GPU (``torch.cuda``
-is whatever this machine has), no network isolation, one input at a time.
+is whatever this machine has), no network isolation, one input at a time, no
+workspace GPU quota (only ``Config.max_containers``), and a new container is
+started at once for a waiting input (Modal's autoscaler takes its time and may
+wait for a busy container to free up instead).
 """
 
 from __future__ import annotations
@@ -101,7 +108,7 @@ class Workers:
         self.state, self.apps, self.calls, self.mounts = state, apps, calls, mounts
         self.services = services                          # what a container's port serves
         self.pending: dict[str, list[Call]] = {}          # function id -> inputs waiting for a container
-        self.live: dict[str, Container] = {}              # function id -> its container
+        self.live: dict[str, list[Container]] = {}        # function id -> its containers (starting or running)
         self.containers: list[Container] = []
         self.gpu_waits: set[str] = set()                  # calls that waited for a GPU
         self.restarts = 0
@@ -123,14 +130,19 @@ class Workers:
     def schedule(self) -> None:
         for function_id, queue in self.pending.items():
             queue[:] = [call for call in queue if call.result is None]
-            if not queue or (function_id in self.live and self.live[function_id].alive):
+            live = self.live[function_id] = [c for c in self.live.get(function_id, []) if c.alive]
+            free = sum(1 for c in live if c.current is None and not c.kill_timers)  # idle, or still starting
+            if len(queue) <= free:
                 continue
             function = queue[0].function
             if self.state.fail == "gpu-queue" and function.gpus:
                 self.gpu_waits.update(call.id for call in queue)
                 continue
-            self.live[function_id] = Container(self.state.new_id("ta"), function, Path())  # starting
-            asyncio.get_running_loop().create_task(self._start_or_fail(function))
+            limit = min(function.max_containers or self.state.config.max_containers, self.state.config.max_containers)
+            for _ in range(min(len(queue) - free, limit - len(live))):
+                container = Container(self.state.new_id("ta"), function, Path())  # starting
+                live.append(container)
+                asyncio.get_running_loop().create_task(self._start_or_fail(container))
 
     async def tick(self) -> None:
         """Re-schedule now and then: a cleared ``gpu-queue`` fault lets waiting inputs start."""
@@ -138,19 +150,19 @@ class Workers:
             await asyncio.sleep(0.2)
             self.schedule()
 
-    async def _start_or_fail(self, function: Function) -> None:
+    async def _start_or_fail(self, container: Container) -> None:
         try:
-            await self._start(function)
+            await self._start(container)
         except Exception:  # a bug of the stand-in: fail the waiting inputs rather than leave them hanging
             import traceback
 
             self.state.errors.append(f"starting a container: {traceback.format_exc()}")
-            self.live[function.id].exit_code = -1
-            self._fail_pending(function.id, "the fake could not start a container (see report.json errors)")
+            container.exit_code = -1
+            self._fail_pending(container.function.id, "the fake could not start a container (see report.json errors)")
             self.state.save()
 
-    async def _start(self, function: Function) -> None:
-        container = self.live[function.id]
+    async def _start(self, container: Container) -> None:
+        function = container.function
         container.root = self.state.root / "containers" / container.id
         app = self.apps.apps[function.app_id]
         definition = function.container_definition()

@@ -20,6 +20,7 @@ import collections
 import itertools
 import json
 import os
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ class Config:
         self.container_heartbeat_hold = float(env("FAKE_MODAL_CONTAINER_HEARTBEAT_HOLD", "14"))
         # Fault ``preempt`` kills the container at this FunctionCallPutDataOut of the input (1: its first output).
         self.preempt_at_output = int(env("FAKE_MODAL_PREEMPT_AT_OUTPUT", "1"))
+        # Containers one function variant may run at once, whatever it asks for: each is a real process
+        # (and a worker process under it), so this machine, not Modal, sets the bound.
+        self.max_containers = int(env("FAKE_MODAL_MAX_CONTAINERS", "4"))
+        # report.json is rewritten after every RPC (0), or at most this often, in seconds: each write
+        # lists every call so far, so a benchmark of thousands of calls measures the writes, not Modal's path.
+        self.report_every = float(env("FAKE_MODAL_REPORT_EVERY", "0"))
 
 
 class State:
@@ -66,6 +73,8 @@ class State:
         self._ids = itertools.count(1)
         self.report_parts: list[Any] = []  # objects with a ``report() -> dict``
         self.errors: list[str] = []        # tracebacks of handler bugs: a test can assert there are none
+        self._saved = -float("inf")
+        self._save_due: asyncio.TimerHandle | None = None
 
     @property
     def fail(self) -> str:
@@ -77,7 +86,18 @@ class State:
         return f"{prefix}-fake{next(self._ids):06d}"
 
     def save(self) -> None:
-        """Write ``report.json`` atomically: the test may read it at any time."""
+        """Write ``report.json`` atomically: the test may read it at any time (``Config.report_every``: a
+        write within that time of the last one is put off to its end)."""
+        now = time.monotonic()
+        if now - self._saved < self.config.report_every:
+            if self._save_due is None:
+                self._save_due = asyncio.get_running_loop().call_later(self._saved + self.config.report_every - now,
+                                                                       self._save_now)
+            return
+        self._save_now()
+
+    def _save_now(self) -> None:
+        self._saved, self._save_due = time.monotonic(), None
         report: dict[str, Any] = {"rpcs": dict(self.rpcs), "unimplemented": dict(self.unimplemented),
                                   "errors": self.errors}
         for part in self.report_parts:
