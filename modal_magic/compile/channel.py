@@ -1,0 +1,124 @@
+"""A remote place — the session's local worker or Modal container — and one graph call's round trip there.
+
+A call travels as an ordinary cell of the session (``driver.run_cell``), so it
+runs in the very worker the magic's cells use and rides on everything that path
+already does: the payload format (tensors out of band, CUDA → the notebook's
+device), the Modal container and its GPU options, grad mode and random states
+carried both ways, in-place changes to the notebook's tensors applied here,
+errors rebuilt with their type, interrupts. The cell is one line that hands a
+``Call`` to ``remote.execute`` in a private namespace; only its reply comes back.
+
+The place also keeps what the notebook believes the remote side holds (graphs,
+resident tensors). That belief only saves bytes: the remote side reports what
+it lacks, and the call is repeated once with those things.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..backends import choose
+from ..driver import CellOptions, run_cell
+from ..errors import ModalMagicError, UsageProblem
+from ..output import show_event
+from .graph import GraphPlan
+from .protocol import Call, RemoteGraphError, Reply
+from .residency import ResidentTensors, key
+
+__all__ = ["Place", "CallStats"]
+
+_CELL = "from modal_magic.compile.remote import execute as _mm_execute\n_mm_reply = _mm_execute(_mm_call)"
+_REPLY = "_mm_reply"
+
+
+@dataclass
+class CallStats:
+    """What one compiled call cost: bytes each way, round trips, what had to be (re)sent."""
+
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    round_trips: int = 0
+    graph_sent: bool = False
+    tensors_sent: list[str] = field(default_factory=list)
+    """Keys of the resident tensors (parameters, buffers) that travelled with this call."""
+
+
+class Place:
+    """One remote place, and the graphs and tensors the notebook believes it holds."""
+
+    def __init__(self, options: CellOptions, compile_with: str) -> None:
+        self.options = options
+        self.compile_with = compile_with
+        self.tensors = ResidentTensors()
+        self.graphs: set[str] = set()
+        self.last_call: CallStats | None = None
+
+    def where(self) -> str:
+        name, _ = choose(self.options.backend)
+        if name == "local":
+            return "the local worker"
+        return f"Modal ({' or '.join(self.options.gpu) or 'a CPU container'})"
+
+    def call(self, plan: GraphPlan, args: Sequence[Any]) -> tuple[Any, ...]:
+        """Run ``plan``'s graph on ``args`` there; its outputs here, and its in-place changes applied here."""
+        resident = {position: (key(args[position]), args[position]) for position in sorted(plan.resident)}
+        stats = self.last_call = CallStats()
+        try:
+            reply = self._call(plan, args, resident, stats)
+        except (KeyboardInterrupt, UsageProblem):
+            self.tensors.lost(name for name, _ in resident.values())  # it may have changed them there
+            raise
+        except Exception as exc:
+            self.tensors.lost(name for name, _ in resident.values())
+            if isinstance(exc, RemoteGraphError):
+                raise RemoteGraphError(f"{exc} (on {self.where()})") from None
+            what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModalMagicError) else str(exc)
+            raise RemoteGraphError(f"{plan.label} could not run on {self.where()}: {what}") from exc
+        held = dict(resident.values())
+        for name, value in reply.mutated:
+            if value is not None:  # a resident tensor the graph changed in place: so here too
+                with torch.no_grad():
+                    held[name].copy_(value)
+            self.tensors.held(name, held[name])
+        return reply.outputs  # type: ignore[return-value]
+
+    def _call(self, plan: GraphPlan, args: Sequence[Any], resident: dict[int, tuple[str, torch.Tensor]],
+              stats: CallStats) -> Reply:
+        """At most two round trips: the second sends what the remote side said it lacks."""
+        activations = tuple(None if position in resident else arg for position, arg in enumerate(args))
+        for _ in range(2):
+            send = self.tensors.stale(resident.values())
+            call = Call(graph=plan.key, blob=None if plan.key in self.graphs else plan.blob,
+                        compile_with=self.compile_with, label=plan.label, args=activations,
+                        resident=tuple((position, name) for position, (name, _) in resident.items()),
+                        send=tuple(send), drop=self.tensors.dropped())
+            reply = self._round_trip(call, stats)
+            stats.graph_sent |= call.blob is not None
+            stats.tensors_sent += [name for name, _ in send]
+            self.tensors.delivered(call.drop)
+            for name, tensor in send:
+                self.tensors.held(name, tensor)
+            self.graphs.add(plan.key)
+            if reply.outputs is not None:
+                return reply
+            if reply.missing_graph:
+                self.graphs.discard(plan.key)
+            self.tensors.lost(reply.missing)
+        raise RemoteGraphError(f"{plan.label}: the remote side lost what it was just sent (a worker restarting "
+                               "under every call?)")
+
+    def _round_trip(self, call: Call, stats: CallStats) -> Reply:
+        def on_event(event: dict[str, Any]) -> None:
+            if event.get("stage") == "pack":
+                stats.sent_bytes += event["bytes"]
+            elif event.get("stage") == "unpack":
+                stats.received_bytes += event["bytes"]
+            show_event(event)  # what the remote side prints (a compiler's warnings) shows as a cell's would
+
+        namespace: dict[str, Any] = {"_mm_call": call}
+        stats.round_trips += 1
+        run_cell(_CELL, namespace, self.options, on_event=on_event)
+        return namespace[_REPLY]
