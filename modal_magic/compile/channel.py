@@ -77,12 +77,11 @@ class Place:
                 raise RemoteGraphError(f"{exc} (on {self.where()})") from None
             what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModalMagicError) else str(exc)
             raise RemoteGraphError(f"{plan.label} could not run on {self.where()}: {what}") from exc
-        held = dict(resident.values())
-        for name, value in reply.mutated:
-            if value is not None:  # a resident tensor the graph changed in place: so here too
-                with torch.no_grad():
-                    held[name].copy_(value)
-            self.tensors.held(name, held[name])
+        for position, value in reply.mutated:  # what the graph changed in place there changes here
+            with torch.no_grad():
+                args[position].copy_(value)
+            if position in resident:
+                self.tensors.held(*resident[position])
         return reply.outputs  # type: ignore[return-value]
 
     def _call(self, plan: GraphPlan, args: Sequence[Any], resident: dict[int, tuple[str, torch.Tensor]],

@@ -3,9 +3,9 @@
 Both sides import this module: the notebook builds a ``Call``, the remote side
 (``remote.py``) answers with a ``Reply``. They are plain tuples of builtins and
 tensors, so they travel through the session's ordinary payload format (tensors
-out of band, CUDA mapped back to the CPU) and, being immutable, never come back
-as "changed in place" — only the tensors inside them do, when a graph really
-mutated one.
+out of band, CUDA mapped back to the CPU). Being immutable, a ``Call`` never comes
+back as "changed in place", and neither do the tensors inside it: what a graph
+changes in place is listed in the ``Reply``.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class Reply(NamedTuple):
     """The remote side does not have the graph (a new worker or container): send it again."""
     missing: tuple[str, ...] = ()
     """Keys of resident tensors the remote side does not have: send them again."""
-    mutated: tuple[tuple[str, Any], ...] = ()
-    """(key, new value) of resident tensors the graph changed in place; the value is ``None`` for a
-    tensor sent with this very call (its change comes back as any input's in-place change does)."""
+    mutated: tuple[tuple[int, Any], ...] = ()
+    """(argument position, new value) of the inputs the graph changed in place (``x.add_(1)``, batch
+    norm's running statistics): the notebook's tensors change too, as they would running it here."""
 
 
 class RemoteGraphError(RuntimeError):

@@ -24,14 +24,21 @@ _graphs: dict[str, Callable[..., Any]] = {}
 """Compiled graphs by key (a hash of their code and constants): a graph travels once per process."""
 _tensors: dict[str, torch.Tensor] = {}
 """Parameters and buffers by key, on this side's device: a call sends only activations."""
+_buffers: set[str] = set()
+"""Keys of the buffers among them: compared by content after a run (see ``_changed``)."""
 
 
 def execute(call: Call) -> Reply:
     """Run one graph call; a ``Reply`` listing what is missing when this process lacks the graph or a tensor."""
     for key in call.drop:
         _tensors.pop(key, None)
+        _buffers.discard(key)
     for key, tensor in call.send:
         _tensors[key] = tensor.detach()
+        if isinstance(tensor, torch.nn.Parameter):
+            _buffers.discard(key)
+        else:
+            _buffers.add(key)
     graph = _graphs.get(call.graph)
     if graph is None and call.blob is not None:
         graph = _graphs[call.graph] = _load(call)
@@ -40,20 +47,38 @@ def execute(call: Call) -> Reply:
         return Reply(outputs=None, missing_graph=graph is None, missing=missing)
 
     args = list(call.args)
+    buffers = set()
     for position, key in call.resident:
         args[position] = _tensors[key]
-    versions = {key: _tensors[key]._version for _, key in call.resident}
+        if key in _buffers:
+            buffers.add(position)
+    before = {position: _snapshot(arg, position in buffers) for position, arg in enumerate(args)
+              if isinstance(arg, torch.Tensor)}
     try:
         with torch.no_grad():  # inference: the notebook's autograd cannot reach a graph recorded here
             outputs = graph(*args)
     except Exception as exc:
         raise RemoteGraphError(f"running {call.label} (compiled there with {_backend_name(call.compile_with)}) "
                                f"failed: {type(exc).__name__}: {exc}") from exc
-    sent = {key for key, _ in call.send}
-    mutated = tuple((key, None if key in sent else _tensors[key])
-                    for key in dict.fromkeys(key for _, key in call.resident)
-                    if _tensors[key]._version != versions[key])
-    return Reply(outputs=tuple(outputs), mutated=mutated)
+    # Copies: a tensor that arrived with this call would otherwise go back as a reference to the notebook's own.
+    return Reply(outputs=tuple(outputs), mutated=tuple((position, args[position].clone())
+                                                       for position, seen in before.items()
+                                                       if _changed(args[position], seen)))
+
+
+def _snapshot(tensor: torch.Tensor, by_content: bool) -> tuple[int, torch.Tensor | None]:
+    """An input before a run: its version, and for a buffer a copy of its content.
+
+    The version counter catches in-place operations, but not all of them: batch
+    norm updates its running statistics without bumping it. Buffers are small
+    as a rule (statistics, position ids), so they are also compared by content.
+    """
+    return tensor._version, tensor.clone() if by_content else None
+
+
+def _changed(tensor: torch.Tensor, before: tuple[int, torch.Tensor | None]) -> bool:
+    version, content = before
+    return tensor._version != version or (content is not None and not torch.equal(content, tensor))
 
 
 def _backend_name(choice: str) -> str:
