@@ -95,7 +95,8 @@ def _load(call: Call) -> Callable[..., Any]:
         module = pickle.loads(call.blob)  # type: ignore[arg-type]
         if torch.cuda.is_available():  # inputs arrive on the GPU; the graph was traced on the notebook's CPU
             _onto_gpu(module)
-        return module if backend == EAGER else torch.compile(module, backend=backend)
+        # ``forward``, not the module: a GraphModule's own call prints a traceback to stderr before raising.
+        return module.forward if backend == EAGER else torch.compile(module, backend=backend)
     except Exception as exc:
         raise RemoteGraphError(f"loading {call.label} there for {backend} failed: {type(exc).__name__}: {exc}") from exc
 
