@@ -132,6 +132,41 @@ def test_parameters_travel_once_and_a_changed_one_again_alone() -> None:
     assert backend.last_call.tensors_sent == [key(model[2].bias)]
 
 
+def test_a_foreach_optimizer_step_under_inference_mode_calls() -> None:
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    backend = _remote()
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(3, 4)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1, foreach=True)
+    for _ in range(2):
+        with torch.inference_mode():
+            torch.testing.assert_close(compiled(x), model(x))
+        optimizer.zero_grad()
+        model(x).square().sum().backward()
+        optimizer.step()
+    assert len(backend.last_call.tensors_sent) == 4  # every parameter stepped, every one re-sent
+
+
+def test_the_remote_side_frees_a_parameter_the_notebook_dropped() -> None:
+    from modal_magic.driver import CellOptions, run_cell
+
+    def remote_count() -> int:
+        namespace: dict = {}
+        run_cell("from modal_magic.compile import remote\nheld = len(remote._tensors)", namespace,
+                 CellOptions(backend="local", quiet=True), on_event=lambda event: None)
+        return namespace["held"]
+
+    backend = _remote()
+    x = torch.randn(1, 3)
+    with torch.no_grad():
+        torch.compile(nn.Linear(3, 3), backend=backend)(x)
+        before = remote_count()
+        torch._dynamo.reset()  # dynamo's cache holds the model too
+        other = torch.compile(nn.Linear(3, 3, bias=False), backend=backend)
+        other(x)  # the first model is gone: this call tells the remote side
+    assert remote_count() == before - 2 + 1
+
+
 def test_a_replaced_parameter_is_sent_as_a_new_one() -> None:
     model = nn.Linear(3, 3).eval()
     backend = _remote()
