@@ -102,7 +102,7 @@ def session_backend(module: torch.fx.GraphModule, example_inputs: Sequence[Any])
 
 
 def _check_compiler(name: Any) -> None:
-    known = torch._dynamo.list_backends(exclude_tags=())
+    known = [known for known in torch._dynamo.list_backends(exclude_tags=()) if known != "modal"]  # not itself
     if not isinstance(name, str) or name not in (AUTO, EAGER, *known):
         raise UsageProblem(f"compile_with takes the name of a torch.compile backend ({AUTO!r}, "
                            f"{', '.join(map(repr, known))}), not {name!r}")

@@ -68,14 +68,13 @@ class Place:
         stats = self.last_call = CallStats()
         try:
             reply = self._call(plan, args, resident, stats)
-        except (KeyboardInterrupt, UsageProblem):
-            self.tensors.lost(name for name, _ in resident.values())  # it may have changed them there
-            raise
-        except Exception as exc:
-            self.tensors.lost(name for name, _ in resident.values())
+        except BaseException as exc:
+            self.tensors.lost(name for name, _ in resident.values())  # a half-run graph may have changed them
+            if isinstance(exc, (KeyboardInterrupt, UsageProblem)) or not isinstance(exc, Exception):
+                raise
             if isinstance(exc, RemoteGraphError):
                 raise RemoteGraphError(f"{exc} (on {self.where()})") from None
-            what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ModalMagicError) else str(exc)
+            what = str(exc) if isinstance(exc, ModalMagicError) else f"{type(exc).__name__}: {exc}"
             raise RemoteGraphError(f"{plan.label} could not run on {self.where()}: {what}") from exc
         for position, value in reply.mutated:  # what the graph changed in place there changes here
             with torch.no_grad():
@@ -87,13 +86,15 @@ class Place:
     def _call(self, plan: GraphPlan, args: Sequence[Any], resident: dict[int, tuple[str, torch.Tensor]],
               stats: CallStats) -> Reply:
         """At most two round trips: the second sends what the remote side said it lacks."""
-        activations = tuple(None if position in resident else arg for position, arg in enumerate(args))
+        activations = tuple(None if position in resident else _bare(arg) for position, arg in enumerate(args))
         for _ in range(2):
             send = self.tensors.stale(resident.values())
             call = Call(graph=plan.key, blob=None if plan.key in self.graphs else plan.blob,
                         compile_with=self.compile_with, label=plan.label, args=activations,
                         resident=tuple((position, name) for position, (name, _) in resident.items()),
-                        send=tuple(send), drop=self.tensors.dropped())
+                        send=tuple((name, _bare(tensor), isinstance(tensor, torch.nn.Parameter))
+                                   for name, tensor in send),
+                        drop=self.tensors.dropped())
             reply = self._round_trip(call, stats)
             stats.graph_sent |= call.blob is not None
             stats.tensors_sent += [name for name, _ in send]
@@ -121,3 +122,8 @@ class Place:
         stats.round_trips += 1
         run_cell(_CELL, namespace, self.options, on_event=on_event)
         return namespace[_REPLY]
+
+
+def _bare(value: Any) -> Any:
+    """A tensor's data alone: no ``.grad`` to carry along, no autograd history to explain away."""
+    return value.detach() if isinstance(value, torch.Tensor) else value

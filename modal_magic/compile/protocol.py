@@ -32,8 +32,8 @@ class Call(NamedTuple):
     """The graph's inputs in order, ``None`` where a resident tensor goes (``resident``)."""
     resident: tuple[tuple[int, str], ...]
     """(argument position, key) of each parameter or buffer the remote side keeps."""
-    send: tuple[tuple[str, Any], ...]
-    """(key, tensor): resident tensors the remote side lacks or holds an old version of."""
+    send: tuple[tuple[str, Any, bool], ...]
+    """(key, tensor, is a parameter): resident tensors the remote side lacks or holds an old version of."""
     drop: tuple[str, ...]
     """Keys of resident tensors the notebook no longer has (their memory can go)."""
 

@@ -20,8 +20,8 @@ from .protocol import AUTO, EAGER, Call, RemoteGraphError, Reply
 
 __all__ = ["execute"]
 
-_graphs: dict[str, Callable[..., Any]] = {}
-"""Compiled graphs by key (a hash of their code and constants): a graph travels once per process."""
+_graphs: dict[tuple[str, str], Callable[..., Any]] = {}
+"""Compiled graphs by key (a hash of their code and constants) and compiler: a graph travels once per process."""
 _tensors: dict[str, torch.Tensor] = {}
 """Parameters and buffers by key, on this side's device: a call sends only activations."""
 _buffers: set[str] = set()
@@ -33,15 +33,15 @@ def execute(call: Call) -> Reply:
     for key in call.drop:
         _tensors.pop(key, None)
         _buffers.discard(key)
-    for key, tensor in call.send:
-        _tensors[key] = tensor.detach()
-        if isinstance(tensor, torch.nn.Parameter):
+    for key, tensor, is_parameter in call.send:
+        _tensors[key] = tensor
+        if is_parameter:
             _buffers.discard(key)
         else:
             _buffers.add(key)
-    graph = _graphs.get(call.graph)
+    graph = _graphs.get((call.graph, call.compile_with))
     if graph is None and call.blob is not None:
-        graph = _graphs[call.graph] = _load(call)
+        graph = _graphs[call.graph, call.compile_with] = _load(call)
     missing = tuple(key for _, key in call.resident if key not in _tensors)
     if graph is None or missing:
         return Reply(outputs=None, missing_graph=graph is None, missing=missing)
