@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ import modal_magic
 from modal_magic.backends import LocalBackend, _live, get_backend
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
+from modal_magic.driver import CellOptions, run_cell
 from modal_magic.errors import UsageProblem
 
 
@@ -28,6 +30,22 @@ def _fresh_dynamo():
 
 def _remote(**options):
     return modal_magic.remote(backend="local", **options)
+
+
+def _remote_count() -> int:
+    """How many tensors the worker keeps for compiled graphs (parameters, buffers, saved activations)."""
+    namespace: dict = {}
+    run_cell("from modal_magic.compile import remote\nheld = len(remote._tensors)", namespace,
+             CellOptions(backend="local", quiet=True), on_event=lambda event: None)
+    return namespace["held"]
+
+
+def _kill_worker() -> int:
+    pid = get_backend("local").pid
+    os.kill(pid, signal.SIGKILL)
+    while get_backend("local").pid is not None:
+        time.sleep(0.05)
+    return pid
 
 
 class _Block(nn.Module):
@@ -151,23 +169,15 @@ def test_a_foreach_optimizer_step_under_inference_mode_calls() -> None:
 
 
 def test_the_remote_side_frees_a_parameter_the_notebook_dropped() -> None:
-    from modal_magic.driver import CellOptions, run_cell
-
-    def remote_count() -> int:
-        namespace: dict = {}
-        run_cell("from modal_magic.compile import remote\nheld = len(remote._tensors)", namespace,
-                 CellOptions(backend="local", quiet=True), on_event=lambda event: None)
-        return namespace["held"]
-
     backend = _remote()
     x = torch.randn(1, 3)
     with torch.no_grad():
         torch.compile(nn.Linear(3, 3), backend=backend)(x)
-        before = remote_count()
+        before = _remote_count()
         torch._dynamo.reset()  # dynamo's cache holds the model too
         other = torch.compile(nn.Linear(3, 3, bias=False), backend=backend)
         other(x)  # the first model is gone: this call tells the remote side
-    assert remote_count() == before - 2 + 1
+    assert _remote_count() == before - 2 + 1
 
 
 def test_a_replaced_parameter_is_sent_as_a_new_one() -> None:
@@ -213,10 +223,7 @@ def test_a_killed_worker_between_calls_still_gives_the_right_values() -> None:
     x = torch.randn(4, 8)
     with torch.no_grad():
         compiled(x)
-        pid = get_backend("local").pid
-        os.kill(pid, signal.SIGKILL)
-        while get_backend("local").pid is not None:
-            time.sleep(0.05)
+        pid = _kill_worker()
         model[0].weight.mul_(2)  # changed too, while the worker was down
         torch.testing.assert_close(compiled(x), model(x))
     call = backend.last_call
@@ -225,12 +232,48 @@ def test_a_killed_worker_between_calls_still_gives_the_right_values() -> None:
     assert get_backend("local").pid != pid
 
 
-def test_backward_through_the_compiled_model_says_it_is_not_supported() -> None:
+def test_training_steps_match_eager_with_dropout_and_an_optimizer_here() -> None:
+    model = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+    twin = copy.deepcopy(model)
+    compiled = torch.compile(model, backend=_remote())
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin)]
+    for step in range(3):
+        x = torch.randn(5, 6)
+        for net, run, optimizer in ((model, compiled, optimizers[0]), (twin, twin, optimizers[1])):
+            torch.manual_seed(step)  # the same dropout mask: the worker draws from the notebook's generator
+            loss = run(x).square().mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        torch.testing.assert_close(model.state_dict(), twin.state_dict())
+
+
+def test_saved_activations_stay_remote_and_are_freed_after_backward() -> None:
+    model = nn.Sequential(nn.Linear(64, 1024), nn.Tanh(), nn.Linear(1024, 1))
+    backend = _remote()
+    compiled = torch.compile(model, backend=backend)
+    x = torch.randn(128, 64)
+    hidden_bytes = 128 * 1024 * 4  # what a forward saves for the backward (tanh's output, at least)
+    y = compiled(x)
+    forward = backend.last_call
+    y.sum().backward()
+    backward = backend.last_call
+    assert forward.received_bytes < hidden_bytes / 4 and backward.sent_bytes < hidden_bytes / 4
+    assert backward.received_bytes >= sum(p.numel() * 4 for p in model.parameters())  # the gradients came back
+    del y
+    held = _remote_count()
+    with torch.no_grad():
+        compiled(x)  # tells the remote side what autograd let go of
+    assert _remote_count() < held
+
+
+def test_a_worker_replaced_between_forward_and_backward_is_an_error_saying_so() -> None:
     model = nn.Linear(4, 2)
-    out = torch.compile(model, backend=_remote())(torch.randn(3, 4))
-    assert out.requires_grad
-    with pytest.raises(RuntimeError, match="backward through a graph compiled with modal_magic.remote is not supported"):
-        out.sum().backward()
+    y = torch.compile(model, backend=_remote())(torch.randn(3, 4))
+    _kill_worker()
+    with pytest.raises(RemoteGraphError, match="the activations it saved for this backward went with it; "
+                                               "run the forward again"):
+        y.sum().backward()
 
 
 def test_a_remote_failure_says_what_failed() -> None:

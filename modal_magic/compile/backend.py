@@ -1,10 +1,12 @@
 """The dynamo backend: ``torch.compile(model, backend=modal_magic.remote(gpu="A10G"))``, or ``backend="modal"``.
 
 Dynamo hands the backend each graph it captures (several when the code has
-graph breaks); the backend returns a ``RemoteGraph`` that runs it in the
-session's warm worker — a Modal container, or the local worker with
-``backend="local"`` — where it is compiled with ``compile_with``. Nothing is
-sent at compile time: the first call takes the graph along.
+graph breaks); the backend returns a function that runs it in the session's
+warm worker — a Modal container, or the local worker with ``backend="local"``
+— where it is compiled with ``compile_with``. A graph autograd must
+differentiate goes through AOTAutograd first (``training.py``): its forward and
+backward graphs run there. Nothing is sent at compile time: the first call
+takes the graph along.
 
 A remote failure is an error naming what failed. ``fallback="local"`` is the
 opt-in to run a failed call's graph here instead, with one warning per backend.
@@ -13,7 +15,7 @@ opt-in to run a failed call's graph here instead, with one warning per backend.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.fx
@@ -23,8 +25,9 @@ from ..driver import CellOptions
 from ..errors import UsageProblem
 from ..modal_plan import DEFAULT_GPU, parse_gpu
 from .channel import CallStats, Place
-from .graph import GraphPlan, RemoteGraph
+from .graph import GraphPlan, static_inputs
 from .protocol import AUTO, EAGER, RemoteGraphError
+from .training import needs_autograd, training_graphs
 
 __all__ = ["RemoteCompiler", "remote", "session_backend"]
 
@@ -44,19 +47,23 @@ class RemoteCompiler:
     def last_call(self) -> CallStats | None:
         return self._place.last_call
 
-    def __call__(self, module: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> RemoteGraph:
-        plan = GraphPlan.of(module, example_inputs)
+    def __call__(self, module: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+        if needs_autograd(example_inputs):
+            return training_graphs(module, example_inputs, self._runner)
+        return self._runner(module, GraphPlan.of(module, static_inputs(module, example_inputs), ""))
 
+    def _runner(self, module: torch.fx.GraphModule, plan: GraphPlan) -> Callable[..., tuple[Any, ...]]:
+        """What runs ``plan``'s graph: remotely, or (``fallback="local"``, after a failure) here."""
         def run(*args: Any) -> tuple[Any, ...]:
             try:
                 return self._place.call(plan, args)
             except RemoteGraphError as exc:
-                if self._fallback is None:
-                    raise
+                if self._fallback is None or any(self._place.stands_in(arg) for arg in args):
+                    raise  # a backward whose saved activations are there cannot run here
                 self._warn_once(exc)
                 return tuple(module(*args))
 
-        return RemoteGraph(plan, run)
+        return run
 
     def _warn_once(self, exc: RemoteGraphError) -> None:
         if not self._warned:
@@ -96,7 +103,7 @@ def remote(*, backend: str | None = None, gpu: str | None = None, device: str | 
     return RemoteCompiler(options, compile_with, fallback)
 
 
-def session_backend(module: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> RemoteGraph:
+def session_backend(module: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
     """``torch.compile(model, backend="modal")``: ``remote()`` with the session's defaults as they are now."""
     return remote()(module, example_inputs)
 

@@ -9,12 +9,13 @@ errors rebuilt with their type, interrupts. The cell is one line that hands a
 ``Call`` to ``remote.execute`` in a private namespace; only its reply comes back.
 
 The place also keeps what the notebook believes the remote side holds (graphs,
-resident tensors). That belief only saves bytes: the remote side reports what
+resident tensors, a training forward's saved activations). That belief only saves bytes: the remote side reports what
 it lacks, and the call is repeated once with those things.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -26,7 +27,7 @@ from ..errors import ModalMagicError, UsageProblem
 from ..output import show_event
 from .graph import GraphPlan
 from .protocol import Call, RemoteGraphError, Reply
-from .residency import ResidentTensors, key
+from .residency import ResidentTensors, existing_key, key
 
 __all__ = ["Place", "CallStats"]
 
@@ -55,6 +56,8 @@ class Place:
         self.tensors = ResidentTensors()
         self.graphs: set[str] = set()
         self.last_call: CallStats | None = None
+        self._kept: "weakref.WeakValueDictionary[str, torch.Tensor]" = weakref.WeakValueDictionary()
+        """Stand-ins for the saved activations kept there, by key, while autograd holds them."""
 
     def where(self) -> str:
         name, _ = choose(self.options.backend)
@@ -64,12 +67,16 @@ class Place:
 
     def call(self, plan: GraphPlan, args: Sequence[Any]) -> tuple[Any, ...]:
         """Run ``plan``'s graph on ``args`` there; its outputs here, and its in-place changes applied here."""
-        resident = {position: (key(args[position]), args[position]) for position in sorted(plan.resident)}
+        resident = {position: (key(arg), arg) for position, arg in enumerate(args)
+                    if position in plan.resident or self.stands_in(arg)}
+        standins = [torch.empty(0) for _ in plan.kept]
+        keep = tuple((position, key(standin)) for position, standin in zip(plan.kept, standins))
         stats = self.last_call = CallStats()
         try:
-            reply = self._call(plan, args, resident, stats)
+            reply = self._call(plan, args, resident, keep, stats)
         except BaseException as exc:
-            self.tensors.lost(name for name, _ in resident.values())  # a half-run graph may have changed them
+            # A half-run graph may have changed them there (stand-ins stand for what only the remote side has).
+            self.tensors.lost(name for name, tensor in resident.values() if not self.stands_in(tensor))
             if isinstance(exc, (KeyboardInterrupt, UsageProblem)) or not isinstance(exc, Exception):
                 raise
             if isinstance(exc, RemoteGraphError):
@@ -81,10 +88,19 @@ class Place:
                 args[position].copy_(value)
             if position in resident:
                 self.tensors.held(*resident[position])
-        return reply.outputs  # type: ignore[return-value]
+        outputs = list(reply.outputs)  # type: ignore[arg-type]
+        for (position, name), standin in zip(keep, standins):
+            outputs[position] = self._kept[name] = standin
+            self.tensors.held(name, standin)
+        return tuple(outputs)
+
+    def stands_in(self, value: Any) -> bool:
+        """``value`` is a stand-in for a tensor kept there (a saved activation)."""
+        name = existing_key(value) if isinstance(value, torch.Tensor) else None
+        return name is not None and self._kept.get(name) is value
 
     def _call(self, plan: GraphPlan, args: Sequence[Any], resident: dict[int, tuple[str, torch.Tensor]],
-              stats: CallStats) -> Reply:
+              keep: tuple[tuple[int, str], ...], stats: CallStats) -> Reply:
         """At most two round trips: the second sends what the remote side said it lacks."""
         activations = tuple(None if position in resident else _bare(arg) for position, arg in enumerate(args))
         for _ in range(2):
@@ -94,7 +110,7 @@ class Place:
                         resident=tuple((position, name) for position, (name, _) in resident.items()),
                         send=tuple((name, _bare(tensor), isinstance(tensor, torch.nn.Parameter))
                                    for name, tensor in send),
-                        drop=self.tensors.dropped())
+                        drop=self.tensors.dropped(), keep=keep)
             reply = self._round_trip(call, stats)
             stats.graph_sent |= call.blob is not None
             stats.tensors_sent += [name for name, _ in send]
@@ -104,6 +120,9 @@ class Place:
             self.graphs.add(plan.key)
             if reply.outputs is not None:
                 return reply
+            if any(name in self._kept for name in reply.missing):
+                raise RemoteGraphError(f"{plan.label}: the remote worker was replaced since the forward pass, and "
+                                       "the activations it saved for this backward went with it; run the forward again")
             if reply.missing_graph:
                 self.graphs.discard(plan.key)
             self.tensors.lost(reply.missing)

@@ -36,6 +36,9 @@ class Call(NamedTuple):
     """(key, tensor, is a parameter): resident tensors the remote side lacks or holds an old version of."""
     drop: tuple[str, ...]
     """Keys of resident tensors the notebook no longer has (their memory can go)."""
+    keep: tuple[tuple[int, str], ...] = ()
+    """(output position, key): outputs to keep there under these keys instead of sending them (a training
+    forward's saved activations); the reply has ``None`` in their place."""
 
 
 class Reply(NamedTuple):

@@ -60,6 +60,10 @@ def execute(call: Call) -> Reply:
     except Exception as exc:
         raise RemoteGraphError(f"running {call.label} (compiled there with {_backend_name(call.compile_with)}) "
                                f"failed: {type(exc).__name__}: {exc}") from exc
+    outputs = list(outputs)
+    for position, key in call.keep:
+        _tensors[key], outputs[position] = outputs[position], None
+        _buffers.discard(key)
     # Copies: a tensor that arrived with this call would otherwise go back as a reference to the notebook's own.
     return Reply(outputs=tuple(outputs), mutated=tuple((position, args[position].clone())
                                                        for position, seen in before.items()

@@ -21,7 +21,7 @@ from typing import Iterable
 
 import torch
 
-__all__ = ["ResidentTensors", "key"]
+__all__ = ["ResidentTensors", "key", "existing_key"]
 
 _TOKEN = uuid.uuid4().hex[:8]  # this kernel: keys from two notebooks never meet in one container
 _counter = itertools.count()
@@ -36,6 +36,11 @@ def key(tensor: torch.Tensor) -> str:
         found = _keys[id(tensor)] = f"{_TOKEN}.{next(_counter)}"
         weakref.finalize(tensor, _forget, id(tensor), found)
     return found
+
+
+def existing_key(tensor: torch.Tensor) -> str | None:
+    """This tensor object's key if it has one (it was, or stands for, something kept remotely)."""
+    return _keys.get(id(tensor))
 
 
 def _forget(ident: int, gone: str) -> None:
