@@ -8,6 +8,7 @@ Prints, side by side from one process:
   the transport every call rides on), vs the cell ``y = model(x)`` (the model sent with every cell);
 * bytes sent per call: the first call (graph + parameters + activations), a warm call (activations only),
   and what every call would send without resident parameters (all the graph's inputs, packed);
+* a training step of the same MLP (forward and backward both remote): time, bytes each way;
 * a ~100M-parameter model (N layers of 4096×4096, 16.8M parameters each; 6 by default = 100.7M): the first
   call (graph and 403 MB of parameters travel) and a warm call, vs the same model run eagerly here.
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -30,14 +31,25 @@ from modal_magic import wire
 from modal_magic.driver import CellOptions, run_cell
 
 
-def median_ms(fn: Callable[[], object], repeat: int) -> float:
+class Timing(NamedTuple):
+    """Warm runs of one thing, in ms: the median, and the best run (on a shared machine the medians of
+    millisecond calls spread with the load; the best run shows the cost of the work itself)."""
+
+    median: float
+    best: float
+
+    def __str__(self) -> str:
+        return f"{self.median:8.2f} ms (best {self.best:.2f})"
+
+
+def timed(fn: Callable[[], object], repeat: int) -> Timing:
     fn()
     samples = []
     for _ in range(repeat):
         start = time.perf_counter()
         fn()
         samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
+    return Timing(statistics.median(samples), min(samples))
 
 
 def mib(n: int) -> str:
@@ -54,30 +66,57 @@ def small_mlp(repeat: int) -> None:
     with torch.no_grad():
         remote(x)
         first = backend.last_call
-        ms_remote = median_ms(lambda: remote(x), repeat)
+        ms_remote = timed(lambda: remote(x), repeat)
         warm = backend.last_call
-        ms_eager = median_ms(lambda: model(x), repeat)
-        ms_here = median_ms(lambda: here(x), repeat)
+        ms_eager = timed(lambda: model(x), repeat)
+        ms_here = timed(lambda: here(x), repeat)
     namespace = {"x": x, "model": model, "torch": torch}
     quiet = CellOptions(backend="local", quiet=True, outputs=("y",))
-    ms_cell = median_ms(lambda: run_cell("y = x * 2", namespace, quiet, on_event=lambda event: None), repeat)
-    ms_model_cell = median_ms(lambda: run_cell("with torch.no_grad():\n    y = model(x)", namespace, quiet,
-                                               on_event=lambda event: None), repeat)
+    ms_cell = timed(lambda: run_cell("y = x * 2", namespace, quiet, on_event=lambda event: None), repeat)
+    ms_model_cell = timed(lambda: run_cell("with torch.no_grad():\n    y = model(x)", namespace, quiet,
+                                           on_event=lambda event: None), repeat)
 
     params = sum(p.numel() for p in model.parameters())
     print(f"small MLP ({params:,} parameters, batch {tuple(x.shape)}), warm, median of {repeat}:")
-    print(f"  remote (local worker)          {ms_remote:8.2f} ms")
-    print(f"  eager here                     {ms_eager:8.3f} ms   -> remote overhead {ms_remote - ms_eager:.2f} ms "
-          f"({ms_remote / ms_eager:.0f}x)")
-    print(f"  torch.compile(eager) here      {ms_here:8.3f} ms")
-    print(f"  warm cell 'y = x * 2' (run_cell) {ms_cell:6.2f} ms   -> compiled call / that cell: {ms_remote / ms_cell:.2f}x")
-    print(f"  warm cell 'y = model(x)'       {ms_model_cell:8.2f} ms   (sends the model every time) "
-          f"-> compiled call / that cell: {ms_remote / ms_model_cell:.2f}x")
+    print(f"  remote (local worker)            {ms_remote}")
+    print(f"  eager here                       {ms_eager}   -> remote overhead {ms_remote.median - ms_eager.median:.2f} ms")
+    print(f"  torch.compile(eager) here        {ms_here}")
+    print(f"  warm cell 'y = x * 2' (run_cell) {ms_cell}   -> compiled call / that cell "
+          f"{ms_remote.median / ms_cell.median:.2f}x")
+    print(f"  warm cell 'y = model(x)'         {ms_model_cell}   (the model sent every time) -> compiled call / "
+          f"that cell {ms_remote.median / ms_model_cell.median:.2f}x")
     every = wire.pack({"inputs": [*model.parameters(), x]}).nbytes
     print("bytes sent per call:")
     print(f"  first call (graph + parameters + activations)  {mib(first.sent_bytes):>10}")
     print(f"  warm call (activations only)                   {mib(warm.sent_bytes):>10}   received {mib(warm.received_bytes)}")
     print(f"  without resident parameters (every input)      {mib(every):>10}   -> {every / warm.sent_bytes:.1f}x a warm call")
+
+
+def training_step(repeat: int) -> None:
+    """One forward + backward of the small MLP: remote (both graphs there, saved activations kept there) vs eager."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    x = torch.randn(32, 64)
+    backend = modal_magic.remote(backend="local")
+    remote = torch.compile(model, backend=backend)
+    sizes: list[tuple[int, int]] = []
+
+    def remote_step() -> None:
+        y = remote(x)
+        forward = backend.last_call
+        y.sum().backward()
+        sizes[:] = [(forward.sent_bytes, forward.received_bytes),
+                    (backend.last_call.sent_bytes, backend.last_call.received_bytes)]
+
+    def eager_step() -> None:
+        model(x).sum().backward()
+
+    ms_remote, ms_eager = timed(remote_step, repeat), timed(eager_step, repeat)
+    (fw_sent, fw_received), (bw_sent, bw_received) = sizes
+    print("training step (forward + backward, no optimizer step, so no parameter travels), warm:")
+    print(f"  remote  {ms_remote}   forward: sent {mib(fw_sent)}, received {mib(fw_received)}; "
+          f"backward: sent {mib(bw_sent)}, received {mib(bw_received)} (the gradients)")
+    print(f"  eager   {ms_eager}   -> remote overhead {ms_remote.median - ms_eager.median:.2f} ms")
 
 
 def big_model(layers: int, repeat: int) -> None:
@@ -95,14 +134,14 @@ def big_model(layers: int, repeat: int) -> None:
         remote(x)
         first_s = time.perf_counter() - start
         first = backend.last_call
-        warm_ms = median_ms(lambda: remote(x), repeat)
+        warm_ms = timed(lambda: remote(x), repeat)
         warm = backend.last_call
-        eager_ms = median_ms(lambda: model(x), repeat)
+        eager_ms = timed(lambda: model(x), repeat)
     print(f"{params / 1e6:.1f}M-parameter model ({layers} x Linear(4096, 4096) + GELU, "
           f"{mib(params * 4)} float32), batch {tuple(x.shape)}:")
     print(f"  first call   {first_s:8.2f} s    sent {mib(first.sent_bytes)}")
-    print(f"  warm call    {warm_ms:8.1f} ms   sent {mib(warm.sent_bytes)}, received {mib(warm.received_bytes)}")
-    print(f"  eager here   {eager_ms:8.1f} ms   -> warm remote / eager {warm_ms / eager_ms:.2f}x")
+    print(f"  warm call    {warm_ms}   sent {mib(warm.sent_bytes)}, received {mib(warm.received_bytes)}")
+    print(f"  eager here   {eager_ms}   -> warm remote / eager {warm_ms.median / eager_ms.median:.2f}x")
 
 
 def main() -> None:
@@ -111,6 +150,7 @@ def main() -> None:
     parser.add_argument("--big-layers", type=int, default=6)
     args = parser.parse_args()
     small_mlp(args.repeat)
+    training_step(args.repeat)
     big_model(args.big_layers, max(3, args.repeat // 10))
     modal_magic.backends.close_all()
 

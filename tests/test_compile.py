@@ -83,6 +83,20 @@ def test_outputs_equal_eager(name: str) -> None:
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("grad", [False, True], ids=["inference", "training"])
+def test_the_remote_side_compiles_with_the_backend_asked_for(grad: bool) -> None:
+    model = nn.Sequential(nn.Linear(5, 7), nn.SiLU(), nn.Linear(7, 2))
+    twin = copy.deepcopy(model)
+    x = torch.randn(3, 5)
+    with torch.set_grad_enabled(grad):
+        got = torch.compile(model, backend=_remote(compile_with="aot_eager"))(x)
+        torch.testing.assert_close(got, twin(x))
+    if grad:
+        got.sum().backward()
+        twin(x).sum().backward()
+        torch.testing.assert_close(model[0].weight.grad, twin[0].weight.grad)
+
+
 def test_float64_outputs_keep_their_dtype() -> None:
     model = nn.Linear(4, 3).double().eval()
     x = torch.randn(2, 4, dtype=torch.float64)

@@ -2,7 +2,8 @@
 
 A compiled call sends only activations: a parameter goes once, and again only
 when the notebook changed it (an optimizer step bumps the tensor's ``_version``;
-a new ``nn.Parameter`` is another object, so another key). Each tensor object
+a new ``nn.Parameter`` is another object, so another key). A change made through
+``.data`` is not seen: torch gives ``p.data`` a version counter of its own. Each tensor object
 gets one key for the kernel's life; when it is garbage-collected the places
 that held it are told to let it go with their next call.
 
