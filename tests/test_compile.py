@@ -352,3 +352,26 @@ def test_the_registered_name_uses_the_session_defaults(shell) -> None:
     finally:
         shell.run_line_magic("modal_config", "backend=auto")
     assert get_backend("local").pid is not None
+
+
+class _Scaled(nn.Module):
+    def __init__(self, scale: torch.Tensor) -> None:
+        super().__init__()
+        self.scale = scale  # a plain attribute: a constant the traced graph reads with get_attr
+
+    def forward(self, x):  # unannotated: fx cannot pickle a graph whose types are strings (PEP 563)
+        return x * self.scale
+
+
+@pytest.mark.parametrize("other, same", [
+    (torch.tensor([[1.0, 2.0, 3.0, 4.0]]), True),
+    (torch.tensor([[1.0, 2.0, 3.0, 5.0]]), False),   # another value
+    (torch.tensor([[1.0, 2.0], [3.0, 4.0]]), False),  # the same bytes in another shape
+])
+def test_a_graph_is_known_by_its_code_and_constants(other: torch.Tensor, same: bool) -> None:
+    from modal_magic.compile.graph import GraphPlan
+
+    def plan(scale: torch.Tensor) -> GraphPlan:
+        return GraphPlan.of(torch.fx.symbolic_trace(_Scaled(scale)), frozenset(), "")
+
+    assert (plan(torch.tensor([[1.0, 2.0, 3.0, 4.0]])).key == plan(other).key) is same

@@ -96,9 +96,9 @@ def remote(*, backend: str | None = None, gpu: str | None = None, device: str | 
     if timeout is not None and not timeout > 0:
         raise UsageProblem(f"timeout must be a positive number of seconds, not {timeout!r}")
     _check_compiler(compile_with)
-    options = CellOptions(backend=backend, outputs=("_mm_reply",), device=device,
-                          timeout=timeout if timeout is not None else defaults.get("timeout"), quiet=True,
-                          max_input_bytes=None, gpu=tuple(parse_gpu(gpu or defaults.get("gpu") or DEFAULT_GPU)),
+    options = CellOptions(backend=backend, device=device,
+                          timeout=timeout if timeout is not None else defaults.get("timeout"),
+                          gpu=tuple(parse_gpu(gpu or defaults.get("gpu") or DEFAULT_GPU)),
                           cpu=cpu, memory_mib=memory, pip=tuple(pip))
     return RemoteCompiler(options, compile_with, fallback)
 

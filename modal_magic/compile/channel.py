@@ -9,12 +9,14 @@ errors rebuilt with their type, interrupts. The cell is one line that hands a
 ``Call`` to ``remote.execute`` in a private namespace; only its reply comes back.
 
 The place also keeps what the notebook believes the remote side holds (graphs,
-resident tensors, a training forward's saved activations). That belief only saves bytes: the remote side reports what
-it lacks, and the call is repeated once with those things.
+resident tensors, a training forward's saved activations). That belief only
+saves bytes: the remote side reports what it lacks, and the call is repeated
+once with those things.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -51,7 +53,8 @@ class Place:
     """One remote place, and the graphs and tensors the notebook believes it holds."""
 
     def __init__(self, options: CellOptions, compile_with: str) -> None:
-        self.options = options
+        # Only the reply comes back; nothing to show but the remote side's own output; a model of any size goes.
+        self.options = dataclasses.replace(options, outputs=(_REPLY,), quiet=True, max_input_bytes=None)
         self.compile_with = compile_with
         self.tensors = ResidentTensors()
         self.graphs: set[str] = set()
@@ -77,7 +80,7 @@ class Place:
         except BaseException as exc:
             # A half-run graph may have changed them there (stand-ins stand for what only the remote side has).
             self.tensors.lost(name for name, tensor in resident.values() if not self.stands_in(tensor))
-            if isinstance(exc, (KeyboardInterrupt, UsageProblem)) or not isinstance(exc, Exception):
+            if isinstance(exc, UsageProblem) or not isinstance(exc, Exception):  # bad options, an interrupt
                 raise
             if isinstance(exc, RemoteGraphError):
                 raise RemoteGraphError(f"{exc} (on {self.where()})") from None

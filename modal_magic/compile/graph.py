@@ -60,9 +60,9 @@ def _key(module: torch.fx.GraphModule) -> str:
     """The graph's code and every constant it holds, hashed: same code and constants, same remote graph."""
     digest = hashlib.sha256(module.code.encode())
     for name, value in sorted(_tensor_attributes(module), key=lambda item: item[0]):
-        tensor = value.detach().cpu().contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
+        flat = value.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
     return digest.hexdigest()
 
 

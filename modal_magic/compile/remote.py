@@ -26,6 +26,8 @@ _tensors: dict[str, torch.Tensor] = {}
 """Parameters and buffers by key, on this side's device: a call sends only activations."""
 _buffers: set[str] = set()
 """Keys of the buffers among them: compared by content after a run (see ``_changed``)."""
+_saved: set[str] = set()
+"""Keys of the saved activations among them (kept from a training forward): the notebook has only stand-ins."""
 
 
 def execute(call: Call) -> Reply:
@@ -33,6 +35,7 @@ def execute(call: Call) -> Reply:
     for key in call.drop:
         _tensors.pop(key, None)
         _buffers.discard(key)
+        _saved.discard(key)
     for key, tensor, is_parameter in call.send:
         _tensors[key] = tensor
         if is_parameter:
@@ -47,15 +50,14 @@ def execute(call: Call) -> Reply:
         return Reply(outputs=None, missing_graph=graph is None, missing=missing)
 
     args = list(call.args)
-    buffers = set()
-    for position, key in call.resident:
+    resident = dict(call.resident)  # position → key
+    for position, key in resident.items():
         args[position] = _tensors[key]
-        if key in _buffers:
-            buffers.add(position)
-    before = {position: _snapshot(arg, position in buffers) for position, arg in enumerate(args)
-              if isinstance(arg, torch.Tensor)}
+    before = {position: _snapshot(arg, resident.get(position) in _buffers) for position, arg in enumerate(args)
+              if isinstance(arg, torch.Tensor) and resident.get(position) not in _saved}
     try:
-        with torch.no_grad():  # inference: the notebook's autograd cannot reach a graph recorded here
+        # An inference graph, or one of AOTAutograd's forward and backward graphs: none needs autograd here.
+        with torch.no_grad():
             outputs = graph(*args)
     except Exception as exc:
         raise RemoteGraphError(f"running {call.label} (compiled there with {_backend_name(call.compile_with)}) "
@@ -64,6 +66,7 @@ def execute(call: Call) -> Reply:
     for position, key in call.keep:
         _tensors[key], outputs[position] = outputs[position], None
         _buffers.discard(key)
+        _saved.add(key)
     # Copies: a tensor that arrived with this call would otherwise go back as a reference to the notebook's own.
     return Reply(outputs=tuple(outputs), mutated=tuple((position, args[position].clone())
                                                        for position, seen in before.items()
