@@ -224,7 +224,10 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.nn.Parameter:
         if _is_plain_dense(obj.data):
-            return _rebuild_parameter, (obj.data, obj.requires_grad, _grad(obj), _python_state(obj))
+            # The parameter's own storage, not ``obj.data``: that is a new tensor object at every access,
+            # which the remote-resident session would take for a new value to keep.
+            return _rebuild_parameter, (*_dense_args(pickler, obj), obj.requires_grad, _grad(obj),
+                                        _python_state(obj))
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.UntypedStorage:
         return _same, (pickler.host_memory.by_value(obj),)
@@ -281,15 +284,22 @@ def _grad(t: torch.Tensor) -> torch.Tensor | None:
     return t.grad if t.is_leaf else None
 
 
+def _dense_args(pickler: Any, t: torch.Tensor) -> tuple:
+    """Where a dense tensor's values are: its storage (as the payload sends it), offset, shape, stride, dtype."""
+    storage = pickler.host_memory.storage(t.untyped_storage())
+    return storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype
+
+
 def _dense_reduce(pickler: Any, t: torch.Tensor):
-    requires_grad = t.requires_grad
-    if requires_grad and not t.is_leaf:
+    if t.requires_grad and not t.is_leaf:
+        if getattr(pickler, "keeps_graphs", False):
+            # The graph stays in the remote session, which answers this tensor's key: what arrives is
+            # its value, looking as a local non-leaf does (``remote_graph``).
+            return _rebuild_remote_graph, (*_dense_args(pickler, t), type(t.grad_fn).__name__)
         # An autograd graph cannot cross a process boundary; what arrives is its value.
         pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
-        requires_grad = False
-    storage = pickler.host_memory.storage(t.untyped_storage())
-    return _rebuild_dense, (
-        storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, requires_grad, _grad(t))
+        return _rebuild_dense, (*_dense_args(pickler, t), False, None)
+    return _rebuild_dense, (*_dense_args(pickler, t), t.requires_grad, _grad(t))
 
 
 def _same(x: Any) -> Any:
@@ -358,8 +368,14 @@ def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=Non
     return t
 
 
-def _rebuild_parameter(data, requires_grad, grad, state):
-    param = torch.nn.Parameter(data, requires_grad)
+def _rebuild_remote_graph(storage, offset, size, stride, dtype, grad_fn: str):
+    from .remote_graph import stand_in
+
+    return stand_in(_rebuild_dense(storage, offset, size, stride, dtype, False), grad_fn)
+
+
+def _rebuild_parameter(storage, offset, size, stride, dtype, requires_grad, grad, state):
+    param = torch.nn.Parameter(_rebuild_dense(storage, offset, size, stride, dtype, False), requires_grad)
     if grad is not None:
         param.grad = grad
     if state:
