@@ -16,6 +16,8 @@ from .errors import UsageProblem
 from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .progress import make_view
+from .report import resident_report
+from .session import SESSION
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -89,6 +91,8 @@ class ModalMagics(Magics):
     @argument("--dry-run", action="store_true",
               help="print the plan (backend, GPU, image, inputs and sizes) without running or sending anything")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
+    @argument("--fresh", action="store_true",
+              help="run without the remote session's resident values: every input is sent, nothing is kept")
     @cell_magic
     def modal_gpu(self, line: str, cell: str) -> Any:
         """Run this cell remotely; its results come back into the notebook.
@@ -116,7 +120,7 @@ class ModalMagics(Magics):
             device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
             env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
             gpu=tuple(parse_gpu(args.gpu or self.gpu)), cpu=args.cpu, memory_mib=args.memory,
-            pip=tuple(args.pip))
+            pip=tuple(args.pip), fresh=args.fresh)
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         if args.dry_run:
@@ -141,7 +145,14 @@ class ModalMagics(Magics):
         The next ``%%modal_gpu`` cell starts them again.
         """
         close_all()
-        print("modal_gpu: stopped the Modal app and the local worker; the next cell starts afresh.")
+        SESSION.forget()
+        print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
+              "the next cell starts afresh.")
+
+    @line_magic
+    def modal_resident(self, line: str = "") -> None:
+        """Show what the remote session keeps for this notebook (by variable name), and the memory it holds."""
+        print("\n".join(resident_report(self.shell.user_ns)))
 
     @line_magic
     def modal_config(self, line: str = "") -> None:

@@ -32,5 +32,10 @@ class Backend(abc.ABC):
         or ``BackendUnavailable`` when the machinery fails.
         """
 
+    @property
+    def running(self) -> bool:
+        """Whether something is up that holds state (a worker process, an app)."""
+        return False
+
     def close(self) -> None:
         """Release what the backend holds (processes, apps). Idempotent."""

@@ -121,6 +121,10 @@ class ModalBackend(Backend):
         self._answering: threading.Thread | None = None
         self._closes_at_exit = False
 
+    @property
+    def running(self) -> bool:
+        return self._executor is not None
+
     # ------------------------------------------------------------------ a cell
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
             *, timeout: float | None = None) -> ResultFrame:

@@ -1,0 +1,409 @@
+"""Tensors that stay where they are, named by keys the notebook and the remote session share.
+
+Issue 15 / DESIGN §5a. Every plain tensor that crosses gets a *key* and a
+*version*; both sides keep a ``Table`` of key → their own object, the version
+they agree it is at, and its fingerprint at that version (identity,
+``_version``, memory, shape, ``requires_grad``, ``.grad``). A payload names such
+a tensor with one more kind of persistent id (``wire.Refs``), beside
+``identity``'s memo references:
+
+* ``("res", key, version)`` — unchanged since both sides last agreed: the
+  receiver uses its own object (remotely: on its device, autograd graph intact);
+* ``("set", key, version, value)`` — new or changed: the receiver copies
+  ``value`` into its own object in place (so graphs and every holder see it), or
+  adopts ``value`` when it has none;
+* ``("stor", key, version)`` / ``("stor_set", key, storage)`` — the memory of
+  the tensor ``key``, for a new view or numpy array over it (it then arrives
+  over the receiver's own memory, as ``identity`` does for inputs).
+
+A receiver that lacks a key, or holds it at another version (a recycled
+worker or container, a result the notebook could not rebuild), says which
+(``Receiver.missing``): the sender then sends those as values. Never a stale
+value: a version is minted for every change, by whichever side made it.
+
+The remote side's ``Store`` holds its objects strongly; the notebook's
+``session`` holds them weakly and tells the store what it no longer holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from .identity import update_in_place, updatable
+
+__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind"]
+
+_MISSING = type("Missing", (), {"__repr__": lambda self: "<missing resident value>"})()
+
+
+def _torch() -> Any:
+    return sys.modules.get("torch")
+
+
+def is_resident_kind(obj: Any) -> bool:
+    """Whether ``obj`` is a tensor that can be kept and named by key: a plain dense tensor or parameter."""
+    torch = _torch()
+    if torch is None or type(obj) not in (torch.Tensor, torch.nn.Parameter):
+        return False
+    return (obj.layout == torch.strided and not obj.is_quantized and not obj.is_nested
+            and obj.device.type in ("cpu", "cuda") and not obj.is_conj() and not obj.is_neg()
+            and (type(obj) is torch.nn.Parameter or not obj.__dict__))
+
+
+def fingerprint(t: Any) -> tuple[tuple, tuple]:
+    """(content, the rest): what says a tensor changed. Content: its version counter (shared with its
+    views), memory and shape; the rest: ``requires_grad`` and which ``.grad`` it has, at which version."""
+    grad = t.grad if t.is_leaf else None
+    return ((t._version, t.data_ptr(), tuple(t.shape), t.stride()),
+            (t.requires_grad, None if grad is None else (id(grad), grad._version)))
+
+
+@dataclass(eq=False)
+class Entry:
+    key: str
+    version: str | None
+    """``None``: this side no longer vouches for the content (a change it did not report)."""
+    print: tuple
+    storage: int
+    holder: Any  # the object, or a weak reference to it
+    ident: int
+
+    def object(self, weak: bool) -> Any:
+        return self.holder() if weak else self.holder
+
+
+class Table:
+    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side."""
+
+    def __init__(self, prefix: str, *, weak: bool) -> None:
+        self.weak = weak
+        self.released: list[str] = []
+        """Keys whose objects died (weak tables only), for the other side to drop."""
+        self._prefix = prefix
+        self._keys = itertools.count(1)
+        self._versions = itertools.count(1)
+        self._entries: dict[str, Entry] = {}
+        self._by_id: dict[int, Entry] = {}
+        self._by_storage: dict[int, Entry] | None = None  # built on first use after a change
+
+    def mint_key(self) -> str:
+        return f"{self._prefix}{next(self._keys)}"
+
+    def mint_version(self) -> str:
+        return f"{self._prefix}{next(self._versions)}"
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return list(self._entries.values())  # a copy: a weak table shrinks when objects die
+
+    def get(self, key: str) -> Entry | None:
+        return self._entries.get(key)
+
+    def object(self, entry: Entry) -> Any:
+        return entry.object(self.weak)
+
+    def entry_of(self, obj: Any) -> Entry | None:
+        entry = self._by_id.get(id(obj))
+        return entry if entry is not None and self.object(entry) is obj else None
+
+    def put(self, key: str, obj: Any, version: str | None) -> Entry:
+        """Record that ``key`` is ``obj`` at ``version``, as it is now."""
+        self.drop(key)
+        holder = weakref.ref(obj, self._died(key)) if self.weak else obj
+        entry = Entry(key, version, fingerprint(obj), obj.untyped_storage()._cdata, holder, id(obj))
+        self._entries[key] = self._by_id[id(obj)] = entry
+        self._by_storage = None
+        return entry
+
+    def drop(self, key: str) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self._forget(entry)
+
+    def _forget(self, entry: Entry) -> None:
+        if self._by_id.get(entry.ident) is entry:
+            del self._by_id[entry.ident]
+        self._by_storage = None
+
+    def _died(self, key: str) -> Callable[[Any], None]:
+        def callback(ref: Any) -> None:  # runs as the notebook object goes, before its id can be reused
+            entry = self._entries.get(key)
+            if entry is not None and entry.holder is ref:
+                del self._entries[key]
+                self._forget(entry)
+                self.released.append(key)
+        return callback
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._by_id.clear()
+        self._by_storage = None
+        self.released.clear()
+
+    def owner_of(self, storage: Any) -> Entry | None:
+        """The entry of a tensor over ``storage`` (whose memory a new view or array shares), if any."""
+        if self._by_storage is None:
+            self._by_storage = {}
+            for entry in self.entries():
+                self._by_storage.setdefault(entry.storage, entry)
+        entry = self._by_storage.get(storage._cdata)
+        if entry is None:
+            return None
+        obj = self.object(entry)
+        return entry if obj is not None and obj.untyped_storage()._cdata == storage._cdata else None
+
+    def pin(self) -> list[Any]:
+        """Strong references to every object, so that none dies (and is released) while a cell runs."""
+        return [obj for entry in self.entries() if (obj := self.object(entry)) is not None]
+
+
+class Sender:
+    """``wire.Refs`` for one payload: tensors as keys (``res``), or as values under their key (``set``).
+
+    ``force(t)`` says a tensor must go as a value though its fingerprint did not
+    change (changes no version counter shows); ``missing`` are keys the receiver
+    said it lacks. ``fallback`` handles every other object (``identity``'s memo
+    references, remotely). Nothing is recorded until ``commit``: a payload the
+    other side never took changes nothing.
+    """
+
+    def __init__(self, table: Table, *, force: Callable[[Any], bool] = lambda t: False,
+                 missing: Iterable[str] = (), fallback: Any = None, keeps_graphs: bool = False) -> None:
+        self.keeps_graphs = keeps_graphs
+        self._table = table
+        self._force = force
+        self._missing = frozenset(missing)
+        self._fallback = fallback
+        torch = _torch()
+        self._storage_type = torch.UntypedStorage if torch is not None else None
+        self.reset()
+
+    def reset(self) -> None:
+        self._pending: set[int] = set()
+        self._state: dict[int, tuple] = {}
+        self.sent: dict[str, tuple[Any, str]] = {}
+        """key → (object, new version) of what this payload sends as values."""
+        if self._fallback is not None:
+            self._fallback.reset()
+
+    def commit(self) -> None:
+        """The receiver took the payload: record the versions it now has."""
+        for key, (obj, version) in self.sent.items():
+            self._table.put(key, obj, version)
+
+    def is_input(self, obj: Any) -> bool:
+        if type(obj) is self._storage_type and self._table.owner_of(obj) is not None:
+            return True
+        return self._fallback is not None and self._fallback.is_input(obj)
+
+    def array_view(self, array: Any) -> Any:
+        return None if self._fallback is None else self._fallback.array_view(array)
+
+    def persistent_id(self, obj: Any) -> Any:
+        ident = id(obj)
+        if ident in self._pending:  # the object inside its own ("set", …) entry: pickled by value
+            self._pending.discard(ident)
+            return None
+        sent = self._state.get(ident)
+        if sent is not None:
+            return sent
+        if type(obj) is self._storage_type:
+            pid = self._storage(obj)
+        elif is_resident_kind(obj):
+            pid = self._tensor(obj)
+        else:
+            pid = None
+        if pid is None and self._fallback is not None:
+            return self._fallback.persistent_id(obj)
+        return pid
+
+    def _current(self, entry: Entry, t: Any) -> bool:
+        return entry.version is not None and entry.key not in self._missing and entry.print == fingerprint(t)
+
+    def _tensor(self, t: Any) -> tuple:
+        entry = self._table.entry_of(t)
+        if entry is not None and self._current(entry, t) and not self._force(t):
+            pid = self._state[id(t)] = ("res", entry.key, entry.version)
+            return pid
+        key = entry.key if entry is not None else self._table.mint_key()
+        version = self._table.mint_version()
+        self._state[id(t)] = ("res", key, version)
+        self._pending.add(id(t))
+        self.sent[key] = (t, version)
+        return ("set", key, version, t)
+
+    def _storage(self, storage: Any) -> tuple | None:
+        owner = self._table.owner_of(storage)
+        if owner is None:
+            return None
+        t = self._table.object(owner)
+        same = owner.version is not None and owner.key not in self._missing \
+            and owner.print[0] == fingerprint(t)[0] and not self._force(t)
+        if owner.key in self.sent:  # the owner goes as a value in this payload, at its new version
+            same, version = False, self.sent[owner.key][1]
+        else:
+            version = owner.version
+        pid = self._state[id(storage)] = ("stor", owner.key, version)
+        if same:
+            return pid
+        self._pending.add(id(storage))
+        return ("stor_set", owner.key, storage)
+
+
+class Receiver:
+    """Resolves a payload's keys to this side's objects; updates them in place on ``apply``.
+
+    A key it lacks (or holds at another version) is listed in ``missing`` and
+    stands in as a placeholder: the payload is then not to be used, and the
+    sender sends those as values. ``strict`` (the notebook, which has nobody to
+    ask): such a key raises ``KeyError`` instead.
+    """
+
+    def __init__(self, table: Table, fallback: Callable[[Any], Any] | None = None, *, strict: bool = False) -> None:
+        self._strict = strict
+        self.missing: list[str] = []
+        self.notes: list[str] = []
+        self._table = table
+        self._fallback = fallback
+        self._loaded: dict[str, Any] = {}  # what each key resolved to in this payload
+        self._updates: list[tuple[Any, Any]] = []
+        self._versions: dict[str, str] = {}
+        self._adopted: dict[str, tuple[Any, str]] = {}
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0]
+        if kind == "res":
+            return self._known(pid[1], pid[2])
+        if kind == "set":
+            return self._set(*pid[1:])
+        if kind == "stor":
+            base = self._known(pid[1], pid[2])
+            return base if base is _MISSING else base.untyped_storage()
+        if kind == "stor_set":
+            return self._set_storage(pid[1], pid[2])
+        if self._fallback is None:
+            raise ValueError(f"unknown reference {kind!r}")
+        return self._fallback(pid)
+
+    def _known(self, key: str, version: str) -> Any:
+        if key in self._loaded:
+            return self._loaded[key]
+        entry = self._table.get(key)
+        obj = None if entry is None or entry.version != version else self._table.object(entry)
+        if obj is None:
+            if self._strict:
+                raise KeyError(f"the result names {key!r}, which this side does not hold at that version")
+            self.missing.append(key)
+            return _MISSING
+        self._loaded[key] = obj
+        return obj
+
+    def _set(self, key: str, version: str, value: Any) -> Any:
+        entry = self._table.get(key)
+        local = None if entry is None else self._table.object(entry)
+        if local is not None and not updatable(local, value):
+            self.notes.append(f"a {type(local).__name__} changed on the other side could not be updated in place; "
+                              "it was replaced (other references to the old one do not see the change)")
+            local = None
+        if local is None:
+            self._adopted[key] = (value, version)
+            self._loaded[key] = value
+            return value
+        self._updates.append((local, value))
+        self._versions[key] = version
+        self._loaded[key] = local
+        return local
+
+    def _set_storage(self, key: str, storage: Any) -> Any:
+        entry = self._table.get(key)
+        base = self._loaded.get(key) or (None if entry is None else self._table.object(entry))
+        if base is None or base.device != storage.device:
+            return storage
+        local = base.untyped_storage()
+        if local.nbytes() != storage.nbytes():
+            return storage
+        self._updates.append((local, storage))
+        return local
+
+    def apply(self) -> None:
+        """Copy the new contents into this side's objects, then record the versions they are now at."""
+        for local, new in self._updates:
+            update_in_place(local, new)
+        for key, version in self._versions.items():
+            self._table.put(key, self._loaded[key], version)
+        for key, (obj, version) in self._adopted.items():
+            self._table.put(key, obj, version)
+
+
+class Store:
+    """The remote session's resident tensors: what its cells received and made, kept across cells.
+
+    Lives as long as the worker process (a recycled worker or container starts
+    empty, and the notebook's references then come back as ``missing``).
+    """
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex[:8]
+        self.table = Table(f"{self.id}.", weak=False)
+        self._unsettled = False
+
+    def begin(self, release: Iterable[str], resync: bool = False) -> None:
+        """Before a cell: drop what the notebook released; stop vouching for what changed unreported
+        (a cell that was interrupted, or whose results did not go out), or for everything on ``resync``."""
+        for key in release:
+            self.table.drop(key)
+        if resync or self._unsettled:
+            for entry in self.table.entries():
+                if resync or entry.print != fingerprint(entry.holder):
+                    entry.version = None
+        self._unsettled = True
+
+    def changed(self, same_values: Callable[[Any], bool]) -> list[Any]:
+        """Resident tensors the cell changed (in place, a new ``.grad``…), named or not in the cell."""
+        return [entry.holder for entry in self.table.entries()
+                if entry.print != fingerprint(entry.holder) or not same_values(entry.holder)]
+
+    def sender(self, fallback: Any, same_values: Callable[[Any], bool]) -> Sender:
+        return Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True)
+
+    def settle(self, sender: Sender) -> None:
+        """The results went out: record what they carried; whatever else changed is no longer vouched for."""
+        sender.commit()
+        for entry in self.table.entries():
+            if entry.key not in sender.sent and entry.print != fingerprint(entry.holder):
+                entry.version = None
+        self._unsettled = False
+
+    def report(self) -> dict[str, Any]:
+        """What is resident and the memory it holds (each storage counted once), for ``%modal_resident``."""
+        rows, seen, totals = [], set(), {"cpu": 0, "cuda": 0}
+        for entry in self.table.entries():
+            t = entry.holder
+            storage = t.untyped_storage()
+            nbytes = 0 if storage._cdata in seen else storage.nbytes()
+            seen.add(storage._cdata)
+            totals[t.device.type] = totals.get(t.device.type, 0) + nbytes
+            rows.append({"key": entry.key, "type": type(t).__name__, "shape": list(t.shape),
+                         "dtype": str(t.dtype).replace("torch.", ""), "device": str(t.device), "bytes": nbytes,
+                         "graph": type(t.grad_fn).__name__ if t.grad_fn is not None else None})
+        torch = _torch()
+        cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
+        return {"store": self.id, "rows": rows, "host_bytes": totals["cpu"], "gpu_bytes": totals["cuda"],
+                "gpu_allocated": torch.cuda.memory_allocated() if cuda else None, "rss": _rss()}
+
+
+def _rss() -> int | None:
+    """This process's resident memory (Linux), which counts what graphs hold besides the tensors themselves."""
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
