@@ -141,6 +141,19 @@ class _ArrayMemory:
         return _storage_of_array, (self.array,)
 
 
+class SharedWithArray:
+    """An input's storage that a numpy array views: its content may have changed with no version counter
+    saying so. ``resident.Sender`` sends its bytes; anything else sends it as the storage itself."""
+
+    __slots__ = ("storage",)
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.storage = storage
+
+    def __reduce__(self):
+        return _same, (self.storage,)
+
+
 class HostMemory:
     """What one payload has sent of torch storages, and of numpy arrays that may share their memory.
 
@@ -151,9 +164,11 @@ class HostMemory:
     ``base``; a storage over an array's memory is found by its address.
     """
 
-    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at", "inputs")
+    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at", "inputs", "resident_at")
 
     def __init__(self) -> None:
+        self.resident_at: Callable[[int], torch.UntypedStorage | None] | None = None
+        """The storage of a resident tensor at a memory address (``resident``), for arrays over it."""
         self.inputs: Callable[[Any], bool] | None = None
         """Results only: whether a storage arrived with the inputs (it then goes as itself, so that
         the pickler's ``persistent_id`` sends a reference to the notebook's own storage)."""
@@ -194,11 +209,21 @@ class HostMemory:
         return self._array_at.get(address)
 
     def storage_holding(self, array: numpy.ndarray) -> torch.UntypedStorage | None:
-        """The storage sent already whose memory ``array`` is (``array`` was given to ``torch.from_numpy``)."""
-        if not self._storage_at or not array.flags.c_contiguous:
+        """The storage sent already, or a resident tensor's, whose memory ``array`` is (``array`` was given to
+        ``torch.from_numpy``)."""
+        if not (self._storage_at or self.resident_at) or not array.flags.c_contiguous:
             return None
         storage = self._storage_at.get(_address(array))
+        if storage is None and self.resident_at is not None:
+            storage = self.resident_at(_address(array))
         return storage if storage is not None and array.nbytes <= storage.nbytes() else None
+
+    def array_memory(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | SharedWithArray | _StorageData | _ArrayMemory":
+        """How the storage under a numpy array travels: as ``storage``, but an input's marked, because numpy
+        writes to it leave no trace on a tensor's version counter: its bytes must go (``resident``)."""
+        if self.inputs is not None and self.inputs(storage):
+            return SharedWithArray(storage)
+        return self.by_value(storage)
 
     def sent_as_itself(self, array: numpy.ndarray) -> None:
         """``array`` goes as numpy sends it; a storage sent later over its memory will refer to it."""
@@ -262,7 +287,7 @@ def _reduce_array(pickler: Any, array: numpy.ndarray) -> Any:
         memory.sent_as_itself(array)
         return NotImplemented
     offset = _address(array) - storage.data_ptr()
-    return _array_over, (memory.storage(storage), offset, array.shape, array.dtype, array.strides,
+    return _array_over, (memory.array_memory(storage), offset, array.shape, array.dtype, array.strides,
                          bool(array.flags.writeable))
 
 

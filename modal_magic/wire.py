@@ -149,6 +149,7 @@ class _Pickler(cloudpickle.Pickler):
         self.keeps_graphs = getattr(refs, "keeps_graphs", False)
         if self.host_memory is not None:
             self.host_memory.inputs = refs.is_input
+            self.host_memory.resident_at = getattr(refs, "storage_at", None)
         numpy = sys.modules.get("numpy")
         self._ndarray = numpy.ndarray if numpy is not None else None
 

@@ -231,3 +231,25 @@ def test_modal_resident_shows_names_and_memory_and_modal_stop_releases_everythin
     assert len(SESSION.table) == 0
     run(shell, "%modal_resident")
     assert "no backend is running" in capsys.readouterr().out
+
+
+def test_numpy_writes_to_a_resident_tensors_memory_reach_the_other_side(shell) -> None:
+    """numpy leaves no trace on a tensor's version counter: memory an array shares goes as bytes, both ways."""
+    run(shell, "import numpy as np, torch\nn = np.ones(100_000)\nt = torch.from_numpy(n)")
+    remote(shell, "s = float(t.sum())")  # t is resident
+    remote(shell, "np.add(n, 1, out=n)\nfirst = float(t[0])")
+    assert shell.user_ns["first"] == 2 and float(shell.user_ns["t"][0]) == 2 and shell.user_ns["n"][0] == 2
+    run(shell, "n += 1")
+    remote(shell, "second = float(t[0]) + float(n[0])")
+    assert shell.user_ns["second"] == 6
+
+
+def test_a_parameter_updated_through_data_is_seen_as_changed(shell) -> None:
+    """``p.data.sub_(…)`` (many tutorials) bypasses the version counter: the values still come back."""
+    run(shell, "import torch\nmodel = torch.nn.Linear(300, 300)\nbefore = model.weight.detach().clone()")
+    remote(shell, "s = float(model.weight.sum())")
+    remote(shell, "for p in model.parameters():\n    p.data.sub_(1.0)")
+    assert torch.allclose(shell.user_ns["model"].weight.detach(), shell.user_ns["before"] - 1)
+    run(shell, "model.weight.data.add_(5.0)")
+    remote(shell, "w00 = float(model.weight[0, 0])")
+    assert shell.user_ns["w00"] == pytest.approx(float(shell.user_ns["before"][0, 0]) + 4)
