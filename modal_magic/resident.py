@@ -14,7 +14,12 @@ a tensor with one more kind of persistent id (``wire.Refs``), beside
   adopts ``value`` when it has none;
 * ``("stor", key, version)`` / ``("stor_set", key, storage)`` — the memory of
   the tensor ``key``, for a new view or numpy array over it (it then arrives
-  over the receiver's own memory, as ``identity`` does for inputs).
+  over the receiver's own memory, as ``identity`` does for inputs);
+* ``("hashed", digest, storage)`` / ``("hash", digest, device)`` — a big buffer
+  sent by value, with its content's digest; later the digest alone, when the
+  receiver was sent that content before (it checks it still holds it, and copies
+  it). Worth it where hashing is faster than the link (Modal's uplink), so the
+  sender asks for it (``hash_min``).
 
 A receiver that lacks a key, or holds it at another version (a recycled
 worker or container, a result the notebook could not rebuild), says which
@@ -27,6 +32,7 @@ The remote side's ``Store`` holds its objects strongly; the notebook's
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
 import sys
@@ -37,7 +43,7 @@ from typing import Any, Callable, Iterable
 
 from .identity import update_in_place, updatable
 
-__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind"]
+__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest"]
 
 _MISSING = type("Missing", (), {"__repr__": lambda self: "<missing resident value>"})()
 
@@ -99,6 +105,9 @@ class Table:
         self._by_id: dict[int, Entry] = {}
         self._by_storage: dict[int, Entry] | None = None  # built on first use after a change
         self._by_address: dict[int, Entry] | None = None  # the same, by where the memory is
+        self.digests: dict[str, Any] = {}
+        """Content digests of big buffers: the sender's, those it sent (→ True); the receiver's, the storage it
+        got with each (→ a weak reference: the content is checked again before it is used)."""
 
     def mint_key(self) -> str:
         return f"{self._prefix}{next(self._keys)}"
@@ -151,6 +160,7 @@ class Table:
         return callback
 
     def clear(self) -> None:
+        self.digests.clear()
         self._entries.clear()
         self._by_id.clear()
         self._by_storage = self._by_address = None
@@ -197,8 +207,10 @@ class Sender:
     """
 
     def __init__(self, table: Table, *, force: Callable[[Any], bool] = lambda t: False,
-                 missing: Iterable[str] = (), fallback: Any = None, keeps_graphs: bool = False) -> None:
+                 missing: Iterable[str] = (), fallback: Any = None, keeps_graphs: bool = False,
+                 hash_min: int | None = None) -> None:
         self.keeps_graphs = keeps_graphs
+        self._hash_min = hash_min
         self._table = table
         self._force = force
         self._missing = frozenset(missing)
@@ -206,11 +218,12 @@ class Sender:
         torch = _torch()
         self._storage_type = torch.UntypedStorage if torch is not None else None
         if torch is not None:
-            from .tensors import SharedWithArray
+            from .tensors import SharedWithArray, StorageData
 
             self._shared_type: type | None = SharedWithArray
+            self._data_type: type | None = StorageData if hash_min is not None else None
         else:
-            self._shared_type = None
+            self._shared_type = self._data_type = None
         self.reset()
 
     def reset(self) -> None:
@@ -218,6 +231,7 @@ class Sender:
         self._state: dict[int, tuple] = {}
         self.sent: dict[str, tuple[Any, str]] = {}
         """key → (object, new version) of what this payload sends as values."""
+        self._digests: list[str] = []
         if self._fallback is not None:
             self._fallback.reset()
 
@@ -225,6 +239,7 @@ class Sender:
         """The receiver took the payload: record the versions it now has."""
         for key, (obj, version) in self.sent.items():
             self._table.put(key, obj, version)
+        self._table.digests.update(dict.fromkeys(self._digests, True))
 
     def is_input(self, obj: Any) -> bool:
         if type(obj) is self._storage_type and self._table.owner_of(obj) is not None:
@@ -249,6 +264,8 @@ class Sender:
             pid = self._storage(obj)
         elif type(obj) is self._shared_type:  # under a numpy array: numpy's writes leave no version trace
             pid = self._state.get(id(obj.storage)) or self._storage(obj.storage, same=False)
+        elif type(obj) is self._data_type and obj.buffer.raw().nbytes >= self._hash_min:
+            pid = self._buffer(obj)
         elif is_resident_kind(obj):
             pid = self._tensor(obj)
         else:
@@ -271,6 +288,17 @@ class Sender:
         self._pending.add(id(t))
         self.sent[key] = (t, version)
         return ("set", key, version, t)
+
+    def _buffer(self, data: Any) -> tuple:
+        """A big buffer going by value: its digest alone if the receiver was sent that content before."""
+        digest = content_digest(data.buffer.raw())
+        if digest in self._table.digests and "#" + digest not in self._missing:
+            pid = self._state[id(data)] = ("hash", digest, data.device)
+            return pid
+        self._digests.append(digest)
+        self._pending.add(id(data))
+        self._state[id(data)] = ("hash", digest, data.device)  # where it occurs again in this payload
+        return ("hashed", digest, data)
 
     def _storage(self, storage: Any, same: bool = True) -> tuple | None:
         owner = self._table.owner_of(storage)
@@ -321,6 +349,12 @@ class Receiver:
             return base if base is _MISSING else base.untyped_storage()
         if kind == "stor_set":
             return self._set_storage(pid[1], pid[2])
+        if kind == "hashed":
+            self._table.digests[pid[1]] = weakref.ref(pid[2])
+            self._loaded["#" + pid[1]] = pid[2]
+            return pid[2]
+        if kind == "hash":
+            return self._by_digest(pid[1], pid[2])
         if self._fallback is None:
             raise ValueError(f"unknown reference {kind!r}")
         return self._fallback(pid)
@@ -366,6 +400,23 @@ class Receiver:
             return storage
         self._updates.append((local, storage))
         return local
+
+    def _by_digest(self, digest: str, device: str) -> Any:
+        """A copy of the buffer sent before with ``digest``, if this side still holds that content."""
+        from .tensors import host_bytes, placed_copy
+
+        if "#" + digest in self._loaded:  # met before in this payload: the same storage
+            return self._loaded["#" + digest]
+        held = self._table.digests.get(digest)
+        storage = None if held is None else held()
+        if storage is None or content_digest(host_bytes(storage)) != digest:
+            self._table.digests.pop(digest, None)
+            if self._strict:
+                raise KeyError(f"the result names a buffer by its digest, which this side does not hold")
+            self.missing.append("#" + digest)
+            return _MISSING
+        copy = self._loaded["#" + digest] = placed_copy(storage, device)
+        return copy
 
     def apply(self) -> None:
         """Copy the new contents into this side's objects, then record the versions they are now at."""
@@ -432,6 +483,11 @@ class Store:
         cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
         return {"store": self.id, "rows": rows, "host_bytes": totals["cpu"], "gpu_bytes": totals["cuda"],
                 "gpu_allocated": torch.cuda.memory_allocated() if cuda else None, "rss": _rss()}
+
+
+def content_digest(buffer: Any) -> str:
+    """What says two buffers hold the same bytes (SHA-1: ~0.5 s per GiB here, ~90 s per GiB up a home link)."""
+    return hashlib.sha1(memoryview(buffer).cast("B")).hexdigest()
 
 
 def _rss() -> int | None:

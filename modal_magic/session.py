@@ -19,11 +19,15 @@ from . import wire
 from .errors import InternalError
 from .resident import Receiver, Sender, Table
 
-__all__ = ["Session", "Crossing", "SESSION", "SMALL"]
+__all__ = ["Session", "Crossing", "SESSION", "SMALL", "HASH_MIN"]
 
 SMALL = 64 << 10
 """Tensors up to this size always go as values: cheaper than being wrong about a change their version
 counter does not show (BatchNorm's running statistics, writes through ``.data``)."""
+
+HASH_MIN = 16 << 20
+"""Buffers from this size up go as their digest when the remote side was sent that content before (Modal only:
+hashing, ~0.5 s per GiB, is slower than the local worker's socket but far faster than a home uplink)."""
 
 _ROUNDS = 3  # a cell whose inputs are asked for again more often than this is our bug
 
@@ -42,8 +46,8 @@ class Session:
         self.last_resources: dict[str, dict[str, Any]] = {}
         """Per backend, the resources of its last cell: where ``%modal_resident`` asks (Modal: that GPU's container)."""
 
-    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> "Crossing":
-        return Crossing(self, variables, fresh=fresh)
+    def crossing(self, variables: Mapping[str, Any], *, fresh: bool, hash_min: int | None = None) -> "Crossing":
+        return Crossing(self, variables, fresh=fresh, hash_min=hash_min)
 
     def forget(self) -> None:
         """The remote sides were stopped (``%modal_stop``): nothing is resident any more."""
@@ -58,8 +62,10 @@ class Session:
 class Crossing:
     """One cell's inputs and results through the session (``fresh``: without it, as every cell once did)."""
 
-    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool) -> None:
+    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool,
+                 hash_min: int | None = None) -> None:
         self._session = session
+        self._hash_min = hash_min
         self._variables = variables
         self._fresh = fresh
         self._pins = [] if fresh else session.table.pin()  # nothing is released while the cell runs
@@ -68,7 +74,8 @@ class Crossing:
         self._pack(())
 
     def _pack(self, missing: tuple[str, ...]) -> None:
-        self._sender = None if self._fresh else Sender(self._session.table, force=_always_sent, missing=missing)
+        self._sender = None if self._fresh else Sender(self._session.table, force=_always_sent, missing=missing,
+                                                       hash_min=self._hash_min)
         self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
 
     def run(self, backend: Any, request: dict[str, Any], on_event: Callable[[dict[str, Any]], None],

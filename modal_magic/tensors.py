@@ -3,7 +3,7 @@
 torch's own pickling sends every storage as a legacy ``torch.save`` blob tagged
 with its device (``'cuda:0'``), which a CPU-only machine refuses to load, copies
 the data four or five times, and sends a view's whole storage once per view.
-Here a storage becomes one ``_StorageData`` per storage per payload (pickle's
+Here a storage becomes one ``StorageData`` per storage per payload (pickle's
 memo keeps views and tied weights aliased), holding a protocol-5
 ``PickleBuffer`` over the host bytes; the receiver turns the received buffer
 *into* the storage (``torch.frombuffer``, no copy) and moves it to the target
@@ -108,7 +108,7 @@ def _host_view(host: torch.UntypedStorage) -> Any:
     return view
 
 
-class _StorageData:
+class StorageData:
     """One storage's bytes and device; pickled once per payload thanks to the memo.
 
     It keeps the storage it was made from: the receiver may answer with a reference to it
@@ -172,19 +172,19 @@ class HostMemory:
         self.inputs: Callable[[Any], bool] | None = None
         """Results only: whether a storage arrived with the inputs (it then goes as itself, so that
         the pickler's ``persistent_id`` sends a reference to the notebook's own storage)."""
-        self._by_storage: dict[int, _StorageData | _ArrayMemory] = {}
+        self._by_storage: dict[int, StorageData | _ArrayMemory] = {}
         self._storage_at: dict[int, torch.UntypedStorage] = {}  # data address → CPU storage sent
         self._arrays: list[numpy.ndarray] = []  # arrays sent by numpy itself, not yet indexed:
         self._array_at: dict[int, numpy.ndarray] = {}  # (their addresses cost ~1.5 µs, paid only if a storage asks)
 
-    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | _StorageData | _ArrayMemory":
+    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | StorageData | _ArrayMemory":
         """How a tensor's or array's ``storage`` travels: an input's storage as itself (a view the cell made
         of a notebook tensor must arrive over the notebook's memory), any other by value."""
         if self.inputs is not None and self.inputs(storage):
             return storage
         return self.by_value(storage)
 
-    def by_value(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+    def by_value(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
         """``storage``'s bytes (the same object each time it is asked, for the pickle memo)."""
         key = storage._cdata
         sent = self._by_storage.get(key)
@@ -192,7 +192,7 @@ class HostMemory:
             sent = self._by_storage[key] = self._first_time(storage)
         return sent
 
-    def _first_time(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+    def _first_time(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
         nbytes = storage.nbytes()
         if nbytes and storage.device.type == "cpu":
             address = storage.data_ptr()
@@ -200,7 +200,7 @@ class HostMemory:
             array = self._array_at_address(address)
             if array is not None and array.nbytes == nbytes:
                 return _ArrayMemory(array, storage)
-        return _StorageData(storage)
+        return StorageData(storage)
 
     def _array_at_address(self, address: int) -> numpy.ndarray | None:
         for array in self._arrays:
@@ -218,7 +218,7 @@ class HostMemory:
             storage = self.resident_at(_address(array))
         return storage if storage is not None and array.nbytes <= storage.nbytes() else None
 
-    def array_memory(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | SharedWithArray | _StorageData | _ArrayMemory":
+    def array_memory(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory":
         """How the storage under a numpy array travels: as ``storage``, but an input's marked, because numpy
         writes to it leave no trace on a tensor's version counter: its bytes must go (``resident``)."""
         if self.inputs is not None and self.inputs(storage):
@@ -300,9 +300,9 @@ def tensor_under(array: numpy.ndarray) -> torch.Tensor | None:
 
 
 def stands_for(sent: Any) -> Any:
-    """The object a sender's memo entry stands for: the storage behind a ``_StorageData`` or ``_ArrayMemory``
+    """The object a sender's memo entry stands for: the storage behind a ``StorageData`` or ``_ArrayMemory``
     (what the receiver's memo holds at that index), anything else as itself."""
-    return sent.storage if type(sent) in (_StorageData, _ArrayMemory) else sent
+    return sent.storage if type(sent) in (StorageData, _ArrayMemory) else sent
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor | None:
@@ -371,6 +371,17 @@ def _storage_of_array(array: numpy.ndarray) -> torch.UntypedStorage:
         array = array.copy()
     storage = torch.from_numpy(array.reshape(-1).view(numpy.uint8)).untyped_storage()
     return _place(storage, resolve_device("cpu", getattr(_target, "choice", None)))
+
+
+def host_bytes(storage: torch.UntypedStorage) -> Any:
+    """A buffer over a storage's bytes (a CUDA one's copied to the host)."""
+    return _host_view(storage if storage.device.type == "cpu" else storage.cpu())
+
+
+def placed_copy(storage: torch.UntypedStorage, device: str) -> torch.UntypedStorage:
+    """A copy of ``storage`` on where a storage sent from ``device`` lands here (the current device choice)."""
+    target = resolve_device(device, getattr(_target, "choice", None))
+    return storage.to(device=target) if storage.device != target else storage.clone()
 
 
 def _array_over(storage: torch.UntypedStorage, offset: int, shape: tuple, dtype: numpy.dtype, strides: tuple,
