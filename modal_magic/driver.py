@@ -31,7 +31,7 @@ from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
 from .runner import ERROR, INPUTS, PLAIN, RESIDENT, VALUE
-from .session import HASH_MIN, SESSION, Crossing
+from .session import SESSION, Crossing
 
 __all__ = ["CellOptions", "CellOutcome", "run_cell", "NO_VALUE"]
 
@@ -141,8 +141,7 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
     _hold_back_secrets(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
     try:
-        hash_min = HASH_MIN if choose(options.backend, planning=True)[0] == "modal" else None
-        crossing = SESSION.crossing({name: namespace[name] for name in names}, fresh=options.fresh, hash_min=hash_min)
+        crossing = SESSION.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
     _check_size(crossing.inputs, options.max_input_bytes)

@@ -215,15 +215,17 @@ class Sender:
         self._force = force
         self._missing = frozenset(missing)
         self._fallback = fallback
+        self._kinds: dict[type, Callable[[Sender, Any], tuple | None]] = {}
+        """How each kind of object this sender may name is named (every other object: by ``fallback``); plain
+        functions, not bound methods, whose cycle would keep every object sent alive until a garbage collection."""
         torch = _torch()
-        self._storage_type = torch.UntypedStorage if torch is not None else None
         if torch is not None:
             from .tensors import SharedWithArray, StorageData
 
-            self._shared_type: type | None = SharedWithArray
-            self._data_type: type | None = StorageData if hash_min is not None else None
-        else:
-            self._shared_type = self._data_type = None
+            self._kinds = {torch.Tensor: Sender._any_tensor, torch.nn.Parameter: Sender._any_tensor,
+                           torch.UntypedStorage: Sender._storage, SharedWithArray: Sender._shared}
+            if hash_min is not None:
+                self._kinds[StorageData] = Sender._data
         self.reset()
 
     def reset(self) -> None:
@@ -242,7 +244,7 @@ class Sender:
         self._table.digests.update(dict.fromkeys(self._digests, True))
 
     def is_input(self, obj: Any) -> bool:
-        if type(obj) is self._storage_type and self._table.owner_of(obj) is not None:
+        if self._kinds.get(type(obj)) is Sender._storage and self._table.owner_of(obj) is not None:
             return True
         return self._fallback is not None and self._fallback.is_input(obj)
 
@@ -253,26 +255,29 @@ class Sender:
         return self._table.storage_at(address)
 
     def persistent_id(self, obj: Any) -> Any:
+        kind = self._kinds.get(type(obj))
+        if kind is None:  # the common case, asked for every object pickled: keep it short
+            return None if self._fallback is None else self._fallback.persistent_id(obj)
         ident = id(obj)
         if ident in self._pending:  # the object inside its own ("set", …) entry: pickled by value
             self._pending.discard(ident)
             return None
-        sent = self._state.get(ident)
-        if sent is not None:
-            return sent
-        if type(obj) is self._storage_type:
-            pid = self._storage(obj)
-        elif type(obj) is self._shared_type:  # under a numpy array: numpy's writes leave no version trace
-            pid = self._state.get(id(obj.storage)) or self._storage(obj.storage, same=False)
-        elif type(obj) is self._data_type and obj.buffer.raw().nbytes >= self._hash_min:
-            pid = self._buffer(obj)
-        elif is_resident_kind(obj):
-            pid = self._tensor(obj)
-        else:
-            pid = None
+        pid = self._state.get(ident)
+        if pid is None:
+            pid = kind(self, obj)
         if pid is None and self._fallback is not None:
             return self._fallback.persistent_id(obj)
         return pid
+
+    def _any_tensor(self, t: Any) -> tuple | None:
+        return self._tensor(t) if is_resident_kind(t) else None
+
+    def _shared(self, shared: Any) -> tuple | None:
+        """A storage under a numpy array: numpy's writes leave no version trace, so its bytes go."""
+        return self._state.get(id(shared.storage)) or self._storage(shared.storage, same=False)
+
+    def _data(self, data: Any) -> tuple | None:
+        return self._buffer(data) if data.buffer.raw().nbytes >= self._hash_min else None
 
     def _current(self, entry: Entry, t: Any) -> bool:
         return entry.version is not None and entry.key not in self._missing and entry.print == fingerprint(t)

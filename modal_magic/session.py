@@ -26,8 +26,8 @@ SMALL = 64 << 10
 counter does not show (BatchNorm's running statistics, writes through ``.data``)."""
 
 HASH_MIN = 16 << 20
-"""Buffers from this size up go as their digest when the remote side was sent that content before (Modal only:
-hashing, ~0.5 s per GiB, is slower than the local worker's socket but far faster than a home uplink)."""
+"""Buffers from this size up go as their digest when the remote side was sent that content before, where the
+backend asks for it (``Backend.hashes_buffers``)."""
 
 _ROUNDS = 3  # a cell whose inputs are asked for again more often than this is our bug
 
@@ -46,8 +46,8 @@ class Session:
         self.last_resources: dict[str, dict[str, Any]] = {}
         """Per backend, the resources of its last cell: where ``%modal_resident`` asks (Modal: that GPU's container)."""
 
-    def crossing(self, variables: Mapping[str, Any], *, fresh: bool, hash_min: int | None = None) -> "Crossing":
-        return Crossing(self, variables, fresh=fresh, hash_min=hash_min)
+    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> "Crossing":
+        return Crossing(self, variables, fresh=fresh)
 
     def forget(self) -> None:
         """The remote sides were stopped (``%modal_stop``): nothing is resident any more."""
@@ -62,10 +62,9 @@ class Session:
 class Crossing:
     """One cell's inputs and results through the session (``fresh``: without it, as every cell once did)."""
 
-    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool,
-                 hash_min: int | None = None) -> None:
+    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool) -> None:
         self._session = session
-        self._hash_min = hash_min
+        self._hash_min: int | None = None
         self._variables = variables
         self._fresh = fresh
         self._pins = [] if fresh else session.table.pin()  # nothing is released while the cell runs
@@ -83,6 +82,10 @@ class Crossing:
         """``backend.run`` the cell; when the remote side lacks some keys, send those as values and run again."""
         missing: tuple[str, ...] = ()
         self._session.last_resources[backend.name] = request.get("resources", {})
+        if backend.hashes_buffers and self._sender is not None \
+                and any(memoryview(b).nbytes >= HASH_MIN for b in self.inputs.buffers):
+            self._hash_min = HASH_MIN
+            self._pack(missing)
         for _ in range(_ROUNDS):
             released = self._session.take_released()
             fields = {"fresh": self._fresh, "release": released, "resync": self._session.resync}

@@ -21,6 +21,9 @@ class Backend(abc.ABC):
     """Where cells run. Implementations: ``LocalBackend`` (a worker process)."""
 
     name: str = "?"
+    hashes_buffers: bool = False
+    """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
+    where hashing (~0.5 s per GiB) is faster than the link."""
 
     @abc.abstractmethod
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
