@@ -131,11 +131,12 @@ class Table:
         entry = self._by_id.get(id(obj))
         return entry if entry is not None and self.object(entry) is obj else None
 
-    def put(self, key: str, obj: Any, version: str | None) -> Entry:
-        """Record that ``key`` is ``obj`` at ``version``, as it is now."""
+    def put(self, key: str, obj: Any, version: str | None, print_now: tuple | None = None) -> Entry:
+        """Record that ``key`` is ``obj`` at ``version``, as it is now (``print_now``: its fingerprint, if known)."""
         self.drop(key)
         holder = weakref.ref(obj, self._died(key)) if self.weak else obj
-        entry = Entry(key, version, fingerprint(obj), obj.untyped_storage()._cdata, holder, id(obj))
+        print_now = fingerprint(obj) if print_now is None else print_now
+        entry = Entry(key, version, print_now, obj.untyped_storage()._cdata, holder, id(obj))
         self._entries[key] = self._by_id[id(obj)] = entry
         self._by_storage = self._by_address = None
         return entry
@@ -208,8 +209,10 @@ class Sender:
 
     def __init__(self, table: Table, *, force: Callable[[Any], bool] = lambda t: False,
                  missing: Iterable[str] = (), fallback: Any = None, keeps_graphs: bool = False,
-                 hash_min: int | None = None) -> None:
+                 hash_min: int | None = None, prints: dict[int, tuple] | None = None) -> None:
         self.keeps_graphs = keeps_graphs
+        self._prints = {} if prints is None else prints
+        """Fingerprints taken for this payload, by object id: a parameter's costs a pass over its memory."""
         self._hash_min = hash_min
         self._table = table
         self._force = force
@@ -240,7 +243,7 @@ class Sender:
     def commit(self) -> None:
         """The receiver took the payload: record the versions it now has."""
         for key, (obj, version) in self.sent.items():
-            self._table.put(key, obj, version)
+            self._table.put(key, obj, version, self._prints.get(id(obj)))
         self._table.digests.update(dict.fromkeys(self._digests, True))
 
     def is_input(self, obj: Any) -> bool:
@@ -279,8 +282,14 @@ class Sender:
     def _data(self, data: Any) -> tuple | None:
         return self._buffer(data) if data.buffer.raw().nbytes >= self._hash_min else None
 
+    def fingerprint(self, t: Any) -> tuple:
+        found = self._prints.get(id(t))
+        if found is None:
+            found = self._prints[id(t)] = fingerprint(t)
+        return found
+
     def _current(self, entry: Entry, t: Any) -> bool:
-        return entry.version is not None and entry.key not in self._missing and entry.print == fingerprint(t)
+        return entry.version is not None and entry.key not in self._missing and entry.print == self.fingerprint(t)
 
     def _tensor(self, t: Any) -> tuple:
         entry = self._table.entry_of(t)
@@ -311,7 +320,7 @@ class Sender:
             return None
         t = self._table.object(owner)
         same = same and owner.version is not None and owner.key not in self._missing \
-            and owner.print[0] == fingerprint(t)[0] and not self._force(t)
+            and owner.print[0] == self.fingerprint(t)[0] and not self._force(t)
         if owner.key in self.sent:  # the owner goes as a value in this payload, at its new version
             same, version = False, self.sent[owner.key][1]
         else:
@@ -456,19 +465,21 @@ class Store:
                     entry.version = None
         self._unsettled = True
 
-    def changed(self, same_values: Callable[[Any], bool]) -> list[Any]:
-        """Resident tensors the cell changed (in place, a new ``.grad``…), named or not in the cell."""
-        return [entry.holder for entry in self.table.entries()
-                if entry.print != fingerprint(entry.holder) or not same_values(entry.holder)]
-
-    def sender(self, fallback: Any, same_values: Callable[[Any], bool]) -> Sender:
-        return Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True)
+    def results(self, fallback: Any, same_values: Callable[[Any], bool]) -> tuple[Sender, list[Any]]:
+        """The sender for a cell's results, and the resident tensors the cell changed (in place, a new
+        ``.grad``…), named in it or not: each fingerprinted once, for both."""
+        prints = {id(entry.holder): fingerprint(entry.holder) for entry in self.table.entries()}
+        changed = [entry.holder for entry in self.table.entries()
+                   if entry.print != prints[id(entry.holder)] or not same_values(entry.holder)]
+        sender = Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True,
+                        prints=prints)
+        return sender, changed
 
     def settle(self, sender: Sender) -> None:
         """The results went out: record what they carried; whatever else changed is no longer vouched for."""
         sender.commit()
         for entry in self.table.entries():
-            if entry.key not in sender.sent and entry.print != fingerprint(entry.holder):
+            if entry.key not in sender.sent and entry.print != sender.fingerprint(entry.holder):
                 entry.version = None
         self._unsettled = False
 

@@ -278,8 +278,7 @@ class Runner:
         extra: dict[str, Any] = {INPUTS: [value for value in inputs.values() if arrived.is_input(value)]}
         refs: Any = arrived
         if store is not None:
-            extra[RESIDENT] = store.changed(arrived.same_values)
-            refs = store.sender(arrived, arrived.same_values)
+            refs, extra[RESIDENT] = store.results(arrived, arrived.same_values)
         if error is not None:
             extra[ERROR] = error
         elif self.shell.displayhook.value is not None:

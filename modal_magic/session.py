@@ -55,7 +55,7 @@ class Session:
         self.resync = False
 
     def take_released(self) -> list[str]:
-        released, self.table.released[:] = list(self.table.released), []
+        released, self.table.released = self.table.released, []  # a finalizer appends to the new list
         return released
 
 
