@@ -79,6 +79,8 @@ def fingerprint(t: Any) -> tuple[tuple, tuple]:
 
 @dataclass(eq=False)
 class Entry:
+    """One tensor that crossed: its key, the version both sides agree on, its fingerprint at that version."""
+
     key: str
     version: str | None
     """``None``: this side no longer vouches for the content (a change it did not report)."""
@@ -133,9 +135,16 @@ class Table:
 
     def put(self, key: str, obj: Any, version: str | None, print_now: tuple | None = None) -> Entry:
         """Record that ``key`` is ``obj`` at ``version``, as it is now (``print_now``: its fingerprint, if known)."""
+        print_now = fingerprint(obj) if print_now is None else print_now
+        entry = self._entries.get(key)
+        if entry is not None and self.object(entry) is obj:  # a new version of the same object: the common case
+            entry.version, entry.print = version, print_now
+            if entry.storage != obj.untyped_storage()._cdata:
+                entry.storage = obj.untyped_storage()._cdata
+                self._by_storage = self._by_address = None
+            return entry
         self.drop(key)
         holder = weakref.ref(obj, self._died(key)) if self.weak else obj
-        print_now = fingerprint(obj) if print_now is None else print_now
         entry = Entry(key, version, print_now, obj.untyped_storage()._cdata, holder, id(obj))
         self._entries[key] = self._by_id[id(obj)] = entry
         self._by_storage = self._by_address = None
