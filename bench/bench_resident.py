@@ -116,7 +116,7 @@ def main() -> None:
         show(f"{args.backend}: {args.cells} cells reading an unchanged {layers * 64} MiB model",
              {"resident": run_cells(shell, counted, flags, read, args.cells),
               "--fresh": run_cells(shell, counted, flags + " --fresh", read, args.cells)})
-        shell.run_cell("del model\nimport gc\ngc.collect();")
+        shell.run_cell("del model\nimport gc\n_ = gc.collect()")
 
         width = int((args.train_params * 1e6 / 4) ** 0.5)  # four square layers
         shell.run_cell(f"torch.manual_seed(0)\nnet = torch.nn.Sequential(*[torch.nn.Linear({width}, {width}) "

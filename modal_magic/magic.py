@@ -101,7 +101,10 @@ class ModalMagics(Magics):
         namespace on the backend (``!cmd`` and ``%magic`` lines run there too),
         and the names it assigns come back — tensors mapped to this machine's
         CPU. The last expression is shown as ``Out[n]``; an exception in the
-        cell is raised here with the cell's own line numbers.
+        cell is raised here with the cell's own line numbers. The tensors a cell
+        received and made stay on the backend while the notebook holds them
+        (graphs included), so later cells send an unchanged one as a reference;
+        ``--fresh`` runs a cell without them.
 
         Example::
 
