@@ -62,17 +62,18 @@ def is_resident_kind(obj: Any) -> bool:
             and (type(obj) is torch.nn.Parameter or not obj.__dict__))
 
 
-def fingerprint(t: Any) -> tuple[tuple, tuple]:
+def fingerprint(t: Any, summed: bool = True) -> tuple[tuple, tuple]:
     """(content, the rest): what says a tensor changed. Content: its version counter (shared with its
     views), memory and shape; the rest: ``requires_grad`` and which ``.grad`` it has, at which version.
 
     A parameter (a leaf that requires grad) adds the sum of its values: ``p.data.sub_(lr * p.grad)``, the
     update of many tutorials, goes through ``.data``, whose version counter is not the parameter's. One
-    pass over its memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it.
+    pass over its memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it; ``summed=False``
+    leaves it out.
     """
     grad = t.grad if t.is_leaf else None
     content = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
-    if t.is_leaf and t.requires_grad:
+    if summed and t.is_leaf and t.requires_grad:
         content += (t.detach().sum().item(),)  # NaN never equals itself: such a tensor always goes
     return content, (t.requires_grad, None if grad is None else (id(grad), grad._version))
 
@@ -356,10 +357,15 @@ class Receiver:
         self.notes: list[str] = []
         self._table = table
         self._fallback = fallback
-        self._loaded: dict[str, Any] = {}  # what each key resolved to in this payload
+        self._loaded: dict[str, Any] = {}  # what each key resolved to in this payload (digests: "#…")
         self._updates: list[tuple[Any, Any]] = []
         self._versions: dict[str, str] = {}
         self._adopted: dict[str, tuple[Any, str]] = {}
+
+    @property
+    def resolved(self) -> set[str]:
+        """The keys this payload named (given as references or values)."""
+        return set(self._loaded)
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0]
@@ -462,6 +468,8 @@ class Store:
         self.id = uuid.uuid4().hex[:8]
         self.table = Table(f"{self.id}.", weak=False)
         self._unsettled = False
+        self._inputs: Receiver | None = None
+        self._changed: list[Entry] = []
 
     def begin(self, release: Iterable[str], resync: bool = False) -> None:
         """Before a cell: drop what the notebook released; stop vouching for what changed unreported
@@ -474,23 +482,44 @@ class Store:
                     entry.version = None
         self._unsettled = True
 
+    def receiver(self) -> Receiver:
+        """The receiver of a cell's inputs; what it resolves is what the cell can reach (``results``)."""
+        self._inputs = Receiver(self.table)
+        return self._inputs
+
     def results(self, fallback: Any, same_values: Callable[[Any], bool]) -> tuple[Sender, list[Any]]:
         """The sender for a cell's results, and the resident tensors the cell changed (in place, a new
-        ``.grad``…), named in it or not: each fingerprinted once, for both."""
-        prints = {id(entry.holder): fingerprint(entry.holder) for entry in self.table.entries()}
-        changed = [entry.holder for entry in self.table.entries()
-                   if entry.print != prints[id(entry.holder)] or not same_values(entry.holder)]
+        ``.grad``…), named in it or not.
+
+        Only the tensors the cell was given (and their sums, for parameters) are fingerprinted in full: a
+        ``.data`` write needs a reference to the tensor, while a tensor it was not given can change only
+        through what counts its versions (``backward()`` on a resident graph). A big model kept for later
+        cells costs a cell that does not use it no pass over its memory.
+        """
+        given = self._inputs.resolved if self._inputs is not None else set()
+        prints: dict[int, tuple] = {}
+        self._changed = []
+        for entry in self.table.entries():
+            t = entry.holder
+            if entry.key in given:
+                now = prints[id(t)] = fingerprint(t)
+                differs = now != entry.print
+            else:
+                content, rest = fingerprint(t, summed=False)
+                differs = content != entry.print[0][:len(content)] or rest != entry.print[1]
+            if differs or not same_values(t):
+                self._changed.append(entry)
         sender = Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True,
                         prints=prints)
-        return sender, changed
+        return sender, [entry.holder for entry in self._changed]
 
     def settle(self, sender: Sender) -> None:
         """The results went out: record what they carried; whatever else changed is no longer vouched for."""
         sender.commit()
-        for entry in self.table.entries():
-            if entry.key not in sender.sent and entry.print != sender.fingerprint(entry.holder):
+        for entry in self._changed:
+            if entry.key not in sender.sent:
                 entry.version = None
-        self._unsettled = False
+        self._inputs, self._changed, self._unsettled = None, [], False
 
     def report(self) -> dict[str, Any]:
         """What is resident and the memory it holds (each storage counted once), for ``%modal_resident``."""

@@ -29,7 +29,7 @@ from traitlets.config import Config
 
 from . import process_state, wire
 from .identity import RemoteInputs
-from .resident import Receiver, Store
+from .resident import Store
 
 __all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "RESIDENT", "PLAIN", "color_scheme"]
 
@@ -218,7 +218,7 @@ class Runner:
         ns.clear()
         ns.update(self._baseline)
         main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
-        resident = None if store is None else Receiver(store.table)
+        resident = None if store is None else store.receiver()
         payload = wire.Payload.from_meta(request["inputs"], buffers)
         try:
             inputs = wire.unpack(payload, map_location="auto", memo=memo, main=main,
