@@ -33,7 +33,8 @@ _ROUNDS = 3  # a cell whose inputs are asked for again more often than this is o
 
 
 def _always_sent(t: Any) -> bool:
-    return t.untyped_storage().nbytes() <= SMALL and (t.is_leaf or not t.requires_grad)
+    """Small tensors go as values; a non-leaf one never does: its graph is what the remote side keeps."""
+    return t.is_leaf and t.untyped_storage().nbytes() <= SMALL
 
 
 class Session:

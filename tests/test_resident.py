@@ -253,3 +253,17 @@ def test_a_parameter_updated_through_data_is_seen_as_changed(shell) -> None:
     run(shell, "model.weight.data.add_(5.0)")
     remote(shell, "w00 = float(model.weight[0, 0])")
     assert shell.user_ns["w00"] == pytest.approx(float(shell.user_ns["before"][0, 0]) + 4)
+
+
+def test_results_that_cannot_be_rebuilt_leave_the_notebooks_values_for_the_next_cell(shell) -> None:
+    """The remote side recorded a change the notebook never got: the next cell resends, never the stale copy."""
+    shell.user_ns["x"] = torch.zeros(512, 1024)
+    remote(shell, "s = float(x.sum())")
+    fragile = ("def rebuild():\n    import os\n    if os.getpid() != WORKER:\n        raise RuntimeError('no')\n"
+               "class Fragile:\n    def __reduce__(self):\n        return (rebuild, ())\n"
+               "import os\nWORKER = os.getpid()\nx.add_(5)\nfragile = Fragile()")
+    result = run(shell, f"%%modal_gpu --quiet\n{fragile}")
+    assert type(result.error_in_exec).__name__ == "ResultsLost"
+    assert float(shell.user_ns["x"].sum()) == 0
+    remote(shell, "s = float(x.sum())")
+    assert shell.user_ns["s"] == 0
