@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterable
 
 from .identity import update_in_place, updatable
 
-__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest"]
+__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
 _MISSING = type("Missing", (), {"__repr__": lambda self: "<missing resident value>"})()
 
@@ -62,19 +62,24 @@ def is_resident_kind(obj: Any) -> bool:
             and (type(obj) is torch.nn.Parameter or not obj.__dict__))
 
 
+SMALL = 64 << 10
+"""Tensors up to this size are fingerprinted with the sum of their values too (a few microseconds)."""
+
+
 def fingerprint(t: Any, summed: bool = True) -> tuple[tuple, tuple]:
     """(content, the rest): what says a tensor changed. Content: its version counter (shared with its
     views), memory and shape; the rest: ``requires_grad`` and which ``.grad`` it has, at which version.
 
-    A parameter (a leaf that requires grad) adds the sum of its values: ``p.data.sub_(lr * p.grad)``, the
-    update of many tutorials, goes through ``.data``, whose version counter is not the parameter's. One
-    pass over its memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it; ``summed=False``
-    leaves it out.
+    Some changes leave the version counter as it was: writes through ``.data`` (``p.data.sub_(lr * p.grad)``,
+    the update of many tutorials), BatchNorm's running statistics (updated from C++), numpy writes. A
+    parameter (a leaf that requires grad) and any tensor of at most ``SMALL`` bytes add the sum of their
+    values: one pass over the memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it.
+    ``summed=False`` leaves the sum out. (A NaN never equals itself: such a tensor always counts as changed.)
     """
     grad = t.grad if t.is_leaf else None
     content = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
-    if summed and t.is_leaf and t.requires_grad:
-        content += (t.detach().sum().item(),)  # NaN never equals itself: such a tensor always goes
+    if summed and ((t.is_leaf and t.requires_grad) or t.untyped_storage().nbytes() <= SMALL):
+        content += (t.detach().sum().item(),)
     return content, (t.requires_grad, None if grad is None else (id(grad), grad._version))
 
 

@@ -19,22 +19,13 @@ from . import wire
 from .errors import InternalError
 from .resident import Receiver, Sender, Table
 
-__all__ = ["Session", "Crossing", "SESSION", "SMALL", "HASH_MIN"]
-
-SMALL = 64 << 10
-"""Tensors up to this size always go as values: cheaper than being wrong about a change their version
-counter does not show (BatchNorm's running statistics, writes through ``.data``)."""
+__all__ = ["Session", "Crossing", "SESSION", "HASH_MIN"]
 
 HASH_MIN = 16 << 20
 """Buffers from this size up go as their digest when the remote side was sent that content before, where the
 backend asks for it (``Backend.hashes_buffers``)."""
 
 _ROUNDS = 3  # a cell whose inputs are asked for again more often than this is our bug
-
-
-def _always_sent(t: Any) -> bool:
-    """Small tensors go as values; a non-leaf one never does: its graph is what the remote side keeps."""
-    return t.is_leaf and t.untyped_storage().nbytes() <= SMALL
 
 
 class Session:
@@ -74,8 +65,7 @@ class Crossing:
         self._pack(())
 
     def _pack(self, missing: tuple[str, ...]) -> None:
-        self._sender = None if self._fresh else Sender(self._session.table, force=_always_sent, missing=missing,
-                                                       hash_min=self._hash_min)
+        self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
         self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
 
     def run(self, backend: Any, request: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
