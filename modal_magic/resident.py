@@ -251,6 +251,9 @@ class Sender:
         self._state: dict[int, tuple] = {}
         self.sent: dict[str, tuple[Any, str]] = {}
         """key → (object, new version) of what this payload sends as values."""
+        self.references: dict[str, str] = {}
+        """key → version of what this payload names without its value ("#digest" for buffers): the receiver
+        checks them all before unpickling, so that one round trip gets every value it lacks."""
         self._digests: list[str] = []
         if self._fallback is not None:
             self._fallback.reset()
@@ -310,6 +313,7 @@ class Sender:
         entry = self._table.entry_of(t)
         if entry is not None and self._current(entry, t) and not self._force(t):
             pid = self._state[id(t)] = ("res", entry.key, entry.version)
+            self.references[entry.key] = entry.version
             return pid
         key = entry.key if entry is not None else self._table.mint_key()
         version = self._table.mint_version()
@@ -323,6 +327,7 @@ class Sender:
         digest = content_digest(data.buffer.raw())
         if digest in self._table.digests and "#" + digest not in self._missing:
             pid = self._state[id(data)] = ("hash", digest, data.device)
+            self.references["#" + digest] = ""
             return pid
         self._digests.append(digest)
         self._pending.add(id(data))
@@ -342,6 +347,8 @@ class Sender:
             version = owner.version
         pid = self._state[id(storage)] = ("stor", owner.key, version)
         if same:
+            if owner.key not in self.sent:
+                self.references[owner.key] = version
             return pid
         self._pending.add(id(storage))
         return ("stor_set", owner.key, storage)
@@ -486,6 +493,18 @@ class Store:
                 if resync or entry.print != fingerprint(entry.holder):
                     entry.version = None
         self._unsettled = True
+
+    def lacks(self, references: dict[str, str]) -> list[str]:
+        """Which of a payload's references this store cannot honour (absent, at another version, a buffer gone)."""
+        lacking = []
+        for key, version in references.items():
+            if key.startswith("#"):
+                held = self.table.digests.get(key[1:])
+                if held is None or held() is None:
+                    lacking.append(key)
+            elif (entry := self.table.get(key)) is None or entry.version != version:
+                lacking.append(key)
+        return lacking
 
     def receiver(self) -> Receiver:
         """The receiver of a cell's inputs; what it resolves is what the cell can reach (``results``)."""

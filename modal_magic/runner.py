@@ -185,9 +185,13 @@ class Runner:
             emit({"kind": "result", "report": self.store.report()}, [])
             return
         started = time.perf_counter()
-        store = None if request.get("fresh") else self.store
+        store = self.store if request.get("resident") else None  # a --fresh cell, or a client without a session
         if store is not None:
             store.begin(request.get("release") or (), resync=bool(request.get("resync")))
+            lacking = store.lacks(request.get("references") or {})
+            if lacking:
+                emit({"kind": "result", "missing": lacking}, [])
+                return
         placed = self._place_inputs(request, buffers, store)
         if isinstance(placed, list):
             emit({"kind": "result", "missing": placed}, [])

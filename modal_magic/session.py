@@ -79,7 +79,8 @@ class Crossing:
             self._pack(missing)
         for _ in range(_ROUNDS):
             released = self._session.take_released()
-            fields = {"fresh": self._fresh, "release": released, "resync": self._session.resync}
+            fields = {"resident": not self._fresh, "release": released, "resync": self._session.resync,
+                      "references": {} if self._sender is None else self._sender.references}
             try:
                 meta, buffers = backend.run({**request, **fields}, self.inputs, on_event, timeout=timeout)
             except BaseException:

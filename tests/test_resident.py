@@ -267,3 +267,16 @@ def test_results_that_cannot_be_rebuilt_leave_the_notebooks_values_for_the_next_
     assert float(shell.user_ns["x"].sum()) == 0
     remote(shell, "s = float(x.sum())")
     assert shell.user_ns["s"] == 0
+
+
+def test_a_recycled_worker_costs_one_more_round_trip_however_many_values_it_lacks(shell, sent) -> None:
+    """The worker says every reference it lacks before it unpacks anything: one extra request, not one per key."""
+    run(shell, "import torch\nmodel = torch.nn.Sequential(torch.nn.Linear(300, 300), torch.nn.Linear(300, 300))")
+    remote(shell, "loss = model(torch.ones(1, 300)).sum()")
+    remote(shell, "loss.backward()")
+    kill_worker()
+    before = len(sent)
+    remote(shell, "total = float(sum(p.sum() + p.grad.sum() for p in model.parameters()))")
+    assert len(sent) - before == 2
+    expected = sum(float(p.detach().sum() + p.grad.sum()) for p in shell.user_ns["model"].parameters())
+    assert shell.user_ns["total"] == pytest.approx(expected, rel=1e-5)
