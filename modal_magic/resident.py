@@ -43,9 +43,11 @@ from typing import Any, Callable, Iterable
 
 from .identity import update_in_place, updatable
 
-__all__ = ["Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
+__all__ = ["ALL", "Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
 _MISSING = type("Missing", (), {"__repr__": lambda self: "<missing resident value>"})()
+ALL = "*"
+"""In a sender's ``missing``: the receiver holds nothing (a new worker or container)."""
 
 
 def _torch() -> Any:
@@ -217,7 +219,7 @@ class Sender:
 
     ``force(t)`` says a tensor must go as a value though its fingerprint did not
     change (changes no version counter shows); ``missing`` are keys the receiver
-    said it lacks. ``fallback`` handles every other object (``identity``'s memo
+    said it lacks (``ALL``: it holds nothing, everything goes as a value). ``fallback`` handles every other object (``identity``'s memo
     references, remotely). Nothing is recorded until ``commit``: a payload the
     other side never took changes nothing.
     """
@@ -307,7 +309,8 @@ class Sender:
         return found
 
     def _current(self, entry: Entry, t: Any) -> bool:
-        return entry.version is not None and entry.key not in self._missing and entry.print == self.fingerprint(t)
+        return entry.version is not None and ALL not in self._missing and entry.key not in self._missing \
+            and entry.print == self.fingerprint(t)
 
     def _tensor(self, t: Any) -> tuple:
         entry = self._table.entry_of(t)
@@ -325,7 +328,7 @@ class Sender:
     def _buffer(self, data: Any) -> tuple:
         """A big buffer going by value: its digest alone if the receiver was sent that content before."""
         digest = content_digest(data.buffer.raw())
-        if digest in self._table.digests and "#" + digest not in self._missing:
+        if digest in self._table.digests and ALL not in self._missing and "#" + digest not in self._missing:
             pid = self._state[id(data)] = ("hash", digest, data.device)
             self.references["#" + digest] = ""
             return pid
@@ -339,7 +342,7 @@ class Sender:
         if owner is None:
             return None
         t = self._table.object(owner)
-        same = same and owner.version is not None and owner.key not in self._missing \
+        same = same and owner.version is not None and ALL not in self._missing and owner.key not in self._missing \
             and owner.print[0] == self.fingerprint(t)[0] and not self._force(t)
         if owner.key in self.sent:  # the owner goes as a value in this payload, at its new version
             same, version = False, self.sent[owner.key][1]

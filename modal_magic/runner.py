@@ -189,12 +189,12 @@ class Runner:
         if store is not None:
             store.begin(request.get("release") or (), resync=bool(request.get("resync")))
             lacking = store.lacks(request.get("references") or {})
-            if lacking:
-                emit({"kind": "result", "missing": lacking}, [])
+            if lacking:  # (an empty store, a new worker or container, lacks everything: the notebook sends all)
+                emit({"kind": "result", "missing": lacking, "empty": not len(store.table)}, [])
                 return
         placed = self._place_inputs(request, buffers, store)
         if isinstance(placed, list):
-            emit({"kind": "result", "missing": placed}, [])
+            emit({"kind": "result", "missing": placed, "empty": not len(store.table)}, [])
             return
         inputs, arrived, before = placed
         notebook_state = request.get("state") or {}

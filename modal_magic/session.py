@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from . import wire
 from .errors import InternalError
-from .resident import Receiver, Sender, Table
+from .resident import ALL, Receiver, Sender, Table
 
 __all__ = ["Session", "Crossing", "SESSION", "HASH_MIN"]
 
@@ -91,7 +91,7 @@ class Crossing:
                 if self._sender is not None:
                     self._sender.commit()
                 return meta, buffers
-            missing = (*missing, *meta["missing"])
+            missing = (*missing, *meta["missing"], *((ALL,) if meta.get("empty") else ()))
             self._note_lost_graphs(meta["missing"])
             on_event({"kind": "stage", "stage": "upload",
                       "note": f"the remote session was recycled (a new worker or container): sending again "
