@@ -30,7 +30,8 @@ from .modal_plan import DEFAULT_GPU, ImageSpec
 from .output import show_event
 from .progress import format_bytes
 from .secrets import credential_reason
-from .runner import ERROR, INPUTS, PLAIN, VALUE
+from .runner import ERROR, INPUTS, PLAIN, RESIDENT, VALUE
+from .session import SESSION, Crossing
 
 if TYPE_CHECKING:
     from .fanout import MapSpec
@@ -67,6 +68,8 @@ class CellOptions:
     memory_mib: int | None = None
     pip: tuple[str, ...] = ()
     """Extra packages for the container image."""
+    fresh: bool = False
+    """Run without the remote-resident session (``--fresh``): every input goes as a value, nothing stays."""
     mapping: "MapSpec | None" = None
     """``--map``: run one copy of the cell per element (``fanout.py``)."""
 
@@ -114,16 +117,16 @@ def run_cell(
                           execution_count=execution_count, colors=colors, header=header)
     clock = _Stopwatch()
     on_event({"kind": "stage", "stage": "analyse"})
-    names, inputs, request = _prepare(source, namespace, options, hidden, header, clock)
-    on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
+    names, crossing, request = _prepare(source, namespace, options, hidden, header, clock)
+    on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": crossing.inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
     try:
-        meta, buffers = get_backend(options.backend).run(request, inputs, on_event, timeout=options.timeout)
+        meta, buffers = crossing.run(get_backend(options.backend), request, on_event, options.timeout)
         clock.lap("remote")
         if meta.get("interrupted"):  # as a local interrupt: the cell's own line, the namespace untouched
             raise with_remote_traceback(KeyboardInterrupt(), meta["error"]["traceback"])
         on_event({"kind": "stage", "stage": "unpack", "bytes": sum(memoryview(b).nbytes for b in buffers)})
-        outcome = _finish(meta, buffers, inputs, namespace, options, clock)
+        outcome = _finish(meta, buffers, crossing, namespace, options, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on
         on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
         raise
@@ -136,7 +139,7 @@ def run_cell(
 
 
 def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
-             header: str | None, clock: "_Stopwatch") -> tuple[list[str], wire.Payload, dict[str, Any]]:
+             header: str | None, clock: "_Stopwatch") -> tuple[list[str], Crossing, dict[str, Any]]:
     """Analyse the cell and pack what it reads: everything that can fail before anything runs."""
     _check_device(options.device)
     analysis = _analyze(source, 0 if header is None else 1)
@@ -148,10 +151,10 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
     _hold_back_secrets(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
     try:
-        inputs = wire.pack({name: namespace[name] for name in names}, keep_memo=True)
+        crossing = SESSION.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
-    _check_size(inputs, options.max_input_bytes)
+    _check_size(crossing.inputs, options.max_input_bytes)
     clock.lap("pack")
     request = {
         "kind": "run",
@@ -162,38 +165,44 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
         "resources": {"gpu": list(options.gpu), "cpu": options.cpu, "memory": options.memory_mib,
                       "pip": list(options.pip)},
     }
-    return names, inputs, request
+    return names, crossing, request
 
 
 @wire.gc_paused()
-def _finish(meta: dict[str, Any], buffers: list[Any], inputs: wire.Payload, namespace: MutableMapping[str, Any],
+def _finish(meta: dict[str, Any], buffers: list[Any], crossing: Crossing, namespace: MutableMapping[str, Any],
             options: CellOptions, clock: "_Stopwatch") -> CellOutcome:
     """Rebuild everything the runner sent, then (and only then) change the namespace."""
     payload = wire.Payload.from_meta(meta["payload"], buffers)
-    ours = LocalObjects(inputs.memo)
+    ours = LocalObjects(crossing.inputs.memo)
     main = wire.MainGlobals(namespace) if isinstance(namespace, dict) else None
     try:
-        values = wire.unpack(payload, map_location=options.device, persistent_load=ours.persistent_load, main=main)
+        values = wire.unpack(payload, map_location=options.device, main=main,
+                             persistent_load=crossing.persistent_load(ours.persistent_load))
     except wire.UnpackError as exc:
+        crossing.lost()
         raise ResultsLost(f"the cell ran, but its results could not be rebuilt here — {exc}. "
                           "Nothing was changed in the notebook.") from None
     clock.lap("unpack")
 
     values.pop(INPUTS, None)  # only there to carry in-place updates, applied below
+    values.pop(RESIDENT, None)
     error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
     value = values.pop(VALUE, NO_VALUE)
     if value is NO_VALUE and meta.get("value_repr") is not None:
         value = _ReprOnly(meta["value_repr"])
     outcome = CellOutcome(value=value, timings=clock.laps)
     outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                        if name not in (VALUE, ERROR, INPUTS)] + list(payload.notes) + ours.notes
-    if INPUTS in payload.skipped:  # no name to blame, but every in-place change to the notebook's objects is lost
-        outcome.warnings.append(f"what the cell changed in place in the notebook's objects was not brought back: "
-                                f"{payload.skipped[INPUTS]}")
+                        if name not in (VALUE, ERROR, INPUTS, RESIDENT)] + list(payload.notes) + ours.notes \
+        + crossing.notes
+    for slot in (INPUTS, RESIDENT):  # no name to blame, but in-place changes to the notebook's objects are lost
+        if slot in payload.skipped:
+            outcome.warnings.append(f"what the cell changed in place in the notebook's objects was not brought "
+                                    f"back: {payload.skipped[slot]}")
     for warning in outcome.warnings:
         print(f"modal_gpu: {warning}", file=sys.stderr)
 
     ours.apply()
+    crossing.apply()
     namespace.update(values)
     outcome.injected = list(values)
     for name in meta.get("deleted", ()):
@@ -222,7 +231,8 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
               hidden: Collection[str] = ()) -> list[str]:
     """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
     backend, why = choose(options.backend, planning=True)
-    names, inputs, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
+    names, crossing, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
+    inputs = crossing.inputs
     image = ImageSpec.for_this_kernel(options.pip)
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
     return [

@@ -127,7 +127,11 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
     clock = _Stopwatch()
     on_event({"kind": "stage", "stage": "analyse"})
     elements = [_Element(value) for value in _elements(spec, namespace)]
-    names, inputs, request = _prepare(source, namespace, options, {*hidden, spec.name}, header, clock)
+    # The copies run on workers or containers of their own, not the session's: their inputs go as values
+    # (a resident reference names an object of the session's one worker), and nothing stays behind.
+    names, crossing, request = _prepare(source, namespace, dataclasses.replace(options, fresh=True),
+                                        {*hidden, spec.name}, header, clock)
+    inputs = crossing.inputs
     packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors, state=process_state.capture())

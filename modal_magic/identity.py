@@ -27,7 +27,7 @@ import types
 import zlib
 from typing import Any, Callable
 
-__all__ = ["RemoteInputs", "LocalObjects"]
+__all__ = ["RemoteInputs", "LocalObjects", "updatable", "update_in_place"]
 
 _ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type, types.MethodType)
 _IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range})
@@ -150,7 +150,7 @@ class RemoteInputs:
     def _unchanged(self, obj: Any) -> bool:
         arrival = self._arrival.get(id(obj))
         if arrival is not None:
-            return arrival == _snapshot(obj) and self._same_values(obj)
+            return arrival == _snapshot(obj) and self.same_values(obj)
         return isinstance(obj, _storage_types()) and self._storage_unchanged(obj)
 
     def _content_unchanged(self, obj: Any) -> bool:
@@ -158,9 +158,9 @@ class RemoteInputs:
         arrival = self._arrival[id(obj)]
         if not isinstance(obj, _tensor_type()):
             return arrival == _snapshot(obj)
-        return arrival[0] == _snapshot(obj)[0] and self._same_values(obj)
+        return arrival[0] == _snapshot(obj)[0] and self.same_values(obj)
 
-    def _same_values(self, tensor: Any) -> bool:
+    def same_values(self, tensor: Any) -> bool:
         """For the buffers ``_quiet_buffer_copies`` kept: whether their values are still the kept ones."""
         kept = self._copies.get(id(tensor))
         return kept is None or _equal(kept, tensor)
@@ -303,7 +303,7 @@ class LocalObjects:
             self._updates.append((local.__dict__, new))
             self._updated.append(index)
             return local
-        if not _updatable(local, new):
+        if not updatable(local, new):
             self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
                               "it was replaced (other references to the old one do not see the change)")
             return new
@@ -314,7 +314,7 @@ class LocalObjects:
     def apply(self) -> None:
         """Copy the new contents into the notebook's objects (innermost first, as they were recorded)."""
         for local, new in self._updates:
-            _update_in_place(local, new)
+            update_in_place(local, new)
         self._updates.clear()
         self._updated.clear()
 
@@ -363,7 +363,8 @@ def _is_array(obj: Any) -> bool:
     return isinstance(obj, _array_type())
 
 
-def _updatable(local: Any, new: Any) -> bool:
+def updatable(local: Any, new: Any) -> bool:
+    """Whether ``new``'s content can be copied into ``local`` (so that everything holding ``local`` sees it)."""
     if type(local) is not type(new):
         return False
     if _is_array(local):
@@ -376,7 +377,8 @@ def _updatable(local: Any, new: Any) -> bool:
         or _state_access(local) is not None
 
 
-def _update_in_place(local: Any, new: Any) -> None:
+def update_in_place(local: Any, new: Any) -> None:
+    """Make ``local`` hold ``new``'s content, keeping ``local``'s identity (and its memory, where it can)."""
     if _is_tensor(local):
         _update_tensor(local, new)
     elif isinstance(local, _storage_types()):

@@ -16,6 +16,8 @@ from .errors import UsageProblem
 from .fanout import MapFailed, MapSpec
 from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
+from .report import resident_report
+from .session import SESSION
 from .view import make_view
 
 
@@ -101,6 +103,8 @@ class ModalMagics(Magics):
     @argument("--dry-run", action="store_true",
               help="print the plan (backend, GPU, image, inputs and sizes) without running or sending anything")
     @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
+    @argument("--fresh", action="store_true",
+              help="run without the remote session's resident values: every input is sent, nothing is kept")
     @cell_magic
     def modal_gpu(self, line: str, cell: str) -> Any:
         """Run this cell remotely; its results come back into the notebook.
@@ -109,7 +113,10 @@ class ModalMagics(Magics):
         namespace on the backend (``!cmd`` and ``%magic`` lines run there too),
         and the names it assigns come back — tensors mapped to this machine's
         CPU. The last expression is shown as ``Out[n]``; an exception in the
-        cell is raised here with the cell's own line numbers.
+        cell is raised here with the cell's own line numbers. The tensors a cell
+        received and made stay on the backend while the notebook holds them
+        (graphs included), so later cells send an unchanged one as a reference;
+        ``--fresh`` runs a cell without them.
 
         With ``--map NAME=EXPR`` one copy of the cell runs per element, in
         parallel (Modal containers, or local workers), with NAME bound to the
@@ -138,7 +145,7 @@ class ModalMagics(Magics):
             device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
             env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
             gpu=tuple(parse_gpu(args.gpu or self.gpu)), cpu=args.cpu, memory_mib=args.memory,
-            pip=tuple(args.pip), mapping=_mapping(args))
+            pip=tuple(args.pip), fresh=args.fresh, mapping=_mapping(args))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         if args.dry_run:
@@ -163,7 +170,14 @@ class ModalMagics(Magics):
         The next ``%%modal_gpu`` cell starts them again.
         """
         close_all()
-        print("modal_gpu: stopped the Modal app and the local worker; the next cell starts afresh.")
+        SESSION.forget()
+        print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
+              "the next cell starts afresh.")
+
+    @line_magic
+    def modal_resident(self, line: str = "") -> None:
+        """Show what the remote session keeps for this notebook (by variable name), and the memory it holds."""
+        print("\n".join(resident_report(self.shell.user_ns)))
 
     @line_magic
     def modal_config(self, line: str = "") -> None:

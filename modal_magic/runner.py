@@ -29,8 +29,9 @@ from traitlets.config import Config
 
 from . import process_state, wire
 from .identity import RemoteInputs
+from .resident import Store
 
-__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "PLAIN", "color_scheme"]
+__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "RESIDENT", "PLAIN", "color_scheme"]
 
 Emit = Callable[[dict[str, Any], list[Any]], None]
 """Send one event: ``emit(meta, buffers)``."""
@@ -38,6 +39,7 @@ Emit = Callable[[dict[str, Any], list[Any]], None]
 VALUE = "<value>"  # payload slot of the last expression's value (not a valid identifier)
 ERROR = "<error>"  # payload slot of the exception the cell raised
 INPUTS = "<inputs>"  # payload slot carrying the inputs back, so in-place changes reach the notebook
+RESIDENT = "<resident>"  # payload slot carrying resident tensors the cell changed, named in it or not
 
 PLAIN = "nocolor"
 """Tracebacks without ANSI colours; a name IPython 8 (case-insensitively) and IPython 9 both know."""
@@ -131,6 +133,8 @@ class Runner:
         self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)
         self._traceback: list[str] = []
+        self.store = Store()
+        """What the cells received and made, kept for later cells (``resident``); not used by ``fresh`` ones."""
 
     def _show_figures(self) -> None:
         """Figures the cell left open are shown as PNGs and closed, as the inline backend does."""
@@ -173,9 +177,26 @@ class Runner:
         ]
 
     def run(self, request: dict[str, Any], buffers: list[Any], emit: Emit) -> None:
-        """Run one cell; every outcome, including the cell raising, ends in one ``result`` event."""
+        """Run one cell; every outcome, including the cell raising, ends in one ``result`` event.
+
+        A ``report`` request is answered with what is resident; a cell whose inputs name resident values this
+        session lacks (a recycled worker) is answered with their keys, before it runs (``missing``)."""
+        if request.get("kind") == "report":
+            emit({"kind": "result", "report": self.store.report()}, [])
+            return
         started = time.perf_counter()
-        inputs, arrived, before = self._place_inputs(request, buffers)
+        store = self.store if request.get("resident") else None  # a --fresh cell, or a client without a session
+        if store is not None:
+            store.begin(request.get("release") or (), resync=bool(request.get("resync")))
+            lacking = store.lacks(request.get("references") or {})
+            if lacking:  # (an empty store, a new worker or container, lacks everything: the notebook sends all)
+                emit({"kind": "result", "missing": lacking, "empty": not len(store.table)}, [])
+                return
+        placed = self._place_inputs(request, buffers, store)
+        if isinstance(placed, list):
+            emit({"kind": "result", "missing": placed, "empty": not len(store.table)}, [])
+            return
+        inputs, arrived, before = placed
         notebook_state = request.get("state") or {}
         process_state.apply(notebook_state)  # the notebook's seeds and defaults, as one process
         state_before = process_state.capture(known=notebook_state)
@@ -188,12 +209,14 @@ class Runner:
             emit({"kind": "result", "interrupted": True, "error": self._error_info(error), "elapsed": elapsed}, [])
             return
         emit({"kind": "stage", "stage": "download"}, [])
-        meta, payload = self._collect(request, outcome, inputs, arrived, before)
+        meta, payload = self._collect(request, outcome, inputs, arrived, before, store)
         emit({**meta, "elapsed": elapsed, "state": state}, payload.buffers)
 
     @wire.gc_paused()
-    def _place_inputs(self, request: dict[str, Any], buffers: list[Any]) -> tuple[dict, RemoteInputs, dict]:
-        """A fresh namespace holding just the inputs (and placeholders for names only deleted)."""
+    def _place_inputs(self, request: dict[str, Any], buffers: list[Any],
+                      store: Store | None) -> tuple[dict, RemoteInputs, dict] | list[str]:
+        """A fresh namespace holding just the inputs (and placeholders for names only deleted), resident ones
+        being this session's own objects; or the keys of those it lacks."""
         memo: dict[int, Any] = {}
         ns = self.shell.user_ns
         ns.clear()
@@ -201,8 +224,21 @@ class Runner:
         main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
         element = request.get("element")
         shared = len(buffers) if element is None else element["first_buffer"]
-        inputs = wire.unpack(wire.Payload.from_meta(request["inputs"], buffers[:shared]), map_location="auto",
-                             memo=memo, main=main)
+        resident = None if store is None else store.receiver()
+        payload = wire.Payload.from_meta(request["inputs"], buffers[:shared])
+        try:
+            inputs = wire.unpack(payload, map_location="auto", memo=memo, main=main,
+                                 persistent_load=None if resident is None else resident.persistent_load)
+        except wire.UnpackError:
+            if resident is None or not resident.missing:
+                raise
+        if resident is not None:
+            if resident.missing:  # a placeholder stood in for each: nothing of this attempt is used
+                main.undo()
+                ns.clear()
+                ns.update(self._baseline)
+                return resident.missing
+            resident.apply()
         ns.update(inputs)
         ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
         if element is not None:  # --map: this copy's element, packed apart so the inputs are packed once for all
@@ -241,7 +277,7 @@ class Runner:
 
     @wire.gc_paused()
     def _collect(self, request: dict[str, Any], outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
-                 before: dict[str, Any]) -> tuple[dict[str, Any], wire.Payload]:
+                 before: dict[str, Any], store: Store | None) -> tuple[dict[str, Any], wire.Payload]:
         """What goes back: rebound names, inputs changed in place, deletions, the value or the error."""
         ns = self.shell.user_ns
         error = outcome.error_before_exec or outcome.error_in_exec
@@ -249,12 +285,17 @@ class Runner:
         # Every mutable input goes back (as an update, or a reference when unchanged), whatever became
         # of its name: `a.append(1); a = []` must still change the list other notebook names hold.
         extra: dict[str, Any] = {INPUTS: [value for value in inputs.values() if arrived.is_input(value)]}
+        refs: Any = arrived
+        if store is not None:
+            refs, extra[RESIDENT] = store.results(arrived, arrived.same_values)
         if error is not None:
             extra[ERROR] = error
         elif self.shell.displayhook.value is not None:
             extra[VALUE] = self.shell.displayhook.value
         self.shell.displayhook.value = None
-        payload = wire.pack({**outputs, **extra}, lenient=True, refs=arrived)
+        payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs)
+        if store is not None:
+            store.settle(refs)
         meta = {
             "kind": "result",
             "payload": payload.meta(),

@@ -3,7 +3,7 @@
 torch's own pickling sends every storage as a legacy ``torch.save`` blob tagged
 with its device (``'cuda:0'``), which a CPU-only machine refuses to load, copies
 the data four or five times, and sends a view's whole storage once per view.
-Here a storage becomes one ``_StorageData`` per storage per payload (pickle's
+Here a storage becomes one ``StorageData`` per storage per payload (pickle's
 memo keeps views and tied weights aliased), holding a protocol-5
 ``PickleBuffer`` over the host bytes; the receiver turns the received buffer
 *into* the storage (``torch.frombuffer``, no copy) and moves it to the target
@@ -108,7 +108,7 @@ def _host_view(host: torch.UntypedStorage) -> Any:
     return view
 
 
-class _StorageData:
+class StorageData:
     """One storage's bytes and device; pickled once per payload thanks to the memo.
 
     It keeps the storage it was made from: the receiver may answer with a reference to it
@@ -141,6 +141,19 @@ class _ArrayMemory:
         return _storage_of_array, (self.array,)
 
 
+class SharedWithArray:
+    """An input's storage that a numpy array views: its content may have changed with no version counter
+    saying so. ``resident.Sender`` sends its bytes; anything else sends it as the storage itself."""
+
+    __slots__ = ("storage",)
+
+    def __init__(self, storage: torch.UntypedStorage) -> None:
+        self.storage = storage
+
+    def __reduce__(self):
+        return _same, (self.storage,)
+
+
 class HostMemory:
     """What one payload has sent of torch storages, and of numpy arrays that may share their memory.
 
@@ -151,25 +164,27 @@ class HostMemory:
     ``base``; a storage over an array's memory is found by its address.
     """
 
-    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at", "inputs")
+    __slots__ = ("_by_storage", "_storage_at", "_arrays", "_array_at", "inputs", "resident_at")
 
     def __init__(self) -> None:
+        self.resident_at: Callable[[int], torch.UntypedStorage | None] | None = None
+        """The storage of a resident tensor at a memory address (``resident``), for arrays over it."""
         self.inputs: Callable[[Any], bool] | None = None
         """Results only: whether a storage arrived with the inputs (it then goes as itself, so that
         the pickler's ``persistent_id`` sends a reference to the notebook's own storage)."""
-        self._by_storage: dict[int, _StorageData | _ArrayMemory] = {}
+        self._by_storage: dict[int, StorageData | _ArrayMemory] = {}
         self._storage_at: dict[int, torch.UntypedStorage] = {}  # data address → CPU storage sent
         self._arrays: list[numpy.ndarray] = []  # arrays sent by numpy itself, not yet indexed:
         self._array_at: dict[int, numpy.ndarray] = {}  # (their addresses cost ~1.5 µs, paid only if a storage asks)
 
-    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | _StorageData | _ArrayMemory":
+    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | StorageData | _ArrayMemory":
         """How a tensor's or array's ``storage`` travels: an input's storage as itself (a view the cell made
         of a notebook tensor must arrive over the notebook's memory), any other by value."""
         if self.inputs is not None and self.inputs(storage):
             return storage
         return self.by_value(storage)
 
-    def by_value(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+    def by_value(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
         """``storage``'s bytes (the same object each time it is asked, for the pickle memo)."""
         key = storage._cdata
         sent = self._by_storage.get(key)
@@ -177,7 +192,7 @@ class HostMemory:
             sent = self._by_storage[key] = self._first_time(storage)
         return sent
 
-    def _first_time(self, storage: torch.UntypedStorage) -> "_StorageData | _ArrayMemory":
+    def _first_time(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
         nbytes = storage.nbytes()
         if nbytes and storage.device.type == "cpu":
             address = storage.data_ptr()
@@ -185,7 +200,7 @@ class HostMemory:
             array = self._array_at_address(address)
             if array is not None and array.nbytes == nbytes:
                 return _ArrayMemory(array, storage)
-        return _StorageData(storage)
+        return StorageData(storage)
 
     def _array_at_address(self, address: int) -> numpy.ndarray | None:
         for array in self._arrays:
@@ -194,11 +209,21 @@ class HostMemory:
         return self._array_at.get(address)
 
     def storage_holding(self, array: numpy.ndarray) -> torch.UntypedStorage | None:
-        """The storage sent already whose memory ``array`` is (``array`` was given to ``torch.from_numpy``)."""
-        if not self._storage_at or not array.flags.c_contiguous:
+        """The storage sent already, or a resident tensor's, whose memory ``array`` is (``array`` was given to
+        ``torch.from_numpy``)."""
+        if not (self._storage_at or self.resident_at) or not array.flags.c_contiguous:
             return None
         storage = self._storage_at.get(_address(array))
+        if storage is None and self.resident_at is not None:
+            storage = self.resident_at(_address(array))
         return storage if storage is not None and array.nbytes <= storage.nbytes() else None
+
+    def array_memory(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory":
+        """How the storage under a numpy array travels: as ``storage``, but an input's marked, because numpy
+        writes to it leave no trace on a tensor's version counter: its bytes must go (``resident``)."""
+        if self.inputs is not None and self.inputs(storage):
+            return SharedWithArray(storage)
+        return self.by_value(storage)
 
     def sent_as_itself(self, array: numpy.ndarray) -> None:
         """``array`` goes as numpy sends it; a storage sent later over its memory will refer to it."""
@@ -224,7 +249,10 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.nn.Parameter:
         if _is_plain_dense(obj.data):
-            return _rebuild_parameter, (obj.data, obj.requires_grad, _grad(obj), _python_state(obj))
+            # The parameter's own storage, not ``obj.data``: that is a new tensor object at every access,
+            # which the remote-resident session would take for a new value to keep.
+            return _rebuild_parameter, (*_dense_args(pickler, obj), obj.requires_grad, _grad(obj),
+                                        _python_state(obj))
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.UntypedStorage:
         return _same, (pickler.host_memory.by_value(obj),)
@@ -259,7 +287,7 @@ def _reduce_array(pickler: Any, array: numpy.ndarray) -> Any:
         memory.sent_as_itself(array)
         return NotImplemented
     offset = _address(array) - storage.data_ptr()
-    return _array_over, (memory.storage(storage), offset, array.shape, array.dtype, array.strides,
+    return _array_over, (memory.array_memory(storage), offset, array.shape, array.dtype, array.strides,
                          bool(array.flags.writeable))
 
 
@@ -272,24 +300,31 @@ def tensor_under(array: numpy.ndarray) -> torch.Tensor | None:
 
 
 def stands_for(sent: Any) -> Any:
-    """The object a sender's memo entry stands for: the storage behind a ``_StorageData`` or ``_ArrayMemory``
+    """The object a sender's memo entry stands for: the storage behind a ``StorageData`` or ``_ArrayMemory``
     (what the receiver's memo holds at that index), anything else as itself."""
-    return sent.storage if type(sent) in (_StorageData, _ArrayMemory) else sent
+    return sent.storage if type(sent) in (StorageData, _ArrayMemory) else sent
 
 
 def _grad(t: torch.Tensor) -> torch.Tensor | None:
     return t.grad if t.is_leaf else None
 
 
+def _dense_args(pickler: Any, t: torch.Tensor) -> tuple:
+    """Where a dense tensor's values are: its storage (as the payload sends it), offset, shape, stride, dtype."""
+    storage = pickler.host_memory.storage(t.untyped_storage())
+    return storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype
+
+
 def _dense_reduce(pickler: Any, t: torch.Tensor):
-    requires_grad = t.requires_grad
-    if requires_grad and not t.is_leaf:
+    if t.requires_grad and not t.is_leaf:
+        if getattr(pickler, "keeps_graphs", False):
+            # The graph stays in the remote session, which answers this tensor's key: what arrives is
+            # its value, looking as a local non-leaf does (``remote_graph``).
+            return _rebuild_remote_graph, (*_dense_args(pickler, t), type(t.grad_fn).__name__)
         # An autograd graph cannot cross a process boundary; what arrives is its value.
         pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
-        requires_grad = False
-    storage = pickler.host_memory.storage(t.untyped_storage())
-    return _rebuild_dense, (
-        storage, t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, requires_grad, _grad(t))
+        return _rebuild_dense, (*_dense_args(pickler, t), False, None)
+    return _rebuild_dense, (*_dense_args(pickler, t), t.requires_grad, _grad(t))
 
 
 def _same(x: Any) -> Any:
@@ -338,6 +373,17 @@ def _storage_of_array(array: numpy.ndarray) -> torch.UntypedStorage:
     return _place(storage, resolve_device("cpu", getattr(_target, "choice", None)))
 
 
+def host_bytes(storage: torch.UntypedStorage) -> Any:
+    """A buffer over a storage's bytes (a CUDA one's copied to the host)."""
+    return _host_view(storage if storage.device.type == "cpu" else storage.cpu())
+
+
+def placed_copy(storage: torch.UntypedStorage, device: str) -> torch.UntypedStorage:
+    """A copy of ``storage`` on where a storage sent from ``device`` lands here (the current device choice)."""
+    target = resolve_device(device, getattr(_target, "choice", None))
+    return storage.to(device=target) if storage.device != target else storage.clone()
+
+
 def _array_over(storage: torch.UntypedStorage, offset: int, shape: tuple, dtype: numpy.dtype, strides: tuple,
                 writeable: bool) -> numpy.ndarray:
     """A numpy array over a received storage's memory, as the sender's array was over its tensor's."""
@@ -358,8 +404,14 @@ def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=Non
     return t
 
 
-def _rebuild_parameter(data, requires_grad, grad, state):
-    param = torch.nn.Parameter(data, requires_grad)
+def _rebuild_remote_graph(storage, offset, size, stride, dtype, grad_fn: str):
+    from .remote_graph import stand_in
+
+    return stand_in(_rebuild_dense(storage, offset, size, stride, dtype, False), grad_fn)
+
+
+def _rebuild_parameter(storage, offset, size, stride, dtype, requires_grad, grad, state):
+    param = torch.nn.Parameter(_rebuild_dense(storage, offset, size, stride, dtype, False), requires_grad)
     if grad is not None:
         param.grad = grad
     if state:

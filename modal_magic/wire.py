@@ -142,13 +142,17 @@ class _Pickler(cloudpickle.Pickler):
         self._by_value = by_value
         self._refs: Refs | None = None
         self._ndarray: type | None = None
+        self.keeps_graphs = False
+        """Non-leaf tensors go as values that say their graph stayed behind (``resident``), not as detached ones."""
 
     def refer_to(self, refs: Refs) -> None:
         """Send the inputs ``refs`` knows, storages they own and views of their arrays by reference."""
         self._refs = refs
         self.persistent_id = refs.persistent_id
+        self.keeps_graphs = getattr(refs, "keeps_graphs", False)
         if self.host_memory is not None:
             self.host_memory.inputs = refs.is_input
+            self.host_memory.resident_at = getattr(refs, "storage_at", None)
         numpy = sys.modules.get("numpy")
         self._ndarray = numpy.ndarray if numpy is not None else None
 
@@ -206,7 +210,8 @@ def _torch_support() -> tuple[Callable[[Any, Any], Any] | None, Any]:
 
 
 class Refs(Protocol):
-    """Lets the pickler send some objects as references (see ``identity``)."""
+    """Lets the pickler send some objects as references (see ``identity``, and ``resident`` for tensors
+    that stay remote); one with a true ``keeps_graphs`` attribute keeps autograd graphs where they are."""
 
     def reset(self) -> None: ...
 

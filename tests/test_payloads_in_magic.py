@@ -47,9 +47,10 @@ def test_unpicklable_last_value_is_shown_by_its_repr(shell) -> None:
     assert result.success and repr(result.result).startswith("<generator object")
 
 
-def test_non_leaf_result_arrives_detached_with_a_note(shell, capsys) -> None:
+def test_non_leaf_result_of_a_fresh_cell_arrives_detached_with_a_note(shell, capsys) -> None:
+    """Without the resident session (``--fresh``) the graph has nowhere to stay (see test_resident for with)."""
     shell.user_ns["w"] = torch.ones(3, requires_grad=True)
-    assert run(shell, "%%modal_gpu\nz = w * 2").success
+    assert run(shell, "%%modal_gpu --fresh\nz = w * 2").success
     assert not shell.user_ns["z"].requires_grad
     assert "z: a non-leaf tensor" in capsys.readouterr().err
 

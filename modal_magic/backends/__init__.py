@@ -11,7 +11,8 @@ from .base import Backend, OnEvent, ResultFrame
 from .local import LocalBackend
 from .modal import ModalBackend
 
-__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "ModalBackend", "choose", "get_backend", "close_all", "CHOICES"]
+__all__ = ["Backend", "OnEvent", "ResultFrame", "LocalBackend", "ModalBackend", "choose", "get_backend", "running",
+           "close_all", "CHOICES"]
 
 CHOICES = ("auto", "local", "modal")
 _live: dict[str, Backend] = {}
@@ -53,6 +54,11 @@ def get_backend(choice: str) -> Backend:
     if name not in _live:
         _live[name] = ModalBackend() if name == "modal" else LocalBackend()
     return _live[name]
+
+
+def running() -> list[Backend]:
+    """The session's backends that are running now (a worker, an app), without starting any."""
+    return [backend for backend in _live.values() if backend.running]
 
 
 def close_all() -> None:

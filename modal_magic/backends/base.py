@@ -22,6 +22,9 @@ class Backend(abc.ABC):
     """Where cells run. Implementations: ``LocalBackend`` (a worker process)."""
 
     name: str = "?"
+    hashes_buffers: bool = False
+    """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
+    where hashing (~0.5 s per GiB) is faster than the link."""
 
     @abc.abstractmethod
     def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
@@ -41,6 +44,11 @@ class Backend(abc.ABC):
         A backend that can run one cell at a time gives itself: the copies then run one after another.
         """
         return [self]
+
+    @property
+    def running(self) -> bool:
+        """Whether something is up that holds state (a worker process, an app)."""
+        return False
 
     def close(self) -> None:
         """Release what the backend holds (processes, apps). Idempotent."""

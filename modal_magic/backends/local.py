@@ -60,6 +60,10 @@ class LocalBackend(Backend):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
 
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
     def start(self) -> None:
         """Start the worker now (a container does, before its first cell) rather than on first use."""
         self._ensure_worker()

@@ -1,0 +1,92 @@
+"""``%modal_resident``: what the remote session keeps for this notebook, by variable name, and its memory.
+
+Asks each backend that is running (never starts one) for its store's report
+(``resident.Store.report``), and names its keys after the notebook variables
+whose tensors mirror them: a tensor itself, or a module's, optimizer's or
+container's tensors one level down.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Iterator, Mapping
+
+from .backends import running
+from .progress import format_bytes
+from .resident import is_resident_kind
+from .session import SESSION
+from .wire import pack
+
+__all__ = ["resident_report"]
+
+
+def resident_report(namespace: Mapping[str, Any]) -> list[str]:
+    """The lines ``%modal_resident`` prints."""
+    backends = running()
+    if not backends:
+        return ["modal_gpu: no backend is running, so nothing is resident remotely "
+                f"(this notebook mirrors {len(SESSION.table)} tensor(s) that would be sent as values)."]
+    names = _names_by_key(namespace)
+    lines: list[str] = []
+    for backend in backends:
+        meta, _ = backend.run({"kind": "report", "resources": SESSION.last_resources.get(backend.name, {})},
+                              pack({}), lambda event: None)
+        lines += _describe(backend.name, meta["report"], names)
+    return lines
+
+
+def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list[str]:
+    rows = report["rows"]
+    gpu = report.get("gpu_allocated")
+    rss = report.get("rss")
+    lines = [f"modal_gpu: resident on the {where} backend: {len(rows)} tensor(s), "
+             f"{format_bytes(report['host_bytes'])} host memory, {format_bytes(report['gpu_bytes'])} GPU memory"
+             f" (the process holds {format_bytes(rss) if rss else 'unknown'} in all"
+             + (f"; CUDA allocated: {format_bytes(gpu)}" if gpu is not None else "")
+             + "; autograd graphs hold their saved tensors besides)"]
+    by_name: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_name.setdefault(names.get(row["key"], "(no notebook name: released with the next cell)"), []).append(row)
+    for name, held in sorted(by_name.items(), key=lambda item: -sum(r["bytes"] for r in item[1])):
+        devices = ", ".join(sorted({r["device"] for r in held}))
+        graphs = [r["graph"] for r in held if r["graph"]]
+        lines.append(f"  {name}: {len(held)} tensor(s), {format_bytes(sum(r['bytes'] for r in held))} on {devices}"
+                     + (f", autograd graph ({graphs[0]})" if graphs else ""))
+    return lines
+
+
+def _names_by_key(namespace: Mapping[str, Any]) -> dict[str, str]:
+    """Resident key → the notebook name that holds its tensor (the first one found)."""
+    found: dict[str, str] = {}
+    for name, value in namespace.items():
+        if name.startswith("_"):
+            continue
+        for tensor in _tensors(value):
+            entry = SESSION.table.entry_of(tensor)
+            if entry is not None:
+                found.setdefault(entry.key, name)
+    return found
+
+
+def _tensors(value: Any) -> Iterator[Any]:
+    """The tensors ``value`` is or holds one level down (a module's parameters and buffers, their grads)."""
+    if is_resident_kind(value):
+        yield value
+        if value.is_leaf and value.grad is not None:
+            yield value.grad
+        return
+    torch = sys.modules.get("torch")
+    children: Any = ()
+    if torch is not None and isinstance(value, torch.nn.Module):
+        children = [*value.parameters(), *value.buffers()]
+    elif torch is not None and isinstance(value, torch.optim.Optimizer):
+        children = [t for state in value.state.values() for t in state.values()]
+    elif isinstance(value, (list, tuple)):
+        children = value
+    elif isinstance(value, dict):
+        children = value.values()
+    for child in children:
+        if is_resident_kind(child):
+            yield child
+            if child.is_leaf and child.grad is not None:
+                yield child.grad

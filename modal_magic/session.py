@@ -1,0 +1,132 @@
+"""The notebook's side of the remote-resident session: which of its tensors mirror a remote one.
+
+One ``Session`` per kernel (``SESSION``), whatever the backend: keys and
+versions are unique to the side that minted them, so a backend that lacks one
+(another backend, a recycled worker or container) just asks for its value.
+Mirrors are held weakly: a tensor the notebook no longer holds (deleted,
+rebound, collected) is released remotely with the next request.
+
+``Crossing`` is one cell's exchange: it packs the inputs, runs them (sending
+again, as values, what the remote side says it lacks — one more round trip),
+then records the versions both sides now agree on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from . import wire
+from .errors import InternalError
+from .resident import ALL, Receiver, Sender, Table
+
+__all__ = ["Session", "Crossing", "SESSION", "HASH_MIN"]
+
+HASH_MIN = 16 << 20
+"""Buffers from this size up go as their digest when the remote side was sent that content before, where the
+backend asks for it (``Backend.hashes_buffers``)."""
+
+_ROUNDS = 3  # a cell whose inputs are asked for again more often than this is our bug
+
+
+class Session:
+    """The notebook's mirrors (weakly held), and what to tell the remote side with the next request."""
+
+    def __init__(self) -> None:
+        self.table = Table("n", weak=True)
+        self.resync = False
+        """A result could not be rebuilt here: the remote side must stop vouching for what it holds."""
+        self.last_resources: dict[str, dict[str, Any]] = {}
+        """Per backend, the resources of its last cell: where ``%modal_resident`` asks (Modal: that GPU's container)."""
+
+    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> "Crossing":
+        return Crossing(self, variables, fresh=fresh)
+
+    def forget(self) -> None:
+        """The remote sides were stopped (``%modal_stop``): nothing is resident any more."""
+        self.table.clear()
+        self.resync = False
+
+    def take_released(self) -> list[str]:
+        released, self.table.released = self.table.released, []  # a finalizer appends to the new list
+        return released
+
+
+class Crossing:
+    """One cell's inputs and results through the session (``fresh``: without it, as every cell once did)."""
+
+    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool) -> None:
+        self._session = session
+        self._hash_min: int | None = None
+        self._variables = variables
+        self._fresh = fresh
+        self._pins = [] if fresh else session.table.pin()  # nothing is released while the cell runs
+        self._receiver: Receiver | None = None
+        self._lost_graphs: list[str] = []
+        self._pack(())
+
+    def _pack(self, missing: tuple[str, ...]) -> None:
+        self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
+        self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
+
+    def run(self, backend: Any, request: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+            timeout: float | None) -> tuple[dict[str, Any], list[Any]]:
+        """``backend.run`` the cell; when the remote side lacks some keys, send those as values and run again."""
+        missing: tuple[str, ...] = ()
+        self._session.last_resources[backend.name] = request.get("resources", {})
+        if backend.hashes_buffers and self._sender is not None \
+                and any(memoryview(b).nbytes >= HASH_MIN for b in self.inputs.buffers):
+            self._hash_min = HASH_MIN
+            self._pack(missing)
+        for _ in range(_ROUNDS):
+            released = self._session.take_released()
+            fields = {"resident": not self._fresh, "release": released, "resync": self._session.resync,
+                      "references": {} if self._sender is None else self._sender.references}
+            try:
+                meta, buffers = backend.run({**request, **fields}, self.inputs, on_event, timeout=timeout)
+            except BaseException:
+                self._session.table.released.extend(released)  # they may not have arrived: say them again
+                raise
+            self._session.resync = False
+            if not meta.get("missing"):
+                if self._sender is not None:
+                    self._sender.commit()
+                return meta, buffers
+            missing = (*missing, *meta["missing"], *((ALL,) if meta.get("empty") else ()))
+            self._note_lost_graphs(meta["missing"])
+            on_event({"kind": "stage", "stage": "upload",
+                      "note": f"the remote session was recycled (a new worker or container): sending again "
+                              f"{len(meta['missing'])} value(s) it no longer holds"})
+            self._pack(missing)
+        raise InternalError(f"the remote side kept asking for values it was sent ({', '.join(missing[:5])}…)")
+
+    def persistent_load(self, fallback: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """The results' references: resident keys here, anything else through ``fallback``."""
+        self._receiver = Receiver(self._session.table, fallback, strict=True)
+        return self._receiver.persistent_load
+
+    def _note_lost_graphs(self, keys: list[str]) -> None:
+        """Non-leaf tensors the remote side lost: their values go again, their graphs cannot."""
+        for key in keys:
+            entry = self._session.table.get(key)
+            t = None if entry is None else self._session.table.object(entry)
+            if t is not None and t.grad_fn is not None:
+                self._lost_graphs.append(
+                    f"the autograd graph of a tensor ({type(t.grad_fn).__name__}) was lost with the recycled "
+                    "worker or container; its value was sent again, detached: recompute it to call backward()")
+
+    @property
+    def notes(self) -> list[str]:
+        return self._lost_graphs + ([] if self._receiver is None else self._receiver.notes)
+
+    def apply(self) -> None:
+        """Update the mirrors the results changed, in place."""
+        if self._receiver is not None:
+            self._receiver.apply()
+
+    def lost(self) -> None:
+        """The results could not be rebuilt: the remote side recorded versions this side never got."""
+        if not self._fresh:
+            self._session.resync = True
+
+
+SESSION = Session()
