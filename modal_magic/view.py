@@ -28,7 +28,8 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
 
 class TextView:
-    """Plain text: a line when a worker/container starts cold and for each wait of a cold start, the summary at the end.
+    """Plain text: a line when a worker/container starts cold, for each wait of a cold start and for each piece of
+    news (a re-run, a re-send), the summary at the end.
 
     A warm cell shows only its summary: its brief wait for the warm container is no news in a terminal.
     """
@@ -43,7 +44,10 @@ class TextView:
         if event.get("kind") == "stage":
             note = event.get("note", "")
             cold = self.progress.warm is False
-            if event["stage"] == "start" and event.get("warm") is False or cold and note and note != self._noted:
+            # News: a cold start and its waits; any note outside starting (a re-run after a preemption, values
+            # sent again to a recycled session). A warm cell's brief wait for its container is not.
+            news = note and note != self._noted and (cold or event["stage"] != "start")
+            if event["stage"] == "start" and event.get("warm") is False or news:
                 self._write(f"modal_gpu: {self.progress.doing()}…\n")
             self._noted = note or self._noted
         if event.get("kind") == "done":

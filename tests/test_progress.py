@@ -96,6 +96,21 @@ def test_text_view_prints_the_start_and_each_wait_then_a_summary() -> None:
     assert written[2].splitlines()[1:3] == ["  sent: x, model (3.0 MiB)", "  came back: y = 1.5"]
 
 
+def test_text_view_prints_news_of_a_warm_cell_but_not_its_wait_for_the_container() -> None:
+    """A re-run after a preemption, or values sent again to a recycled session, is news however warm the cell."""
+    written: list[str] = []
+    warm = [(0.0, {"kind": "stage", "stage": "pack", "variables": ["x"], "bytes": 64}),
+            (0.01, {"kind": "stage", "stage": "start", "where": "Modal (T4)", "warm": True}),
+            (0.02, {"kind": "stage", "stage": "start", "note": "waiting for a container (T4)"}),
+            (0.05, {"kind": "stage", "stage": "upload", "note": "the remote session was recycled"}),
+            (0.06, {"kind": "stage", "stage": "run", "note": "the container was restarted"}),
+            (0.09, {"kind": "done", "ok": True, "injected": {}, "deleted": []})]
+    feed(TextView(written.append), warm)
+    assert [line for line in written if "waiting for a container" in line] == []
+    assert "the remote session was recycled" in written[0] and "the container was restarted" in written[1]
+    assert written[2].startswith("modal_gpu: done")
+
+
 def test_widget_view_ends_as_one_update_to_static_html_and_text_without_a_widget() -> None:
     pytest.importorskip("ipywidgets")
     with published_displays(InteractiveShell.instance()) as published:
