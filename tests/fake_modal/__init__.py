@@ -25,7 +25,7 @@ as such), ``errors`` (bugs of the stand-in), ``images`` (each layer asked for),
 ``containers`` (started), ``containers_live``, ``container_exits`` (code, why
 killed), ``container_restarts`` (preemptions), ``queued``,
 ``inputs_waiting_for_gpu``, ``cancelled``, ``calls`` (status, retries, items),
-``input_bytes``, ``blobs``, ``blob_bytes``, ``multipart_uploads``,
+``input_bytes``, ``blob_url`` (the store's own), ``blobs``, ``blob_bytes``, ``multipart_uploads``,
 ``blobs_refused``, ``apps_stopped`` (why), ``queues``, ``queue_puts``,
 ``queue_gets``, ``dicts``. A fault is armed by writing its name to
 ``STATE_DIR/fail``: ``auth`` (every client RPC is refused as
@@ -75,7 +75,6 @@ async def serve(root: Path) -> None:
     services.append(workers)
     calls.workers = workers
     state.report_parts = [apps, images, mounts, blobs, calls, queues, workers]
-    state.save()
 
     http = web.Application(client_max_size=2**33)
     http.add_routes(blobs.routes())
@@ -84,6 +83,7 @@ async def serve(root: Path) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     blobs.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/blob"
+    state.save()  # the first report.json, before the port is printed
 
     server = Server([Dispatcher(state, services)])
     await server.start("127.0.0.1", 0)

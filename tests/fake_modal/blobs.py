@@ -10,6 +10,10 @@ in order with its ETag and answers the multipart ETag (MD5 of the part MD5s,
 ``-N``); the assembled object must have the length, MD5 and SHA-256 the client
 declared in BlobCreate, else the blob is refused (a later BlobGet or use fails).
 
+``FAKE_MODAL_CLIENT_BLOB_URL`` (a benchmark's knob): the URLs handed to the
+notebook's client start with it instead of the store's own (e.g. a throttling
+proxy in front of the store); containers still get the direct URL.
+
 Not as strict as Modal: URLs do not expire; no Content-MD5 header is expected
 (Modal's client only sends it to amazonaws.com/r2 hosts); no byte budget.
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +48,18 @@ class Blobs:
     def __init__(self, state: State) -> None:
         self.state = state
         self.url = ""                                # set once the HTTP endpoint listens
+        self.client_url = os.environ.get("FAKE_MODAL_CLIENT_BLOB_URL", "")  # for the notebook's client, if set
         self.blobs: dict[str, bytes] = {}            # blob id -> bytes, once complete and checked
         self.uploads: dict[str, _Upload] = {}        # blob id -> upload under way
         self.multipart_uploads = 0
         self.refused: list[str] = []
 
+    def base(self, ctx) -> str:
+        """Where the caller fetches blobs: the notebook's client (no task) may be sent through a proxy."""
+        return self.client_url if ctx.task is None and self.client_url else self.url
+
     def report(self) -> dict[str, Any]:
-        return {"blobs": len(self.blobs), "blob_bytes": sum(map(len, self.blobs.values())),
+        return {"blob_url": self.url, "blobs": len(self.blobs), "blob_bytes": sum(map(len, self.blobs.values())),
                 "multipart_uploads": self.multipart_uploads, "blobs_refused": self.refused}
 
     def get(self, blob_id: str) -> bytes:
@@ -70,21 +80,21 @@ class Blobs:
         blob_id = self.state.new_id("bl")
         upload = _Upload(request.content_length, request.content_md5, request.content_sha256_base64)
         self.uploads[blob_id] = upload
-        config = self.state.config
+        config, base = self.state.config, self.base(ctx)
         if request.content_length >= config.multipart_threshold:
             upload.n_parts = max(1, -(-request.content_length // config.multipart_part_size))
             self.multipart_uploads += 1
             return api_pb2.BlobCreateResponse(blob_ids=[blob_id], multiparts=api_pb2.MultiPartUploadList(items=[
                 api_pb2.MultiPartUpload(
                     part_length=config.multipart_part_size,
-                    upload_urls=[f"{self.url}/{blob_id}/part/{n}" for n in range(1, upload.n_parts + 1)],
-                    completion_url=f"{self.url}/{blob_id}/complete")]))
+                    upload_urls=[f"{base}/{blob_id}/part/{n}" for n in range(1, upload.n_parts + 1)],
+                    completion_url=f"{base}/{blob_id}/complete")]))
         return api_pb2.BlobCreateResponse(blob_ids=[blob_id], upload_urls=api_pb2.UploadUrlList(
-            items=[f"{self.url}/{blob_id}"]))
+            items=[f"{base}/{blob_id}"]))
 
     def BlobGet(self, request, ctx):
         self.get(request.blob_id)
-        return api_pb2.BlobGetResponse(download_url=f"{self.url}/{request.blob_id}")
+        return api_pb2.BlobGetResponse(download_url=f"{self.base(ctx)}/{request.blob_id}")
 
     # ------------------------------------------------------------------ HTTP
     def routes(self) -> list[Any]:
