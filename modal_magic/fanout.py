@@ -203,7 +203,8 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
         return ({**request, "element": {"payload": element.meta(), "first_buffer": len(inputs.buffers)}},
                 dataclasses.replace(inputs, buffers=[*inputs.buffers, *element.buffers]))
 
-    threads = [threading.Thread(target=_lane, args=(lane, todo, job, reports, stop, timeout), daemon=True,
+    threads = [threading.Thread(target=_lane, args=(lane, todo, job, reports, stop, timeout, handler.spec.fail_fast),
+                                daemon=True,
                                 name=f"modal_magic-map-{number}") for number, lane in enumerate(lanes)]
     interrupted = False
     try:
@@ -244,8 +245,11 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
 
 def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int], tuple[dict, wire.Payload]],
           reports: "queue.SimpleQueue[tuple[int | None, str, Any]]", stop: threading.Event,
-          timeout: float | None) -> None:
-    """One lane's thread: take the next element, run it on ``backend``, report; until none is left or stopped."""
+          timeout: float | None, fail_fast: bool) -> None:
+    """One lane's thread: take the next element, run it on ``backend``, report; until none is left or stopped.
+
+    Under ``--map-fail-fast`` a lane whose element failed stops the others itself, before it could take the next
+    element: left to the calling thread, the stop could come after this lane had already started another."""
     try:
         while not stop.is_set():
             try:
@@ -258,9 +262,14 @@ def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int],
                 frame = backend.run(request, payload, lambda event, i=index: reports.put((i, "event", event)),
                                     timeout=timeout, stop=stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the calling thread, which decides
-                reports.put((index, "failed", exc))
+                # Raised while the others were being stopped: this one was cancelled too, whatever it raised.
+                failed = not stop.is_set()
+                reports.put((index, "failed" if failed else "cancelled", exc))
             else:
+                failed = frame[0].get("error") is not None
                 reports.put((index, "result", frame))
+            if failed and fail_fast:
+                stop.set()
     finally:
         reports.put((None, "lane done", None))
 
@@ -277,7 +286,7 @@ class _Handler:
         self.fatal: BaseException | None = None
         self.changed: dict[str, None] = {}  # notebook names whose objects a copy changed in place
         self.warnings: dict[str, list[int]] = {}
-        self._line_start: dict[tuple[int, str], bool] = {}
+        self._partial: dict[tuple[int, str], str] = {}  # (element, stream) -> its line printed so far
         self._waiting = ""  # what the latest element's stage said it waits for (the app starting, a container)
         self._counts = ""
         self._noted = 0.0
@@ -290,9 +299,10 @@ class _Handler:
             self._show(index, item)
         else:
             element.elapsed = time.perf_counter() - (element.started or time.perf_counter())
+            self._end_lines(index)
             if kind == "result":
                 self._result(index, *item)
-            elif isinstance(item, KeyboardInterrupt) or (self.stop.is_set() and self.fatal is None):
+            elif isinstance(item, KeyboardInterrupt) or (kind == "cancelled" and self.fatal is None):
                 element.cancelled = True  # stopped, or the machinery gave way as the rest were cancelled
             else:
                 self._failed(element, item)
@@ -305,16 +315,21 @@ class _Handler:
         if kind == "stage":
             self._waiting = event.get("note", "")
         elif kind == "stream":
-            key, tag, pieces = (index, event["name"]), f"[{index}] ", []
-            at_start = self._line_start.get(key, True)
-            for piece in re.split(r"(?<=[\n\r])", event["text"]):
-                if piece:
-                    pieces.append(tag + piece if at_start else piece)
-                    at_start = piece.endswith(("\n", "\r"))
-            self._line_start[key] = at_start
-            self.on_event({**event, "text": "".join(pieces)})
+            # Whole lines only: an element's unfinished line waits for its end (or the element's), so that
+            # elements printing at once never break into one another's lines.
+            key = (index, event["name"])
+            *lines, self._partial[key] = re.split(r"(?<=[\n\r])", self._partial.get(key, "") + event["text"])
+            if lines:
+                self.on_event({**event, "text": "".join(f"[{index}] {line}" for line in lines)})
         elif kind in ("display", "clear_output"):
             self.on_event(event)
+
+    def _end_lines(self, index: int) -> None:
+        """An element ended: what it left of a line is shown as it is."""
+        for name in ("stdout", "stderr"):
+            rest = self._partial.pop((index, name), "")
+            if rest:
+                self.on_event({"kind": "stream", "name": name, "text": f"[{index}] {rest}"})
 
     def _failed(self, element: _Element, exc: BaseException) -> None:
         element.error = exc if isinstance(exc, Exception) else RemoteError(type(exc).__name__, str(exc))
@@ -431,17 +446,22 @@ def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | 
     return group
 
 
-_CELL_FRAME = re.compile(r"Cell In\[\d+\], line (\d+)")
+_CELL_FRAME = re.compile(r"^(?:Cell In ?\[\d+\]|Input In \[\d+\])", re.MULTILINE)
+"""The header of the cell's frame: ``Cell In[3], line 4`` (IPython >= 8.6) or ``Input In [3], in <module>``."""
+_ARROW = re.compile(r"^-+>\s*(\d+)", re.MULTILINE)
+"""The line the frame stopped at, marked the same way by every IPython: ``----> 4     raise …``."""
 
 
 def _cell_line(exc: BaseException, code: str) -> str:
     """' — line 4: raise ValueError(x)': where the cell stopped, from its remote traceback; '' when unknown."""
     render = getattr(exc, "_render_traceback_", None)
     text = "\n".join(render()) if callable(render) and not hasattr(type(exc), "_render_traceback_") else ""
-    found = _CELL_FRAME.findall(re.sub(r"\x1b\[[0-9;]*m", "", text))
-    if not found:
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    frames = list(_CELL_FRAME.finditer(text))
+    arrow = _ARROW.search(text, frames[-1].end()) if frames else None
+    if arrow is None:
         return ""
-    number = int(found[-1])
+    number = int(arrow.group(1))
     lines = code.splitlines()
     return f" — line {number}: {lines[number - 1].strip()}" if 0 < number <= len(lines) else f" — line {number}"
 

@@ -43,6 +43,16 @@ def test_each_elements_output_has_its_prefix(shell, capsys) -> None:
         assert f"[{index}] two\n[{index}] lines\n" in out
 
 
+def test_elements_printing_at_once_never_break_into_each_others_lines(shell, capsys) -> None:
+    """Element 0 leaves a line unfinished while element 1 prints a whole one: before, the output read
+    '[0] start[1] other' (found as a flaky failure of the prefix test)."""
+    cell = MAP + ("--map w=[0, 1]\nimport time\nif w == 0:\n    print('start', end='', flush=True)\n"
+                  "    time.sleep(1.0)\n    print(' end')\nelse:\n    time.sleep(0.3)\n    print('other')")
+    assert run(shell, cell).success
+    out = capsys.readouterr().out
+    assert "[0] start end\n" in out and "[1] other\n" in out
+
+
 def test_a_failing_element_among_successes(shell) -> None:
     source = MAP + "--map x=range(4)\ny = x * 2\nif x == 2:\n    raise ValueError(f'bad {x}')\nz = x"
     result = run(shell, source)
