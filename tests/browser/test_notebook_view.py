@@ -252,14 +252,14 @@ def test_a_cell_ends_in_one_render_without_a_widget_loading_again(seen: Seen) ->
 
 def test_an_error_names_its_cell_and_line(seen: Seen) -> None:
     shown = seen.outputs[2]
-    assert "IndexError" in shown and re.search(r"Cell In\s*\[3\], line 3", shown), shown
+    assert "IndexError" in shown and _stopped_at(shown, cell=3, line=3), shown
     assert "w = z[10]" in shown and "modal_gpu: failed in" in shown
     assert not [ours for ours in _OURS if ours in shown], shown
 
 
 def test_an_interrupt_shows_the_cells_line_and_none_of_ours(seen: Seen) -> None:
     shown = seen.outputs[3]
-    assert "KeyboardInterrupt" in shown and re.search(r"Cell In\s*\[4\], line 4", shown), shown
+    assert "KeyboardInterrupt" in shown and _stopped_at(shown, cell=4, line=4), shown
     assert "time.sleep(120)" in shown and "modal_gpu: interrupted" in shown
     assert not [ours for ours in _OURS if ours in shown], shown
 
@@ -293,3 +293,10 @@ def _luminance(css: str) -> float:
 
 def _first_font(family: str) -> str:
     return family.split(",")[0].strip().strip("\"'").lower()
+
+
+def _stopped_at(shown: str, *, cell: int, line: int) -> bool:
+    """The traceback names the cell and marks the line: ``Cell In[3], line 3`` (IPython >= 8.6), or
+    ``Input In [3], in <module>`` with the arrow at the line (IPython 8.0 to 8.5)."""
+    return bool(re.search(rf"Cell In\s*\[{cell}\], line {line}", shown)
+                or re.search(rf"Input In \[{cell}\], in <module>[\s\S]*?\n-+> {line} ", shown))
