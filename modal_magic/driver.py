@@ -184,16 +184,9 @@ def _finish(meta: dict[str, Any], buffers: list[Any], crossing: Crossing, namesp
                           "Nothing was changed in the notebook.") from None
     clock.lap("unpack")
 
-    values.pop(INPUTS, None)  # only there to carry in-place updates, applied below
-    values.pop(RESIDENT, None)
-    error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
-    value = values.pop(VALUE, NO_VALUE)
-    if value is NO_VALUE and meta.get("value_repr") is not None:
-        value = _ReprOnly(meta["value_repr"])
+    error, value = _take_slots(values, meta)
     outcome = CellOutcome(value=value, timings=clock.laps)
-    outcome.warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                        if name not in (VALUE, ERROR, INPUTS, RESIDENT)] + list(payload.notes) + ours.notes \
-        + crossing.notes
+    outcome.warnings = _not_brought_back(payload) + ours.notes + crossing.notes
     for slot in (INPUTS, RESIDENT):  # no name to blame, but in-place changes to the notebook's objects are lost
         if slot in payload.skipped:
             outcome.warnings.append(f"what the cell changed in place in the notebook's objects was not brought "
@@ -213,6 +206,29 @@ def _finish(meta: dict[str, Any], buffers: list[Any], crossing: Crossing, namesp
     if error is not None:
         raise error
     return outcome
+
+
+_SLOTS = (VALUE, ERROR, INPUTS, RESIDENT)
+"""The runner's payload slots that are not names the cell bound."""
+
+
+def _take_slots(values: dict[str, Any], meta: dict[str, Any]) -> tuple[BaseException | None, Any]:
+    """Take the runner's slots out of ``values`` (left: the names the cell bound): its error and its value.
+
+    The inputs' and resident tensors' slots only carried in-place updates, applied by whoever unpacked them."""
+    values.pop(INPUTS, None)
+    values.pop(RESIDENT, None)
+    error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
+    value = values.pop(VALUE, NO_VALUE)
+    if value is NO_VALUE and meta.get("value_repr") is not None:
+        value = _ReprOnly(meta["value_repr"])
+    return error, value
+
+
+def _not_brought_back(payload: wire.Payload) -> list[str]:
+    """A line for each name whose value could not come back, and the payload's own notes."""
+    return [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
+            if name not in _SLOTS] + list(payload.notes)
 
 
 class _Stopwatch:

@@ -37,10 +37,9 @@ from typing import Any, Callable, Collection, MutableMapping
 from . import process_state, wire
 from .backends import Backend, get_backend
 # The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
-from .driver import NO_VALUE, CellOptions, CellOutcome, _prepare, _rebuild_error, _ReprOnly, _Stopwatch
+from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _prepare, _Stopwatch, _take_slots
 from .errors import BackendUnavailable, RemoteError, UsageProblem
 from .identity import LocalObjects
-from .runner import ERROR, INPUTS, VALUE
 
 __all__ = ["MapSpec", "MapFailed", "run_mapped"]
 
@@ -354,16 +353,11 @@ class _Handler:
         except wire.UnpackError as exc:
             return self._failed(element, exc)
         self._note_changes(ours.discard())
-        values.pop(INPUTS, None)
-        error = _rebuild_error(meta.get("error"), values.pop(ERROR, None))
+        error, value = _take_slots(values, meta)
         if error is not None:
             return self._failed(element, error)
-        value = values.pop(VALUE, NO_VALUE)
-        if value is NO_VALUE and meta.get("value_repr") is not None:
-            value = _ReprOnly(meta["value_repr"])
         element.values, element.result, element.deleted = values, value, list(meta.get("deleted", ()))
-        for warning in [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                        if name not in (VALUE, ERROR, INPUTS)] + list(payload.notes) + ours.notes:
+        for warning in _not_brought_back(payload) + ours.notes:
             self.warnings.setdefault(warning, []).append(index)
 
     def _note_changes(self, indices: list[int]) -> None:
