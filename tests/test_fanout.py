@@ -29,10 +29,18 @@ def test_results_come_back_in_element_order_as_lists(shell) -> None:
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: the pool has one worker")
-def test_elements_run_on_several_workers(shell) -> None:
-    assert run(shell, MAP + "--map x=range(4)\nimport os, time\ntime.sleep(0.3)\npid = os.getpid()").success
+def test_elements_run_on_several_workers(shell, tmp_path) -> None:
+    # Each element waits (30 s at most) until as many elements as there are workers have started: on too few
+    # workers the first would wait alone, and the pids would show it. A sleep instead let one warm worker take
+    # every element while a busy machine was still starting the second.
+    shell.user_ns.update(started=str(tmp_path), workers=min(4, os.cpu_count() or 1))
+    cell = ("--map x=range(4)\nimport os, time\nopen(os.path.join(started, str(x)), 'w').close()\n"
+            "deadline = time.monotonic() + 30\n"
+            "while len(os.listdir(started)) < workers and time.monotonic() < deadline:\n    time.sleep(0.01)\n"
+            "pid = os.getpid()")
+    assert run(shell, MAP + cell).success
     pids = set(shell.user_ns["pid"])
-    assert len(pids) == min(4, os.cpu_count() or 1) and os.getpid() not in pids
+    assert len(pids) == shell.user_ns["workers"] and os.getpid() not in pids
 
 
 def test_each_elements_output_has_its_prefix(shell, capsys) -> None:
