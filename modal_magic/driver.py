@@ -84,6 +84,8 @@ class CellOutcome:
     sent: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    error: BaseException | None = None
+    """The cell's own exception (``run_cell`` raises it; what the cell bound before it is injected)."""
 
 
 def run_cell(
@@ -128,14 +130,23 @@ def run_cell(
         on_event({"kind": "stage", "stage": "unpack", "bytes": sum(memoryview(b).nbytes for b in buffers)})
         outcome = _finish(meta, buffers, crossing, namespace, options, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on
-        on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]})
+        on_event({"kind": "done", "ok": False, "error": _one_line(exc)})
         raise
     outcome.sent = names
-    on_event({"kind": "done", "ok": True,
+    # A cell that failed part-way still bound what it bound before the error (injected, as a local cell
+    # would have): the summary names those too.
+    on_event({"kind": "done", "ok": outcome.error is None,
+              **({} if outcome.error is None else {"error": _one_line(outcome.error)}),
               "injected": {name: namespace[name] for name in outcome.injected
                            if name in namespace and not name.startswith("_")},
               "deleted": outcome.deleted})
+    if outcome.error is not None:
+        raise outcome.error
     return outcome
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
@@ -171,7 +182,8 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
 @wire.gc_paused()
 def _finish(meta: dict[str, Any], buffers: list[Any], crossing: Crossing, namespace: MutableMapping[str, Any],
             options: CellOptions, clock: "_Stopwatch") -> CellOutcome:
-    """Rebuild everything the runner sent, then (and only then) change the namespace."""
+    """Rebuild everything the runner sent, then (and only then) change the namespace; the cell's own
+    exception, if it raised one, is the outcome's ``error`` (raised by the caller once the view has it)."""
     payload = wire.Payload.from_meta(meta["payload"], buffers)
     ours = LocalObjects(crossing.inputs.memo)
     main = wire.MainGlobals(namespace) if isinstance(namespace, dict) else None
@@ -203,8 +215,7 @@ def _finish(meta: dict[str, Any], buffers: list[Any], crossing: Crossing, namesp
         outcome.deleted.append(name)
     process_state.apply(meta.get("state") or {})  # what the cell did to random states and torch defaults
     clock.lap("inject")
-    if error is not None:
-        raise error
+    outcome.error = error
     return outcome
 
 

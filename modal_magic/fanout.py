@@ -37,7 +37,7 @@ from typing import Any, Callable, Collection, MutableMapping
 from . import process_state, wire
 from .backends import Backend, get_backend
 # The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
-from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _prepare, _Stopwatch, _take_slots
+from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _one_line, _prepare, _Stopwatch, _take_slots
 from .errors import BackendUnavailable, RemoteError, UsageProblem
 from .identity import LocalObjects
 
@@ -142,7 +142,7 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
         clock.lap("remote")
         outcome = _inject(handler, namespace, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on
-        on_event({"kind": "done", "ok": False, "error": f"{type(exc).__name__}: {exc}"[:200],
+        on_event({"kind": "done", "ok": False, "error": _one_line(exc),
                   "elements": _element_times(elements)})
         raise
     outcome.sent = names

@@ -70,6 +70,13 @@ def test_text_view_summary_in_a_terminal_shell(shell, capsys) -> None:
     assert "\x1b[" not in out and "{" not in out           # plain lines: no ANSI, no JSON
 
 
+def test_a_failed_cells_summary_names_what_it_bound_before_the_error(shell, capsys) -> None:
+    result = run(shell, "%%modal_gpu\ny = 3\nraise ValueError('late')")
+    assert isinstance(result.error_in_exec, ValueError) and shell.user_ns["y"] == 3  # bound, as locally
+    out = capsys.readouterr().out
+    assert "modal_gpu: failed in" in out and "came back: y = 3" in out and "error: ValueError: late" in out
+
+
 def test_quiet_shows_only_the_cells_own_output(shell, capsys) -> None:
     assert run(shell, "%%modal_gpu --quiet\nprint('just this')").success
     assert capsys.readouterr().out == "just this\n"
