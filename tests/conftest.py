@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from typing import Iterator
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+
+
+# The interrupt tests press the kernel's stop button with ``_thread.interrupt_main``, which does nothing where
+# SIGINT is ignored: it is in a job a script started in the background (``.ci/run &``), and Python keeps it so.
+# A kernel always handles SIGINT, so the tests run as in one.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
