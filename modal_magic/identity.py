@@ -106,6 +106,8 @@ class RemoteInputs:
         measurable = (_tensor_type(), _array_type(), *_random_states())
         storages = _storage_types()
         self._index: dict[int, int] = {}
+        self.ids = self._index.keys()
+        """The ids of the objects it may name: it answers None for any other (a sender in front of it checks)."""
         self._arrival: dict[int, Any] = {}
         for index, obj in memo.items():
             if type(obj) in _IMMUTABLE:

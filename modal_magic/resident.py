@@ -62,8 +62,8 @@ def is_resident_kind(obj: Any) -> bool:
     torch = _torch()
     if torch is None or type(obj) not in (torch.Tensor, torch.nn.Parameter):
         return False
-    return (obj.layout == torch.strided and not obj.is_quantized and not obj.is_nested and not obj.is_inference()
-            and obj.device.type in ("cpu", "cuda") and not obj.is_conj() and not obj.is_neg()
+    return ((obj.is_cpu or obj.is_cuda) and obj.layout == torch.strided and not obj.is_quantized
+            and not obj.is_nested and not obj.is_inference() and not obj.is_conj() and not obj.is_neg()
             and (type(obj) is torch.nn.Parameter or not obj.__dict__))
 
 
@@ -77,18 +77,19 @@ def fingerprint(t: Any, summed: bool = True) -> tuple[tuple, tuple]:
 
     Some changes leave the version counter as it was: writes through ``.data`` (``p.data.sub_(lr * p.grad)``,
     the update of many tutorials), BatchNorm's running statistics (updated from C++), numpy writes. A
-    parameter (a leaf that requires grad) and any tensor of at most ``SMALL`` bytes add the sum of their
-    values: one pass over the memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it.
+    parameter (a leaf that requires grad) and any tensor (or view) of at most ``SMALL`` bytes add the sum of
+    their values: one pass over the memory (~30 ms per GiB on a CPU, far less on a GPU) instead of sending it.
     ``summed=False`` leaves the sum out. (A NaN never equals itself: such a tensor always counts as changed.)
     """
-    grad = t.grad if t.is_leaf else None
+    leaf, requires_grad = t.is_leaf, t.requires_grad
+    grad = t.grad if leaf else None
     content = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
-    if summed and ((t.is_leaf and t.requires_grad) or t.untyped_storage().nbytes() <= SMALL):
-        content += (t.detach().sum().item(),)
-    return content, (t.requires_grad, None if grad is None else (id(grad), grad._version))
+    if summed and ((leaf and requires_grad) or t.nbytes <= SMALL):
+        content += ((t.detach() if requires_grad else t).sum().item(),)
+    return content, (requires_grad, None if grad is None else (id(grad), grad._version))
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Entry:
     """One tensor that crossed: its key, the version both sides agree on, its fingerprint at that version."""
 
@@ -222,7 +223,8 @@ class Sender:
 
     ``force(t)`` says a tensor must go as a value though its fingerprint did not
     change (changes no version counter shows); ``missing`` are keys the receiver
-    said it lacks (``ALL``: it holds nothing, everything goes as a value). ``fallback`` handles every other object (``identity``'s memo
+    said it lacks (``ALL``: it holds nothing, everything goes as a value).
+    ``fallback`` names the other objects among its ``ids`` (``identity``'s memo
     references, remotely). Nothing is recorded until ``commit``: a payload the
     other side never took changes nothing.
     """
@@ -238,6 +240,7 @@ class Sender:
         self._force = force
         self._missing = frozenset(missing)
         self._fallback = fallback
+        self._fallback_ids = frozenset() if fallback is None else fallback.ids
         self._kinds: dict[type, Callable[[Sender, Any], tuple | None]] = {}
         """How each kind of object this sender may name is named (every other object: by ``fallback``); plain
         functions, not bound methods, whose cycle would keep every object sent alive until a garbage collection."""
@@ -282,8 +285,8 @@ class Sender:
 
     def persistent_id(self, obj: Any) -> Any:
         kind = self._kinds.get(type(obj))
-        if kind is None:  # the common case, asked for every object pickled: keep it short
-            return None if self._fallback is None else self._fallback.persistent_id(obj)
+        if kind is None:  # the common case, asked for every object pickled: no second call for it
+            return None if id(obj) not in self._fallback_ids else self._fallback.persistent_id(obj)
         ident = id(obj)
         if ident in self._pending:  # the object inside its own ("set", …) entry: pickled by value
             self._pending.discard(ident)
