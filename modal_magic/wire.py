@@ -300,6 +300,10 @@ class MainGlobals:
     back inside another (a decorator's ``__wrapped__``) kept reading stale copies. The names they referenced
     that ``namespace`` lacks are added at once (a function may be called while the payload is rebuilt);
     ``undo`` takes them out again if it could not be.
+
+    A function of an imported module that had to travel by value (a closure, such as the helper
+    ``@contextmanager`` wraps around a notebook function) is rebuilt over that module's own globals, as
+    pickle rebuilds a module's named functions: its private copy of them differed from the module's.
     """
 
     def __init__(self, namespace: dict[str, Any]) -> None:
@@ -307,27 +311,42 @@ class MainGlobals:
         self._added: list[str] = []
 
     def make_function(self, code: types.CodeType, base_globals: dict[str, Any], *args: Any) -> types.FunctionType:
-        if base_globals.get("__name__") == self.namespace.get("__name__", "__main__"):
+        name = base_globals.get("__name__")
+        if name == self.namespace.get("__name__", "__main__"):
             return types.FunctionType(code, self.namespace, *args)
+        library = _library_globals(name)
+        if library is not None:
+            return types.FunctionType(code, library, *args)
         return _cloudpickle_internals._make_function(code, base_globals, *args)
 
     def set_state(self, func: types.FunctionType, state: tuple[dict, dict]) -> None:
-        if func.__globals__ is not self.namespace:
+        globals_ = func.__globals__
+        if globals_ is not self.namespace and globals_ is not _library_globals(func.__module__):
             return _cloudpickle_internals._function_setstate(func, state)
         attributes, slots = state
-        for name, value in slots["__globals__"].items():
-            if name not in self.namespace:
-                self.namespace[name] = value
-                self._added.append(name)
-        builtins = self.namespace.get("__builtins__", builtins_module)
+        if globals_ is self.namespace:  # a library's globals are its own: the copies that came are not merged
+            for name, value in slots["__globals__"].items():
+                if name not in self.namespace:
+                    self.namespace[name] = value
+                    self._added.append(name)
+        builtins = globals_.get("__builtins__", builtins_module)
         _cloudpickle_internals._function_setstate(func, (attributes, {**slots, "__globals__": {}}))
-        self.namespace["__builtins__"] = builtins  # cloudpickle sets its own module's
+        globals_["__builtins__"] = builtins  # cloudpickle sets its own module's
 
     def undo(self) -> None:
         """Take out the names added for functions of a payload that could not be rebuilt."""
         for name in self._added:
             self.namespace.pop(name, None)
         self._added.clear()
+
+
+def _library_globals(name: Any) -> dict[str, Any] | None:
+    """The globals of ``name``, an imported module that is not the user's own (the standard library, an
+    installed package), whose functions are the same on both sides; None for any other."""
+    if not isinstance(name, str) or name == "__main__" or name.partition(".")[0] in _users_modules():
+        return None
+    module = sys.modules.get(name)
+    return vars(module) if isinstance(module, types.ModuleType) else None
 
 
 class _Unpickler(pickle.Unpickler):

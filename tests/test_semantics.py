@@ -178,6 +178,17 @@ def test_notebook_function_reads_the_cells_rebinding_of_its_global(shell) -> Non
     assert remote == local and all(local["checks"])
 
 
+def test_a_librarys_closure_made_remotely_comes_back_over_the_librarys_globals(shell) -> None:
+    """``@contextmanager``'s helper around a notebook function is a closure, so it travels by value; it comes
+    back over contextlib's own globals, as a local one has them, not over a private copy of them."""
+    import contextlib
+
+    shell.run_cell("def opened():\n    yield 'resource'")
+    assert run(shell, "%%modal_gpu\nimport contextlib\nmanaged = contextlib.contextmanager(opened)").success
+    assert shell.user_ns["managed"].__globals__ is vars(contextlib)
+    assert shell.run_cell("with managed() as r:\n    got = r").success and shell.user_ns["got"] == "resource"
+
+
 def test_decorated_function_keeps_its_attributes_and_globals(shell) -> None:
     """Attributes set remotely on a notebook function come back; a function brought back only through
     another (``__wrapped__``), and an ``lru_cache`` one defined remotely, read the notebook's globals."""

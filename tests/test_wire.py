@@ -400,6 +400,19 @@ def test_users_module_goes_by_value_without_touching_cloudpickles_registry(shell
     assert cloudpickle.loads(cloudpickle.dumps(twice)) is twice  # cloudpickle itself still goes by reference
 
 
+def test_users_function_reads_the_notebooks_module_even_where_the_worker_imported_its_own(shell, users_code) -> None:
+    """A function of the user's own module goes by value with the notebook's globals, even where the worker
+    has imported that module itself (the local worker can, from the working directory): only an installed
+    library's functions are rebuilt over the receiving side's module."""
+    (users_code / "mm_edit_mod.py").write_text("K = 1\ndef k():\n    return K\n")
+    shell.run_cell("import mm_edit_mod\nk = mm_edit_mod.k\nmm_edit_mod.K = 2")
+    shell.user_ns["where"] = str(users_code)
+    assert run(shell, "%%modal_gpu\nimport sys\nsys.path.insert(0, where)\nimport mm_edit_mod as theirs\n"
+                      "theirs_k = theirs.K").success
+    assert shell.user_ns["theirs_k"] == 1  # the worker's own import: the file as written
+    assert run(shell, "%%modal_gpu\nr = k()").success and shell.user_ns["r"] == 2  # as locally
+
+
 def test_namespace_package_of_users_code_goes_by_value(shell, users_code) -> None:
     (users_code / "mm_ns_pkg").mkdir()  # no __init__.py
     (users_code / "mm_ns_pkg" / "tools.py").write_text(
