@@ -24,6 +24,7 @@ import contextlib
 import functools
 import gc
 import builtins as builtins_module
+import importlib
 import io
 import pickle
 import struct
@@ -169,6 +170,10 @@ class _Pickler(cloudpickle.Pickler):
             return self._reduce_by_value(obj)
         if type(obj) is functools._lru_cache_wrapper and obj.__module__ == "__main__":
             return _lru_cached, (obj.__wrapped__, *obj.cache_parameters().values())
+        if isinstance(obj, type) and not _cloudpickle_internals._should_pickle_by_reference(obj):
+            exported = _exported_as(obj)
+            if exported is not None:
+                return _module_attribute, exported
         return super().reducer_override(obj)
 
     def _reduce_by_value(self, obj: types.FunctionType | type | types.ModuleType) -> Any:
@@ -188,6 +193,22 @@ def _lru_cached(function: Callable, maxsize: int | None, typed: bool) -> Callabl
     """A notebook's ``@lru_cache`` function rebuilt around its function (its cache starts empty): pickle
     would send it by name, which the other side's ``__main__`` may not hold yet (a cell just defined it)."""
     return functools.lru_cache(maxsize=maxsize, typed=typed)(function)
+
+
+def _exported_as(cls: type) -> tuple[str, str] | None:
+    """(module, name) where an installed module holds ``cls`` under another name than its own: pybind11
+    enums ``torch.nn.functional`` re-exports, which pickle cannot find by their qualified name and which
+    cannot go by value. Only a class of neither ``__main__`` nor the user's own modules (those go by value)."""
+    module = getattr(cls, "__module__", None)
+    attributes = _library_globals(module)
+    if attributes is None:
+        return None
+    return next(((module, name) for name, value in list(attributes.items()) if value is cls), None)
+
+
+def _module_attribute(module: str, name: str) -> Any:
+    """What ``module`` holds as ``name``, on this side."""
+    return getattr(importlib.import_module(module), name)
 
 
 _IMPORTABLE = (types.FunctionType, type, types.ModuleType)

@@ -400,6 +400,19 @@ def test_users_module_goes_by_value_without_touching_cloudpickles_registry(shell
     assert cloudpickle.loads(cloudpickle.dumps(twice)) is twice  # cloudpickle itself still goes by reference
 
 
+def test_a_class_an_installed_module_holds_under_another_name_travels_by_that_name() -> None:
+    """pybind11 enums ``torch.nn.functional`` re-exports (``ScalingType``, qualified name ``_ScalingType``):
+    pickle cannot find them by name, nor send them by value, so a star import's names did not come back."""
+    import torch.nn.functional as F
+
+    exported = {name: getattr(F, name) for name in ("ScalingType", "SwizzleType") if hasattr(F, name)}
+    if not exported:
+        pytest.skip(f"this torch ({torch.__version__}) has no pybind11 enums in torch.nn.functional")
+    payload = wire.pack(exported, lenient=True)
+    assert payload.skipped == {}
+    assert all(value is exported[name] for name, value in wire.unpack(payload).items())
+
+
 def test_users_function_reads_the_notebooks_module_even_where_the_worker_imported_its_own(shell, users_code) -> None:
     """A function of the user's own module goes by value with the notebook's globals, even where the worker
     has imported that module itself (the local worker can, from the working directory): only an installed
