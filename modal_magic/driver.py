@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -258,6 +258,9 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
               hidden: Collection[str] = ()) -> list[str]:
     """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
     backend, why = choose(options.backend, planning=True)
+    mapping = options.mapping
+    if mapping is not None:  # as run_mapped packs it: the mapped name is not an input, the copies run fresh
+        options, hidden = replace(options, fresh=True), {*hidden, mapping.name}
     names, crossing, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
     inputs = crossing.inputs
     image = ImageSpec.for_this_kernel(options.pip)
@@ -271,7 +274,22 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
         f"timeout: {f'{options.timeout:g} s' if options.timeout else _NO_TIMEOUT[backend]}",
         "  image: " + "; ".join(image.describe()),
         f"  inputs: {sent} — {format_bytes(inputs.nbytes)} in all",
+        *([] if mapping is None else [_plan_mapping(mapping, namespace, backend)]),
     ]
+
+
+def _plan_mapping(mapping: "MapSpec", namespace: MutableMapping[str, Any], backend: str) -> str:
+    """The ``--map`` line of a dry run: what the copies run over, without evaluating anything."""
+    if mapping.expression is not None:
+        over = f"{mapping.expression} (not evaluated by --dry-run: it is notebook code)"
+    else:
+        value = namespace.get(mapping.name)
+        sized = f", {len(value)} elements" if isinstance(value, (list, tuple, range, dict, set, str)) else ""
+        over = f"the notebook's {mapping.name} ({type(value).__name__}{sized})"
+    where = "local worker processes, one per core at most" if backend == "local" else "as many containers as Modal gives"
+    cap = f"at most {mapping.max_parallel} at once, " if mapping.max_parallel else ""
+    return (f"  map: one copy per element of {over}, {mapping.name} bound to it; {cap}on {where}; "
+            f"{'the first failure cancels the rest' if mapping.fail_fast else 'a failed element lets the others finish'}")
 
 
 _NO_TIMEOUT = {"local": "none", "modal": "none of ours; Modal's maximum, 24 h"}

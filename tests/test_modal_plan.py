@@ -199,6 +199,21 @@ def test_dry_run_prints_the_plan_and_changes_nothing(shell, capsys, no_credentia
     assert "gpu: none (a CPU container)" in out and "timeout: none" in out
 
 
+def test_dry_run_with_map_says_what_the_copies_run_over_and_evaluates_nothing(shell, capsys, no_credentials) -> None:
+    shell.user_ns.update(x=3, seeds=[1, 2, 3], calls=[])
+    result = run(shell, "%%modal_gpu --dry-run --max-parallel 2 --map 'lr=calls.append(1) or [0.1, 0.01]'\n"
+                        "y = lr * x")
+    assert result.success and "y" not in shell.user_ns and shell.user_ns["calls"] == []  # EXPR was not run
+    out = capsys.readouterr().out
+    assert "inputs: x (" in out and "lr" not in out.split("inputs:")[1].split("—")[0]
+    assert ("map: one copy per element of calls.append(1) or [0.1, 0.01] (not evaluated by --dry-run: it is "
+            "notebook code), lr bound to it; at most 2 at once, on local worker processes") in out
+    assert run(shell, "%%modal_gpu --dry-run --map-fail-fast --map seeds\ny = seeds * x").success
+    out = capsys.readouterr().out
+    assert "inputs: x (" in out and "of the notebook's seeds (list, 3 elements)" in out
+    assert "the first failure cancels the rest" in out
+
+
 def test_dry_run_of_the_modal_backend_needs_no_credentials(shell, capsys, no_credentials) -> None:
     # A plan sends nothing, so it is what a user without an account runs to see what Modal would get.
     shell.user_ns["x"] = [1, 2]
