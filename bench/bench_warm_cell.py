@@ -2,7 +2,8 @@
 
 Run: python bench/bench_warm_cell.py [--repeat N]
 Prints, side by side from one process: the median wall time of a warm cell
-through the magic, the same cell run plainly, and ipyparallel's push + execute
+through the magic, the same cell run plainly, the magic's cell again with 20,000 small
+tensors kept in the remote session, and ipyparallel's push + execute
 + pull with one local engine (targets, DESIGN §8: ≤ 10 ms overhead; ipyparallel
 the peer to beat); then the first cell with a cold worker that receives a
 tensor, vs `python -c "import torch, IPython"` (target ≤ 1.3×).
@@ -43,6 +44,22 @@ def bench_magic(repeat: int) -> tuple[float, float]:
         assert shell.run_cell("y = x * 2").success
 
     return median_ms(via_magic, repeat), median_ms(plain, repeat)
+
+
+def bench_with_resident(repeat: int, count: int = 20_000) -> float:
+    """The same warm cell once a cell has left ``count`` small tensors in the remote session (kept, and
+    mirrored in the notebook): what a cell that does not touch them pays for them, per cell."""
+    shell = InteractiveShell.instance()
+    made = shell.run_cell(f"%%modal_gpu --backend local --quiet\nimport torch\nmany = [torch.zeros(4) for _ in range({count})]")
+    assert made.success
+
+    def via_magic() -> None:
+        assert shell.run_cell("%%modal_gpu --backend local --quiet\ny = x * 2").success
+
+    try:
+        return median_ms(via_magic, repeat)
+    finally:
+        shell.run_cell("del many")
 
 
 def bench_cold_start(repeat: int) -> tuple[float, float]:
@@ -97,6 +114,9 @@ def main() -> None:
     print(f"warm cell `y = x * 2`, median of {args.repeat}:")
     print(f"  plain cell (baseline)            {plain:8.2f} ms")
     print(f"  %%modal_gpu --backend local      {magic:8.2f} ms   overhead {magic - plain:6.2f} ms (target <= 10 ms)")
+    resident = bench_with_resident(args.repeat)
+    print(f"  the same, 20,000 small tensors resident  {resident:8.2f} ms   +{resident - magic:6.2f} ms "
+          f"({(resident - magic) / 20:.2f} µs per resident tensor)")
     cold, imports = bench_cold_start(5)
     print(f"first cell, cold worker (median of 5)  {cold:6.2f} s   "
           f"python -c 'import torch, IPython' {imports:5.2f} s   ratio {cold / imports:.2f}x (target <= 1.3x)")

@@ -214,8 +214,10 @@ class Table:
         return storage if storage is not None and storage.data_ptr() == address else None
 
     def pin(self) -> list[Any]:
-        """Strong references to every object, so that none dies (and is released) while a cell runs."""
-        return [obj for entry in self.entries() if (obj := self.object(entry)) is not None]
+        """Strong references to every object, so that none dies (and is released) while a cell runs (a None
+        for each that died already)."""
+        holders = [entry.holder for entry in self._entries.values()]  # a copy: a death would change the dict
+        return [holder() for holder in holders] if self.weak else holders
 
 
 class Sender:
@@ -526,8 +528,10 @@ class Store:
 
         Only the tensors the cell was given (and their sums, for parameters) are fingerprinted in full: a
         ``.data`` write needs a reference to the tensor, while a tensor it was not given can change only
-        through what counts its versions (``backward()`` on a resident graph). A big model kept for later
-        cells costs a cell that does not use it no pass over its memory.
+        through what counts its versions (an in-place change through a view it was given, shared with it;
+        ``backward()`` on a resident graph, for one that requires grad). A big model kept for later cells
+        costs a cell that does not use it no pass over its memory, and ten thousand small tensors kept a
+        look at their version counters.
         """
         given = self._inputs.resolved if self._inputs is not None else set()
         prints: dict[int, tuple] = {}
@@ -536,12 +540,12 @@ class Store:
             t = entry.holder
             if entry.key in given:
                 now = prints[id(t)] = fingerprint(t)
-                differs = now != entry.print
-            else:
+                if now != entry.print or not same_values(t):
+                    self._changed.append(entry)
+            elif t.requires_grad or t._version != entry.print[0][0]:
                 content, rest = fingerprint(t, summed=False)
-                differs = content != entry.print[0][:len(content)] or rest != entry.print[1]
-            if differs or not same_values(t):
-                self._changed.append(entry)
+                if content != entry.print[0][:len(content)] or rest != entry.print[1]:
+                    self._changed.append(entry)
         sender = Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True,
                         prints=prints)
         return sender, [entry.holder for entry in self._changed]
