@@ -216,7 +216,7 @@ class Table:
     def pin(self) -> list[Any]:
         """Strong references to every object, so that none dies (and is released) while a cell runs (a None
         for each that died already)."""
-        holders = [entry.holder for entry in self._entries.values()]  # a copy: a death would change the dict
+        holders = [entry.holder for entry in self.entries()]  # a copy first: a death would change the dict
         return [holder() for holder in holders] if self.weak else holders
 
 
