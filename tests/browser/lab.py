@@ -1,4 +1,5 @@
-"""A headless JupyterLab on a loopback port and Debian's Chromium driving it, for tests that look at the page.
+"""A headless JupyterLab (or Notebook 7) on a loopback port and Debian's Chromium driving it, for tests that
+look at the page.
 
 Chromium is the system's (``apt-get install chromium``), driven by Playwright
 through ``executable_path``: nothing here downloads a browser. ``skip_reason``
@@ -39,6 +40,11 @@ def skip_reason() -> str | None:
     return None
 
 
+def notebook7_missing() -> str | None:
+    """Why Notebook 7 cannot be started here, or None."""
+    return None if _importable("notebook") and _importable("notebook.app") else "Notebook 7 not installed (pip install notebook)"
+
+
 def _importable(module: str) -> bool:
     try:
         __import__(module)
@@ -49,15 +55,17 @@ def _importable(module: str) -> bool:
 
 @dataclass
 class Lab:
-    """A running JupyterLab: where it serves, its token, the folder it serves."""
+    """A running JupyterLab or Notebook 7 (``app``): where it serves, its token, the folder it serves."""
 
     url: str
     token: str
     root: Path
     process: subprocess.Popen
+    app: str = "jupyterlab"
 
     def page_url(self, notebook: str) -> str:
-        return f"{self.url}/lab/tree/{notebook}?token={self.token}"
+        where = "notebooks" if self.app == "notebook" else "lab/tree"
+        return f"{self.url}/{where}/{notebook}?token={self.token}"
 
     def api(self, path: str, method: str = "GET") -> Any:
         request = urllib.request.Request(f"{self.url}/api/{path}", method=method,
@@ -80,10 +88,11 @@ class Lab:
             self.process.wait()
 
 
-def start_lab(root: Path, log: Path) -> Lab:
-    """JupyterLab serving ``root``, its kernels able to import this checkout of modal_magic, with no Modal account.
+def start_lab(root: Path, log: Path, app: str = "jupyterlab") -> Lab:
+    """JupyterLab serving ``root``, its kernels able to import this checkout of modal_magic, with no Modal account
+    (``app="notebook"``: Notebook 7, which a test only reads saved notebooks with).
 
-    ``expose_app_in_browser`` gives the page ``window.jupyterapp``, so a test runs
+    ``expose_app_in_browser`` gives Lab's page ``window.jupyterapp``, so a test runs
     cells and interrupts through Lab's own commands, not through fragile clicks.
     """
     port, token = _free_port(), os.urandom(16).hex()
@@ -97,24 +106,25 @@ def start_lab(root: Path, log: Path) -> Lab:
                JUPYTERLAB_SETTINGS_DIR=str(root / ".settings"), JUPYTERLAB_WORKSPACES_DIR=str(root / ".workspaces"),
                JUPYTER_RUNTIME_DIR=str(root / ".runtime"), JUPYTER_CONFIG_DIR=str(root / ".config"))
     as_root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []  # a CI container's user
+    own = ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None"] if app == "jupyterlab" else []
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+            [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
              "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", *as_root],
+             *own, *as_root],
             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=root)
-    lab = Lab(f"http://127.0.0.1:{port}", token, root, process)
+    lab = Lab(f"http://127.0.0.1:{port}", token, root, process, app)
     deadline = time.monotonic() + _BOOT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"JupyterLab exited with {process.returncode}: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{app} exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
             lab.api("status")
             return lab
         except OSError:
             time.sleep(0.3)
     lab.stop()
-    raise RuntimeError(f"JupyterLab did not answer on port {port} within {_BOOT:g} s: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{app} did not answer on port {port} within {_BOOT:g} s: {log.read_text()[-2000:]}")
 
 
 def _free_port() -> int:

@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import nbformat
 import pytest
 
-from .lab import Lab, chromium_path, skip_reason, start_lab
+from .lab import Lab, chromium_path, notebook7_missing, skip_reason, start_lab
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=f"browser tests: {skip_reason()}")
 
@@ -93,6 +93,9 @@ class Seen:
     reopened_text: str = ""
     light: dict[str, str] = field(default_factory=dict)
     dark: dict[str, str] = field(default_factory=dict)
+    notebook7_text: str | None = None
+    """The saved notebook's page in Notebook 7 (None where Notebook 7 is not installed)."""
+    notebook7_summaries: int = 0
     export_html: str = ""
     export_text: str = ""
     export_style: dict[str, str] = field(default_factory=dict)
@@ -157,6 +160,9 @@ def seen(lab: Lab, shots: Path) -> Iterator[Seen]:
             shoot("reopened-dark")
             page.close()
 
+            if notebook7_missing() is None:
+                _reopen_in_notebook7(lab, record, browser.new_page(viewport={"width": 1100, "height": 900}), shots)
+
             _export(lab, record, browser.new_page(viewport={"width": 1100, "height": 900}), shots)
         finally:
             browser.close()
@@ -208,6 +214,24 @@ def _run_cells(page: Any, record: Seen, shoot: Any) -> None:
     record.summaries = {i: page.locator(".jp-Notebook .jp-Cell").nth(i).locator(".modal-gpu-summary").count()
                         for i in range(1, len(CELLS))}
     record.widgets_left = page.locator(".jp-Notebook .widget-hbox").count()
+
+
+def _reopen_in_notebook7(lab: Lab, record: Seen, page: Any, shots: Path) -> None:
+    """The saved notebook opened in Notebook 7, served from the same folder by a server of its own."""
+    server = start_lab(lab.root, lab.root / "notebook7.log", app="notebook")
+    try:
+        page.goto(server.page_url(NAME))
+        page.wait_for_function("(n) => document.querySelectorAll('.jp-Notebook .jp-Cell .jp-OutputArea-output')"
+                               ".length >= n", arg=len(CELLS) - 1, timeout=_WAIT)
+        page.wait_for_timeout(1500)  # widget renderers, if any output still had one, would have failed by now
+        record.notebook7_text = page.inner_text(".jp-Notebook")
+        record.notebook7_summaries = page.locator(".jp-Notebook .modal-gpu-summary").count()
+        record.shots.append(shots / f"{len(record.shots) + 1}-reopened-notebook7.png")
+        page.screenshot(path=str(record.shots[-1]), full_page=True)
+    finally:
+        page.close()
+        server.shut_down_kernels()
+        server.stop()
 
 
 def _export(lab: Lab, record: Seen, page: Any, shots: Path) -> None:
@@ -268,6 +292,15 @@ def test_a_reopened_notebook_shows_each_summary_and_no_widget_error(seen: Seen) 
     assert "Error displaying widget" not in seen.reopened_text
     assert "modal_gpu: done in" in seen.reopened[1] and "came back:" in seen.reopened[1]
     assert "modal_gpu: failed in" in seen.reopened[2] and "modal_gpu: interrupted" in seen.reopened[3]
+
+
+def test_notebook_7_shows_each_saved_summary_and_no_widget_error(seen: Seen) -> None:
+    if seen.notebook7_text is None:
+        pytest.skip(f"browser tests: {notebook7_missing()}")
+    assert "Error displaying widget" not in seen.notebook7_text
+    assert seen.notebook7_summaries == 3, seen.notebook7_text
+    for verdict in ("modal_gpu: done in", "modal_gpu: failed in", "modal_gpu: interrupted"):
+        assert verdict in seen.notebook7_text
 
 
 def test_the_summary_follows_the_theme_and_the_pages_font(seen: Seen) -> None:
