@@ -205,11 +205,7 @@ class RemoteInputs:
         owner = self._by_base.get(id(base))
         if owner is None or owner is array:
             return None
-        offset = _address(array) - _address(owner)
-        low, high = _byte_bounds(array)
-        if low < _address(owner) or high > _address(owner) + owner.nbytes:
-            return None
-        return _view_within, (owner, offset, array.shape, array.dtype, array.strides, bool(array.flags.writeable))
+        return view_within(array, owner)
 
     def _arrays_by_base(self) -> dict[int, Any]:
         """Input arrays by themselves and by their base (what numpy makes the base of a view of them)."""
@@ -269,8 +265,19 @@ def _byte_bounds(array: Any) -> tuple[int, int]:
     return low, high
 
 
+def view_within(array: Any, owner: Any) -> tuple | None:
+    """``array`` as a view of the contiguous array ``owner`` (a reduce value that ``_view_within`` rebuilds) when
+    every byte it reaches lies within ``owner``'s memory; None otherwise."""
+    offset = _address(array) - _address(owner)
+    low, high = _byte_bounds(array)
+    if low < _address(owner) or high > _address(owner) + owner.nbytes:
+        return None
+    return _view_within, (owner, offset, array.shape, array.dtype, array.strides, bool(array.flags.writeable))
+
+
 def _view_within(owner: Any, offset: int, shape: tuple, dtype: Any, strides: tuple, writeable: bool) -> Any:
-    """The receiver's rebuild of ``RemoteInputs.array_view``: a view of the notebook's own array ``owner``.
+    """The receiver's rebuild of ``view_within``: a view of ``owner`` (the notebook's own array, for
+    ``RemoteInputs.array_view``; or one that came earlier in the same payload).
 
     The sender's copy of ``owner`` had the same bytes in the same order when ``owner`` is contiguous (numpy
     sends such an array as its memory); any other array was sent as a C-ordered copy, so the view is

@@ -39,6 +39,7 @@ import cloudpickle
 from cloudpickle import cloudpickle as _cloudpickle_internals
 
 from . import process_state
+from .identity import view_within
 
 __all__ = ["Payload", "PackError", "UnpackError", "Refs", "MainGlobals", "pack", "unpack", "dumps", "loads", "versions"]
 
@@ -142,7 +143,11 @@ class _Pickler(cloudpickle.Pickler):
         self._reduce_torch, self.host_memory = _torch_support()
         self._by_value = by_value
         self._refs: Refs | None = None
-        self._ndarray: type | None = None
+        numpy = sys.modules.get("numpy")
+        self._ndarray: type | None = numpy.ndarray if numpy is not None else None
+        self._arrays_sent: dict[int, Any] = {}
+        """Contiguous arrays numpy sent as their memory in this payload, by their id and their base's: a later
+        view of one (``a[::2]`` beside ``a``) goes as that view, not as a copy of its own."""
         self.keeps_graphs = False
         """Non-leaf tensors go as values that say their graph stayed behind (``resident``), not as detached ones."""
 
@@ -154,8 +159,6 @@ class _Pickler(cloudpickle.Pickler):
         if self.host_memory is not None:
             self.host_memory.inputs = refs.is_input
             self.host_memory.resident_at = getattr(refs, "storage_at", None)
-        numpy = sys.modules.get("numpy")
-        self._ndarray = numpy.ndarray if numpy is not None else None
 
     def reducer_override(self, obj: Any) -> Any:
         if self._reduce_torch is not None:
@@ -163,7 +166,7 @@ class _Pickler(cloudpickle.Pickler):
             if reduced is not NotImplemented:
                 return reduced
         if type(obj) is self._ndarray:
-            reduced = self._refs.array_view(obj)
+            reduced = self._array(obj)
             if reduced is not None:
                 return reduced
         if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
@@ -175,6 +178,22 @@ class _Pickler(cloudpickle.Pickler):
             if exported is not None:
                 return _module_attribute, exported
         return super().reducer_override(obj)
+
+    def _array(self, array: Any) -> Any:
+        """A view of an input array or of an array sent earlier in this payload, as that view; None for an
+        array numpy sends itself (recorded, if contiguous, for the views of it still to come)."""
+        reduced = None if self._refs is None else self._refs.array_view(array)
+        if reduced is not None or array.dtype.hasobject:
+            return reduced
+        base = array.base
+        owner = None if base is None else self._arrays_sent.get(id(base))
+        if owner is not None and owner is not array:
+            return view_within(array, owner)
+        if array.flags.c_contiguous or array.flags.f_contiguous:  # numpy sends its memory as it is
+            self._arrays_sent[id(array)] = array
+            if base is not None:
+                self._arrays_sent.setdefault(id(base), array)
+        return None
 
     def _reduce_by_value(self, obj: types.FunctionType | type | types.ModuleType) -> Any:
         """What ``cloudpickle.register_pickle_by_value`` would make of ``obj``, decided for this

@@ -39,6 +39,10 @@ CASES = {
         "import torch\nt = torch.zeros(4)\nview = t[1:]\narr = t.numpy()", ["t.add_(1)\nt[0] = 7"],
         ["view.data_ptr() == t.data_ptr() + 4", "bool(arr[0] == 7)"]),
     "numpy in place": Case("import numpy as np\na = np.zeros(3)\nalias = a", ["a += 2"], ["alias is a"]),
+    "numpy views made with their array share its memory": Case(
+        "import numpy as np", ["a = np.zeros(6)\nevens = a[::2]\nmiddle = a[1:4]"],
+        ["(evens.__setitem__(slice(None), 7), middle.__setitem__(0, 5), a.tolist())[2] == [7, 5, 7, 0, 7, 0]",
+         "np.shares_memory(a, evens) and np.shares_memory(a, middle)"]),
     "unchanged inputs stay the same objects": Case(
         "import torch\nbig = torch.ones(1000)\nlst = [big]\nkeep = big", ["total = float(big.sum()) + len(lst)"],
         ["keep is big", "lst[0] is big"]),

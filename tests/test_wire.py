@@ -436,6 +436,20 @@ def test_namespace_package_of_users_code_goes_by_value(shell, users_code) -> Non
     assert shell.user_ns["r"] == 6 and shell.user_ns["new"].k == 5
 
 
+def test_views_packed_after_their_array_arrive_as_views_of_it() -> None:
+    """``a[::3]`` or a transposed reshape beside ``a`` share its memory on arrival, as they did when sent: numpy
+    alone sends each as a copy of its own. (A view packed before its array still goes as a copy.)"""
+    a = np.arange(12.0)
+    made = {"a": a, "every_third": a[::3], "transposed": a.reshape(3, 4).T, "tail": a[5:]}
+    payload = wire.pack(made)
+    assert len(payload.buffers) == 1
+    back = wire.unpack(payload)
+    for name, view in made.items():
+        assert np.array_equal(back[name], view) and np.shares_memory(back[name], back["a"]), name
+    back["every_third"][:] = -1
+    assert back["a"][::3].tolist() == [-1.0] * 4 and back["transposed"][0, 0] == -1
+
+
 @pytest.mark.parametrize("order", [("a", "u", "b", "t", "n"), ("u", "b", "a", "n", "t")])
 def test_tensor_and_numpy_sharing_memory_arrive_sharing_it(order) -> None:
     a = np.zeros(6, dtype=np.float32)
