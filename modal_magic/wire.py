@@ -188,7 +188,9 @@ class _Pickler(cloudpickle.Pickler):
         base = array.base
         owner = None if base is None else self._arrays_sent.get(id(base))
         if owner is not None and owner is not array:
-            return view_within(array, owner)
+            reduced = view_within(array, owner)
+            if reduced is not None:
+                return reduced
         if array.flags.c_contiguous or array.flags.f_contiguous:  # numpy sends its memory as it is
             self._arrays_sent[id(array)] = array
             if base is not None:
