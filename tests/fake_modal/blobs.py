@@ -14,7 +14,10 @@ declared in BlobCreate, else the blob is refused (a later BlobGet or use fails).
 notebook's client start with it instead of the store's own (e.g. a throttling
 proxy in front of the store); containers still get the direct URL.
 
-Not as strict as Modal: URLs do not expire; no Content-MD5 header is expected
+Complete blobs are kept as files under the state directory (``blobs/``), not in
+memory: a long benchmark moves tens of GiB through the store.
+
+Not as strict as Modal: URLs do not expire, nor do blobs; no Content-MD5 header is expected
 (Modal's client only sends it to amazonaws.com/r2 hosts); no byte budget.
 """
 
@@ -25,6 +28,7 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -49,7 +53,9 @@ class Blobs:
         self.state = state
         self.url = ""                                # set once the HTTP endpoint listens
         self.client_url = os.environ.get("FAKE_MODAL_CLIENT_BLOB_URL", "")  # for the notebook's client, if set
-        self.blobs: dict[str, bytes] = {}            # blob id -> bytes, once complete and checked
+        self._folder = state.root / "blobs"          # blob id -> a file there, once complete and checked
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._sizes: dict[str, int] = {}
         self.uploads: dict[str, _Upload] = {}        # blob id -> upload under way
         self.multipart_uploads = 0
         self.refused: list[str] = []
@@ -59,19 +65,31 @@ class Blobs:
         return self.client_url if ctx.task is None and self.client_url else self.url
 
     def report(self) -> dict[str, Any]:
-        return {"blob_url": self.url, "blobs": len(self.blobs), "blob_bytes": sum(map(len, self.blobs.values())),
+        return {"blob_url": self.url, "blobs": len(self._sizes), "blob_bytes": sum(self._sizes.values()),
                 "multipart_uploads": self.multipart_uploads, "blobs_refused": self.refused}
 
     def get(self, blob_id: str) -> bytes:
-        if blob_id not in self.blobs:
-            raise GRPCError(Status.NOT_FOUND, f"Blob {blob_id!r} not found (or its upload never completed)")
-        return self.blobs[blob_id]
+        return self._path(blob_id).read_bytes()
+
+    def require(self, blob_id: str) -> int:
+        """The blob's size; NOT_FOUND (as Modal answers) where no upload of it completed."""
+        self._path(blob_id)
+        return self._sizes[blob_id]
 
     def put(self, data: bytes) -> str:
         """A blob the server itself writes (never needed by Modal's own flow here; kept for tools)."""
         blob_id = self.state.new_id("bl")
-        self.blobs[blob_id] = data
+        self._keep(blob_id, data)
         return blob_id
+
+    def _path(self, blob_id: str) -> Path:
+        if blob_id not in self._sizes:
+            raise GRPCError(Status.NOT_FOUND, f"Blob {blob_id!r} not found (or its upload never completed)")
+        return self._folder / blob_id
+
+    def _keep(self, blob_id: str, data: bytes) -> None:
+        (self._folder / blob_id).write_bytes(data)
+        self._sizes[blob_id] = len(data)
 
     # ------------------------------------------------------------------ RPCs
     def BlobCreate(self, request, ctx):
@@ -115,7 +133,7 @@ class Blobs:
         if why:
             self.refused.append(f"{blob_id}: {why}")
         else:
-            self.blobs[blob_id] = data
+            self._keep(blob_id, data)
         self.state.save()
         return why
 
@@ -168,6 +186,6 @@ class Blobs:
 
     async def _get(self, request: web.Request) -> web.Response:
         blob_id = request.match_info["blob_id"]
-        if blob_id not in self.blobs:
+        if blob_id not in self._sizes:
             return web.Response(status=404, text="NoSuchKey")
-        return web.Response(body=self.blobs[blob_id])
+        return web.FileResponse(self._folder / blob_id)

@@ -96,7 +96,7 @@ class Calls:
                                                          f"maximum of {self.state.config.max_object_size} bytes")
             size = len(item.args)
         elif which == "args_blob_id":
-            size = len(self.blobs.get(item.args_blob_id))
+            size = self.blobs.require(item.args_blob_id)
         else:
             raise GRPCError(Status.INVALID_ARGUMENT, "input has neither args nor args_blob_id")
         methods = function.root.definition.method_definitions

@@ -323,7 +323,7 @@ class Workers:
             raise GRPCError(Status.FAILED_PRECONDITION, f"Function call {call.id} was cancelled")
         for chunk in request.data_chunks:
             if chunk.WhichOneof("data_oneof") == "data_blob_id":
-                self.calls.blobs.get(chunk.data_blob_id)
+                self.calls.blobs.require(chunk.data_blob_id)
         call.chunks.extend(request.data_chunks)
         call.outputs_this_attempt += 1
         fault = self.state.fail
@@ -343,7 +343,7 @@ class Workers:
             if call.container is not container or item.retry_count != call.retry_count:
                 continue  # a stale attempt's output: Modal ignores it too
             if item.result.WhichOneof("data_oneof") == "data_blob_id":
-                self.calls.blobs.get(item.result.data_blob_id)
+                self.calls.blobs.require(item.result.data_blob_id)
             if call.cancelled:
                 if item.result.status == TERMINATED:  # the container acknowledged the cancellation
                     timer = container.kill_timers.pop(call.input_id, None)
