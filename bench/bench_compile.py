@@ -28,7 +28,7 @@ from torch import nn
 
 import modal_magic
 from modal_magic import wire
-from modal_magic.driver import CellOptions, run_cell
+from modal_magic.notebook.driver import CellOptions, run_cell
 
 
 class Timing(NamedTuple):

@@ -98,7 +98,7 @@ def main() -> None:
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends import ModalBackend, close_all
+    from modal_magic.backends.registry import ModalBackend, close_all
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")

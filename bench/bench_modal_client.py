@@ -82,7 +82,7 @@ def main() -> None:
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends import close_all
+    from modal_magic.backends.registry import close_all
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")

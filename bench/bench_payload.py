@@ -29,7 +29,7 @@ import cloudpickle
 import torch
 from IPython.core.interactiveshell import InteractiveShell
 
-from modal_magic.backends import get_backend
+from modal_magic.backends.registry import get_backend
 
 
 def _status(pid: int | str, field: str) -> int:

@@ -64,7 +64,7 @@ def bench_with_resident(repeat: int, count: int = 20_000) -> float:
 
 def bench_cold_start(repeat: int) -> tuple[float, float]:
     """(first cell with a fresh worker, `python -c "import torch, IPython"`), medians in seconds."""
-    from modal_magic.backends import get_backend
+    from modal_magic.backends.registry import get_backend
 
     shell = InteractiveShell.instance()
     shell.user_ns["t"] = __import__("torch").ones(3)

@@ -4,46 +4,48 @@
 ``run_cell(source, namespace)``; ``wire.loads`` loads any pickle made on a GPU
 machine onto this one's CPU. ``torch.compile(model, backend=remote(gpu="A10G"))``
 runs a model's graphs in the same session (``modal_magic.compile``).
+
+The package is in folders by the process that runs them:
+
+- ``notebook/``: the kernel's side (the magic, the driver and its stages, the fan-out, the views);
+- ``worker/``: what a worker process runs, locally or inside a Modal container;
+- ``wire/``: what both sides share (payloads, tensors, identity, frames);
+- ``backends/``: where cells run (``local.py``, ``modal/``), and their registry;
+- ``compile/``: ``torch.compile`` graphs run remotely.
+
+This module imports nothing on import (PEP 562): a worker that imports
+``modal_magic.worker`` loads none of the notebook's side.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .driver import NO_VALUE, CellOptions, CellOutcome, run_cell
-from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
-from .fanout import MapFailed, MapSpec
-
-__all__ = [
-    "run_cell", "CellOptions", "CellOutcome", "NO_VALUE", "MapSpec", "MapFailed",
-    "ModalMagicError", "WorkerDied", "BackendUnavailable", "InternalError", "CellTimeout", "RemoteError",
-    "load_ipython_extension", "unload_ipython_extension", "remote",
-]
 __version__ = "0.1.0"
 
+_EXPORTS = {  # public name -> the module that defines it
+    "run_cell": "notebook.driver", "CellOptions": "notebook.driver", "CellOutcome": "notebook.driver",
+    "NO_VALUE": "notebook.driver", "MapSpec": "notebook.fanout", "MapFailed": "notebook.fanout",
+    "ModalMagicError": "errors", "WorkerDied": "errors", "BackendUnavailable": "errors",
+    "InternalError": "errors", "CellTimeout": "errors", "RemoteError": "errors",
+    "load_ipython_extension": "notebook.extension", "unload_ipython_extension": "notebook.extension",
+    "remote": "compile.backend",
+}
+__all__ = sorted(_EXPORTS)
 
-def remote(**options: Any) -> Any:
-    """A ``torch.compile`` backend running each graph in this session's remote worker (``compile.backend.remote``).
-
-    Defined here, importing torch only when called, so ``import modal_magic`` stays light.
-    """
-    from .compile.backend import remote as make
-
-    return make(**options)
+if TYPE_CHECKING:
+    from .compile.backend import remote
+    from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
+    from .notebook.driver import NO_VALUE, CellOptions, CellOutcome, run_cell
+    from .notebook.extension import load_ipython_extension, unload_ipython_extension
+    from .notebook.fanout import MapFailed, MapSpec
 
 
-def load_ipython_extension(ipython: Any) -> None:
-    """Called by ``%load_ext modal_magic``."""
-    from .magic import ModalMagics
-
-    ipython.register_magics(ModalMagics)
-
-
-def unload_ipython_extension(ipython: Any) -> None:
-    """Called by ``%unload_ext modal_magic``: stop the worker and forget the magic."""
-    from .backends import close_all
-
-    close_all()
-    ipython.magics_manager.magics["cell"].pop("modal_gpu", None)
-    for name in ("modal_stop", "modal_config"):
-        ipython.magics_manager.magics["line"].pop(name, None)
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use, so ``import modal_magic`` stays light on both sides."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'modal_magic' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value

@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from modal_magic.came_back import describe_returned
+from modal_magic.notebook.view.came_back import describe_returned
 
 
 def test_two_names_and_an_import_read_as_value_then_count() -> None:

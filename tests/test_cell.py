@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modal_magic.cell import analyze
+from modal_magic.notebook.analysis import analyze
 
 
 def reads(src: str) -> set[str]:

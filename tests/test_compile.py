@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 import modal_magic
-from modal_magic.backends import LocalBackend, _live, get_backend
+from modal_magic.backends.registry import LocalBackend, _live, get_backend
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
-from modal_magic.driver import CellOptions, run_cell
+from modal_magic.notebook.driver import CellOptions, run_cell
 from modal_magic.errors import UsageProblem
 
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from modal_magic.errors import CellTimeout
-from modal_magic.fanout import MapFailed
+from modal_magic.notebook.fanout import MapFailed
 
 from .conftest import run
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from modal_magic import wire
-from modal_magic.backends import LocalBackend, get_backend
+from modal_magic.backends.registry import LocalBackend, get_backend
 from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
 
 from .conftest import run

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from modal_magic import frames
+from modal_magic.wire import frames
 
 
 @pytest.mark.parametrize("sizes, piece", [((10, 0, 7, 33), 8), ((0,), 8), ((), 8), ((64,), 64), ((5, 5), 1000)])

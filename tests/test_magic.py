@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from modal_magic.backends import get_backend
+from modal_magic.backends.registry import get_backend
 from modal_magic.errors import WorkerDied
 
 from .conftest import run

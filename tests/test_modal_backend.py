@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from modal_magic.modal_plan import ImageSpec, modal_credentials
+from modal_magic.backends.modal.plan import ImageSpec, modal_credentials
 
 
 def run_python(script: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -29,7 +29,7 @@ def run_python(script: str, env: dict[str, str] | None = None, timeout: float = 
 def test_image_is_built_with_the_real_sdk_offline() -> None:
     import modal
 
-    from modal_magic.backends.modal import build_image
+    from modal_magic.backends.modal.backend import build_image
 
     image = build_image(ImageSpec.for_this_kernel(("cloudpickle",)))
     assert isinstance(image, modal.Image)  # layers are lazy: nothing is built or sent until an app runs
@@ -38,11 +38,12 @@ def test_image_is_built_with_the_real_sdk_offline() -> None:
 def test_executor_runs_a_cell_through_modals_local() -> None:
     out = run_python("""
         import json, torch, modal
-        from modal_magic import frames, wire
-        from modal_magic.backends.modal_executor import executor_class
+        from modal_magic import wire
+        from modal_magic.wire import frames
+        from modal_magic.backends.modal.container import executor_class
         app = modal.App("modal-magic-test")
         Executor = app.cls(serialized=True, max_containers=1)(executor_class())
-        from modal_magic.identity import LocalObjects
+        from modal_magic.wire.identity import LocalObjects
         inputs = wire.pack({"x": torch.arange(4.0)}, keep_memo=True)
         request = {"kind": "run", "code": "print('hi from the container')\\ny = x * 2\\ny.sum()",
                    "outputs": None, "placeholders": [], "env": {}, "inputs": inputs.meta()}
@@ -70,13 +71,14 @@ CANCEL_SCRIPT = """
     import json, os, signal, sys, threading
     import modal
     from modal.exception import InputCancellation
-    from modal_magic import frames, wire
-    from modal_magic.backends.modal_executor import executor_class
+    from modal_magic import wire
+    from modal_magic.wire import frames
+    from modal_magic.backends.modal.container import executor_class
 
     def cancelled(signum, frame):  # what Modal's container entrypoint installs for a sync input
         raise InputCancellation("Input was cancelled by user")
 
-    import modal_magic.backends.modal_executor as container
+    import modal_magic.backends.modal.container as container
     container.GRACE = 1.0  # (20 s in a real container: inside Modal's 30 s)
 
     signal.signal(signal.SIGUSR1, cancelled)
@@ -118,9 +120,10 @@ def _container(*args: str) -> list:
 
 PIECES_SCRIPT = """
     import json, modal, torch
-    from modal_magic import frames, wire
-    from modal_magic.backends.modal_executor import executor_class
-    from modal_magic.identity import LocalObjects
+    from modal_magic import wire
+    from modal_magic.wire import frames
+    from modal_magic.backends.modal.container import executor_class
+    from modal_magic.wire.identity import LocalObjects
 
     executor = modal.App("modal-magic-test").cls(serialized=True, max_containers=1)(executor_class())()
     seen = []
@@ -182,7 +185,7 @@ def test_the_cells_timeout_is_enforced_in_the_container_where_the_cell_was() -> 
 def test_preflight_tries_every_server_in_modals_failover_list() -> None:
     from modal.config import DEFAULT_SERVER_URL
 
-    from modal_magic.backends.modal_errors import preflight
+    from modal_magic.backends.modal.errors import preflight
     from modal_magic.errors import BackendUnavailable
 
     with socket.socket() as listening:
@@ -200,7 +203,7 @@ def test_preflight_tries_every_server_in_modals_failover_list() -> None:
 
 
 def test_no_preflight_behind_a_proxy(monkeypatch) -> None:
-    from modal_magic.backends.modal_errors import preflight
+    from modal_magic.backends.modal.errors import preflight
     from modal_magic.errors import BackendUnavailable
 
     dead = f"http://127.0.0.1:{_closed_port()}"

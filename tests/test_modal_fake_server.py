@@ -28,7 +28,7 @@ from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_cl
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.backends import close_all
+    from modal_magic.backends.registry import close_all
 
     with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=close_all) as server:
         yield server

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from modal_magic.fanout import MapFailed
+from modal_magic.notebook.fanout import MapFailed
 
 from .conftest import run
 from .fake_modal.testing import Server, serving
@@ -22,7 +22,7 @@ from .fake_modal.testing import Server, serving
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.backends import close_all
+    from modal_magic.backends.registry import close_all
 
     with serving(tmp_path_factory.mktemp("fake_modal_map"), before_stop=close_all) as server:
         yield server

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from modal_magic import modal_plan
-from modal_magic.backends import choose
+from modal_magic.backends.modal import plan as modal_plan
+from modal_magic.backends.registry import choose
 from modal_magic.errors import UsageProblem
-from modal_magic.modal_plan import ImageSpec, modal_credentials, parse_gpu
+from modal_magic.backends.modal.plan import ImageSpec, modal_credentials, parse_gpu
 
 from .conftest import run
 
@@ -240,7 +240,7 @@ def test_modal_config_shows_and_sets_session_defaults(shell, capsys) -> None:
 
 
 def test_modal_stop_stops_the_worker_and_the_next_cell_starts_one(shell, capsys) -> None:
-    from modal_magic.backends import get_backend
+    from modal_magic.backends.registry import get_backend
 
     assert run(shell, "%%modal_gpu --quiet\nimport os\nbefore = os.getpid()").success
     shell.run_line_magic("modal_stop", "")

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from modal_magic.backends import get_backend
+from modal_magic.backends.registry import get_backend
 
 from .conftest import run
 

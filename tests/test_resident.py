@@ -19,9 +19,9 @@ import time
 import pytest
 import torch
 
-from modal_magic.backends import LocalBackend, get_backend
-from modal_magic.remote_graph import MESSAGE
-from modal_magic.session import SESSION
+from modal_magic.backends.registry import LocalBackend, get_backend
+from modal_magic.wire.remote_graph import MESSAGE
+from modal_magic.notebook.session import SESSION
 
 from .conftest import run
 

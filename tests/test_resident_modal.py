@@ -16,7 +16,7 @@ import signal
 import pytest
 import torch
 
-from modal_magic.backends import ModalBackend
+from modal_magic.backends.registry import ModalBackend
 
 from .conftest import run
 from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - the stand-in's fixtures
@@ -77,7 +77,7 @@ def test_a_session_on_modal_keeps_its_tensors_and_graphs_and_survives_a_new_cont
 def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, shell, sent, monkeypatch) -> None:  # noqa: F811
     """A new tensor with content sent before (a reloaded dataset, a copy) goes up as its SHA-1, once the
     container still holds that content; a new container asks for the bytes again."""
-    monkeypatch.setattr("modal_magic.session.HASH_MIN", MIB)
+    monkeypatch.setattr("modal_magic.notebook.session.HASH_MIN", MIB)
     run(shell, "import torch\nbig = torch.randn(1024, 1024)\nimport os")
     remote(shell, "a = float(big.sum())\ncontainer = os.getppid()")
     assert sent[-1] >= 4 * MIB

@@ -18,7 +18,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from modal_magic import tensors, wire
+from modal_magic import wire
+from modal_magic.wire import tensors
 
 from .conftest import run
 from .fake_cuda import CUDA_ERR, dumps_as_if_cuda

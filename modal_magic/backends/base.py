@@ -12,7 +12,7 @@ import abc
 import threading
 from typing import Any, Callable
 
-from .. import wire
+from ..wire import payload as wire
 
 OnEvent = Callable[[dict[str, Any]], None]
 ResultFrame = tuple[dict[str, Any], list[Any]]

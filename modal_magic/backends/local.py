@@ -23,7 +23,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import frames, wire
+from ..wire import frames
+from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
 from .base import Backend, OnEvent, ResultFrame
 

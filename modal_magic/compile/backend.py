@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx
 
-from ..backends import CHOICES
-from ..driver import CellOptions
+from ..backends.registry import CHOICES
+from ..notebook.driver import CellOptions
 from ..errors import UsageProblem
-from ..modal_plan import DEFAULT_GPU, parse_gpu
+from ..backends.modal.plan import DEFAULT_GPU, parse_gpu
 from .channel import CallStats, Place
 from .graph import GraphPlan, static_inputs
 from .protocol import AUTO, EAGER, RemoteGraphError

@@ -23,10 +23,10 @@ from typing import Any, Sequence
 
 import torch
 
-from ..backends import choose
-from ..driver import CellOptions, run_cell
+from ..backends.registry import choose
+from ..notebook.driver import CellOptions, run_cell
 from ..errors import ModalMagicError, UsageProblem
-from ..output import show_event
+from ..notebook.output import show_event
 from .graph import GraphPlan
 from .protocol import Call, RemoteGraphError, Reply
 from .residency import ResidentTensors, existing_key, key

@@ -11,11 +11,11 @@ from __future__ import annotations
 import sys
 from typing import Any, Iterator, Mapping
 
-from .backends import running
-from .progress import format_bytes
-from .resident import is_resident_kind
+from ..backends.registry import running
+from .view.progress import format_bytes
+from ..wire.resident import is_resident_kind
 from .session import SESSION
-from .wire import pack
+from ..wire.payload import pack
 
 __all__ = ["resident_report"]
 

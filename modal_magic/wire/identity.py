@@ -360,7 +360,7 @@ def _unequal(a: Any, b: Any) -> bool:
 
 def _stands_for(sent: Any) -> Any:
     """The notebook object a memo entry of the inputs names (a storage went as a stand-in holding its bytes)."""
-    tensors = sys.modules.get("modal_magic.tensors")
+    tensors = sys.modules.get("modal_magic.wire.tensors")
     return sent if tensors is None else tensors.stands_for(sent)
 
 

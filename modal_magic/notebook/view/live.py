@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable
 
 from .progress import Progress
-from .view_html import line_html, meter_html, summary_html
+from .html import line_html, meter_html, summary_html
 
 __all__ = ["TextView", "WidgetView", "make_view"]
 

@@ -34,12 +34,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, MutableMapping
 
-from . import process_state, wire
-from .backends import Backend, get_backend
+from ..wire import process_state
+from ..wire import payload as wire
+from ..backends.registry import Backend, get_backend
 # The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
 from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _one_line, _prepare, _Stopwatch, _take_slots
-from .errors import BackendUnavailable, RemoteError, UsageProblem
-from .identity import LocalObjects
+from ..errors import BackendUnavailable, RemoteError, UsageProblem
+from ..wire.identity import LocalObjects
 
 __all__ = ["MapSpec", "MapFailed", "run_mapped"]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from . import wire
-from .errors import InternalError
-from .resident import ALL, Receiver, Sender, Table
+from ..wire import payload as wire
+from ..errors import InternalError
+from ..wire.resident import ALL, Receiver, Sender, Table
 
 __all__ = ["Session", "Crossing", "SESSION", "HASH_MIN"]
 

@@ -14,7 +14,7 @@ import socket
 import struct
 from typing import Any, Iterator, Sequence
 
-from .wire import gc_paused
+from .payload import gc_paused
 
 __all__ = ["send", "recv", "encode", "decode", "encode_pieces", "Pieces", "PIECE", "ConnectionClosed"]
 

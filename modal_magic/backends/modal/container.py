@@ -32,9 +32,10 @@ import traceback
 import uuid
 from typing import Any, Iterator
 
-from .. import frames, wire
-from ..errors import ModalMagicError
-from .local import LocalBackend
+from ...wire import frames
+from ...wire import payload as wire
+from ...errors import ModalMagicError
+from ..local import LocalBackend
 
 __all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "RERUNS", "GRACE"]
 
@@ -203,19 +204,19 @@ def executor_class() -> type:
     class Executor:
         @modal.enter()
         def start(self) -> None:
-            from modal_magic.backends.modal_executor import start_worker
+            from modal_magic.backends.modal.container import start_worker
 
             start_worker()  # torch and IPython imported before the first cell arrives
 
         @modal.method()
         def put(self, token: str, index: int, piece: bytes) -> None:
-            from modal_magic.backends.modal_executor import put
+            from modal_magic.backends.modal.container import put
 
             put(token, index, piece)
 
         @modal.method()
         def run(self, head: bytes, buffers: list, control: Any = None) -> Iterator[bytes]:
-            from modal_magic.backends.modal_executor import serve_one
+            from modal_magic.backends.modal.container import serve_one
 
             yield from serve_one(head, buffers, control, call_id=modal.current_function_call_id())
 

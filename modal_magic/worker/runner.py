@@ -27,9 +27,10 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from . import process_state, wire
-from .identity import RemoteInputs
-from .resident import Store
+from ..wire import process_state
+from ..wire import payload as wire
+from ..wire.identity import RemoteInputs
+from .store import Store
 
 __all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "RESIDENT", "PLAIN", "color_scheme"]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from .errors import UsageProblem
+from ...errors import UsageProblem
 
 __all__ = ["GPU_TYPES", "DEFAULT_GPU", "parse_gpu", "modal_credentials", "ImageSpec", "HOW_TO_CONFIGURE"]
 

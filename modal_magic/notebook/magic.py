@@ -11,14 +11,14 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from traitlets import Float, Unicode
 
 from . import driver
-from .backends import CHOICES, close_all
-from .errors import UsageProblem
+from ..backends.registry import CHOICES, close_all
+from ..errors import UsageProblem
 from .fanout import MapFailed, MapSpec
-from .modal_plan import DEFAULT_GPU, NO_GPU, parse_gpu
+from ..backends.modal.plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .report import resident_report
 from .session import SESSION
-from .view import make_view
+from .view.live import make_view
 
 
 def _names(text: str) -> tuple[str, ...]:

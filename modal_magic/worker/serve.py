@@ -20,7 +20,7 @@ import sys
 import traceback
 from typing import Sequence
 
-from . import frames
+from ..wire import frames
 
 
 def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
@@ -56,6 +56,3 @@ def main() -> None:
     except (frames.ConnectionClosed, BrokenPipeError, ConnectionResetError):
         pass  # the notebook went away; nothing left to tell it
 
-
-if __name__ == "__main__":
-    main()

@@ -14,8 +14,8 @@ import socket
 import urllib.request
 from urllib.parse import urlparse
 
-from ..errors import BackendUnavailable, CellTimeout, ModalMagicError, UsageProblem, WorkerDied
-from ..modal_plan import HOW_TO_CONFIGURE
+from ...errors import BackendUnavailable, CellTimeout, ModalMagicError, UsageProblem, WorkerDied
+from .plan import HOW_TO_CONFIGURE
 
 __all__ = ["preflight", "explain", "UNCHANGED"]
 

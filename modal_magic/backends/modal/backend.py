@@ -37,13 +37,14 @@ from typing import Any, Callable, Iterator
 
 import numpy
 
-from .. import frames, wire
-from ..errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
-from ..modal_plan import ImageSpec
-from ..progress import format_bytes
-from .base import Backend, OnEvent, ResultFrame
-from .modal_errors import UNCHANGED, explain, preflight
-from .modal_executor import GRACE, RERUNS, STOP, executor_class, partition
+from ...wire import frames
+from ...wire import payload as wire
+from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
+from .plan import ImageSpec
+from ...notebook.view.progress import format_bytes
+from ..base import Backend, OnEvent, ResultFrame
+from .errors import UNCHANGED, explain, preflight
+from .container import GRACE, RERUNS, STOP, executor_class, partition
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 

@@ -22,15 +22,17 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from . import cell, process_state, wire
-from .backends import choose, get_backend
-from .errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
-from .identity import LocalObjects
-from .modal_plan import DEFAULT_GPU, ImageSpec
+from . import analysis as cell
+from ..wire import process_state
+from ..wire import payload as wire
+from ..backends.registry import choose, get_backend
+from ..errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
+from ..wire.identity import LocalObjects
+from ..backends.modal.plan import DEFAULT_GPU, ImageSpec
 from .output import show_event
-from .progress import format_bytes
+from .view.progress import format_bytes
 from .secrets import credential_reason
-from .runner import ERROR, INPUTS, PLAIN, RESIDENT, VALUE
+from ..worker.runner import ERROR, INPUTS, PLAIN, RESIDENT, VALUE
 from .session import SESSION, Crossing
 
 if TYPE_CHECKING:

@@ -34,23 +34,22 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import sys
-import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .identity import update_in_place, updatable
 
-__all__ = ["ALL", "Table", "Sender", "Receiver", "Store", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
+__all__ = ["ALL", "Table", "Sender", "Receiver", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
 _MISSING = type("Missing", (), {"__repr__": lambda self: "<missing resident value>"})()
 ALL = "*"
 """In a sender's ``missing``: the receiver holds nothing (a new worker or container)."""
 
 
-def _torch() -> Any:
+def torch_module() -> Any:
+    """torch if something has imported it: the session never imports it itself."""
     return sys.modules.get("torch")
 
 
@@ -59,7 +58,7 @@ def is_resident_kind(obj: Any) -> bool:
 
     Not an inference tensor (made under ``torch.inference_mode()``): it keeps no version counter, so neither side
     could vouch that it is unchanged; it goes as a value every time."""
-    torch = _torch()
+    torch = torch_module()
     if torch is None or type(obj) not in (torch.Tensor, torch.nn.Parameter):
         return False
     return ((obj.is_cpu or obj.is_cuda) and obj.layout == torch.strided and not obj.is_quantized
@@ -246,7 +245,7 @@ class Sender:
         self._kinds: dict[type, Callable[[Sender, Any], tuple | None]] = {}
         """How each kind of object this sender may name is named (every other object: by ``fallback``); plain
         functions, not bound methods, whose cycle would keep every object sent alive until a garbage collection."""
-        torch = _torch()
+        torch = torch_module()
         if torch is not None:
             from .tensors import SharedWithArray, StorageData
 
@@ -480,111 +479,6 @@ class Receiver:
             self._table.put(key, obj, version)
 
 
-class Store:
-    """The remote session's resident tensors: what its cells received and made, kept across cells.
-
-    Lives as long as the worker process (a recycled worker or container starts
-    empty, and the notebook's references then come back as ``missing``).
-    """
-
-    def __init__(self) -> None:
-        self.id = uuid.uuid4().hex[:8]
-        self.table = Table(f"{self.id}.", weak=False)
-        self._unsettled = False
-        self._inputs: Receiver | None = None
-        self._changed: list[Entry] = []
-
-    def begin(self, release: Iterable[str], resync: bool = False) -> None:
-        """Before a cell: drop what the notebook released; stop vouching for what changed unreported
-        (a cell that was interrupted, or whose results did not go out), or for everything on ``resync``."""
-        for key in release:
-            self.table.drop(key)
-        if resync or self._unsettled:
-            for entry in self.table.entries():
-                if resync or entry.print != fingerprint(entry.holder):
-                    entry.version = None
-        self._unsettled = True
-
-    def lacks(self, references: dict[str, str]) -> list[str]:
-        """Which of a payload's references this store cannot honour (absent, at another version, a buffer gone)."""
-        lacking = []
-        for key, version in references.items():
-            if key.startswith("#"):
-                held = self.table.digests.get(key[1:])
-                if held is None or held() is None:
-                    lacking.append(key)
-            elif (entry := self.table.get(key)) is None or entry.version != version:
-                lacking.append(key)
-        return lacking
-
-    def receiver(self) -> Receiver:
-        """The receiver of a cell's inputs; what it resolves is what the cell can reach (``results``)."""
-        self._inputs = Receiver(self.table)
-        return self._inputs
-
-    def results(self, fallback: Any, same_values: Callable[[Any], bool]) -> tuple[Sender, list[Any]]:
-        """The sender for a cell's results, and the resident tensors the cell changed (in place, a new
-        ``.grad``…), named in it or not.
-
-        Only the tensors the cell was given (and their sums, for parameters) are fingerprinted in full: a
-        ``.data`` write needs a reference to the tensor, while a tensor it was not given can change only
-        through what counts its versions (an in-place change through a view it was given, shared with it;
-        ``backward()`` on a resident graph, for one that requires grad). A big model kept for later cells
-        costs a cell that does not use it no pass over its memory, and ten thousand small tensors kept a
-        look at their version counters.
-        """
-        given = self._inputs.resolved if self._inputs is not None else set()
-        prints: dict[int, tuple] = {}
-        self._changed = []
-        for entry in self.table.entries():
-            t = entry.holder
-            if entry.key in given:
-                now = prints[id(t)] = fingerprint(t)
-                if now != entry.print or not same_values(t):
-                    self._changed.append(entry)
-            elif t.requires_grad or t._version != entry.print[0][0]:
-                content, rest = fingerprint(t, summed=False)
-                if content != entry.print[0][:len(content)] or rest != entry.print[1]:
-                    self._changed.append(entry)
-        sender = Sender(self.table, force=lambda t: not same_values(t), fallback=fallback, keeps_graphs=True,
-                        prints=prints)
-        return sender, [entry.holder for entry in self._changed]
-
-    def settle(self, sender: Sender) -> None:
-        """The results went out: record what they carried; whatever else changed is no longer vouched for."""
-        sender.commit()
-        for entry in self._changed:
-            if entry.key not in sender.sent:
-                entry.version = None
-        self._inputs, self._changed, self._unsettled = None, [], False
-
-    def report(self) -> dict[str, Any]:
-        """What is resident and the memory it holds (each storage counted once), for ``%modal_resident``."""
-        rows, seen, totals = [], set(), {"cpu": 0, "cuda": 0}
-        for entry in self.table.entries():
-            t = entry.holder
-            storage = t.untyped_storage()
-            nbytes = 0 if storage._cdata in seen else storage.nbytes()
-            seen.add(storage._cdata)
-            totals[t.device.type] = totals.get(t.device.type, 0) + nbytes
-            rows.append({"key": entry.key, "type": type(t).__name__, "shape": list(t.shape),
-                         "dtype": str(t.dtype).replace("torch.", ""), "device": str(t.device), "bytes": nbytes,
-                         "graph": type(t.grad_fn).__name__ if t.grad_fn is not None else None})
-        torch = _torch()
-        cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
-        return {"store": self.id, "rows": rows, "host_bytes": totals["cpu"], "gpu_bytes": totals["cuda"],
-                "gpu_allocated": torch.cuda.memory_allocated() if cuda else None, "rss": _rss()}
-
-
 def content_digest(buffer: Any) -> str:
     """What says two buffers hold the same bytes (SHA-1: ~0.5 s per GiB here, ~90 s per GiB up a home link)."""
     return hashlib.sha1(memoryview(buffer).cast("B")).hexdigest()
-
-
-def _rss() -> int | None:
-    """This process's resident memory (Linux), which counts what graphs hold besides the tensors themselves."""
-    try:
-        with open(f"/proc/{os.getpid()}/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None

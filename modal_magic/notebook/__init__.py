@@ -1,0 +1,7 @@
+"""The kernel's side: what runs in the notebook's own process.
+
+``magic.py`` (``%%modal_gpu`` and friends), ``extension.py`` (load and unload), ``driver.py`` (a cell's
+stages, the Python API), ``fanout.py`` (``--map``), ``analysis.py`` (what a cell reads and binds),
+``session.py`` and ``report.py`` (the remote-resident session), ``secrets.py`` (credentials held back),
+``output.py`` (the remote cell's output, published here), ``view/`` (progress and the summary).
+"""
