@@ -56,7 +56,7 @@ def main() -> None:
         os.environ.update(MODAL_SERVER_URL=server.url, MODAL_TOKEN_ID="ak-bench", MODAL_TOKEN_SECRET="as-bench")
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends.registry import close_all
+    from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")
@@ -100,7 +100,7 @@ def main() -> None:
             report = server.report()
             print(f"  containers started in all: {report['containers']}, errors: {len(report['errors'])}")
     finally:
-        close_all()
+        current().backends.close()
         if server is not None:
             server.stop()
 

@@ -98,7 +98,9 @@ def main() -> None:
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends.registry import ModalBackend, close_all
+    from modal_magic.backends.modal.backend import ModalBackend
+
+    from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")
@@ -143,7 +145,7 @@ def main() -> None:
                        {key: statistics.median(row[key] for row in rows[1:]) for key in rows[0]}))
             print(line(f"{mode} all {args.cells} cells", total(rows)))
     finally:
-        close_all()
+        current().backends.close()
         server.stop()
         link.stop()
 

@@ -82,7 +82,7 @@ def main() -> None:
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends.registry import close_all
+    from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")
@@ -111,7 +111,7 @@ def main() -> None:
         report = server.report()
         print(f"  containers started: {report['containers']}, multipart uploads: {report['multipart_uploads']}")
     finally:
-        close_all()
+        current().backends.close()
         server.stop()
 
 

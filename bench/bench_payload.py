@@ -29,7 +29,7 @@ import cloudpickle
 import torch
 from IPython.core.interactiveshell import InteractiveShell
 
-from modal_magic.backends.registry import get_backend
+from modal_magic.notebook.extension import current
 
 
 def _status(pid: int | str, field: str) -> int:
@@ -75,7 +75,7 @@ def measure_cell(shell: InteractiveShell, cell: str, size: int, repeat: int) -> 
     assert shell.run_cell(cell).success  # warm (torch imported there), and a first result in place
     shell.user_ns.pop("y", None)
     gc.collect()
-    worker = get_backend("local").pid
+    worker = current().backends.get("local").pid
     here0, there0 = _reset_peak("self"), _reset_peak(worker)
     assert shell.run_cell(cell).success  # the run whose memory is measured
     here_peak = (_status("self", "VmHWM") - here0) / size

@@ -102,7 +102,11 @@ def main() -> None:
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
-    from modal_magic.backends.registry import LocalBackend, ModalBackend, close_all
+    from modal_magic.backends.local import LocalBackend
+
+    from modal_magic.backends.modal.backend import ModalBackend
+
+    from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()
     shell.run_line_magic("load_ext", "modal_magic")
@@ -128,7 +132,7 @@ def main() -> None:
              {"resident": run_cells(shell, counted, flags, step, args.cells),
               "--fresh": run_cells(shell, counted, flags + " --fresh", step, args.cells)})
     finally:
-        close_all()
+        current().backends.close()
         if server is not None:
             server.stop()
 

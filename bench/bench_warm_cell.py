@@ -64,13 +64,13 @@ def bench_with_resident(repeat: int, count: int = 20_000) -> float:
 
 def bench_cold_start(repeat: int) -> tuple[float, float]:
     """(first cell with a fresh worker, `python -c "import torch, IPython"`), medians in seconds."""
-    from modal_magic.backends.registry import get_backend
+    from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()
     shell.user_ns["t"] = __import__("torch").ones(3)
     cold = []
     for _ in range(repeat):
-        get_backend("local").close()
+        current().backends.get("local").close()
         start = time.perf_counter()
         assert shell.run_cell("%%modal_gpu --backend local --quiet\nu = t * 2").success
         cold.append(time.perf_counter() - start)

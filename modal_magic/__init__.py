@@ -29,7 +29,7 @@ _EXPORTS = {  # public name -> the module that defines it
     "NO_VALUE": "notebook.driver", "MapSpec": "notebook.fanout", "MapFailed": "notebook.fanout",
     "ModalMagicError": "errors", "WorkerDied": "errors", "BackendUnavailable": "errors",
     "InternalError": "errors", "CellTimeout": "errors", "RemoteError": "errors",
-    "load_ipython_extension": "notebook.extension", "unload_ipython_extension": "notebook.extension",
+    "load_ipython_extension": "notebook.magic", "unload_ipython_extension": "notebook.magic",
     "remote": "compile.backend",
 }
 __all__ = sorted(_EXPORTS)
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .compile.backend import remote
     from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
     from .notebook.driver import NO_VALUE, CellOptions, CellOutcome, run_cell
-    from .notebook.extension import load_ipython_extension, unload_ipython_extension
+    from .notebook.magic import load_ipython_extension, unload_ipython_extension
     from .notebook.fanout import MapFailed, MapSpec
 
 

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 import modal_magic
-from modal_magic.backends.registry import LocalBackend, _live, get_backend
+from modal_magic.backends.local import LocalBackend
+from modal_magic.notebook.extension import current
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
 from modal_magic.notebook.driver import CellOptions, run_cell
@@ -41,9 +42,9 @@ def _remote_count() -> int:
 
 
 def _kill_worker() -> int:
-    pid = get_backend("local").pid
+    pid = current().backends.get("local").pid
     os.kill(pid, signal.SIGKILL)
-    while get_backend("local").pid is not None:
+    while current().backends.get("local").pid is not None:
         time.sleep(0.05)
     return pid
 
@@ -243,7 +244,7 @@ def test_a_killed_worker_between_calls_still_gives_the_right_values() -> None:
     call = backend.last_call
     assert call.round_trips == 2 and call.graph_sent
     assert sorted(call.tensors_sent) == sorted(key(p) for p in model.parameters())
-    assert get_backend("local").pid != pid
+    assert current().backends.get("local").pid != pid
 
 
 def test_training_steps_match_eager_with_dropout_and_an_optimizer_here() -> None:
@@ -304,12 +305,13 @@ def test_a_remote_failure_says_what_failed() -> None:
 @pytest.fixture
 def broken_local_backend():
     """The session's local backend, replaced by one whose worker cannot start."""
-    saved = _live.pop("local", None)
-    _live["local"] = LocalBackend(python="/nonexistent/python")
+    live = current().backends._live
+    saved = live.pop("local", None)
+    live["local"] = LocalBackend(python="/nonexistent/python")
     yield
-    _live.pop("local").close()
+    live.pop("local").close()
     if saved is not None:
-        _live["local"] = saved
+        live["local"] = saved
 
 
 def test_an_unreachable_backend_is_an_error_not_a_silent_local_run(broken_local_backend) -> None:
@@ -351,7 +353,7 @@ def test_the_registered_name_uses_the_session_defaults(shell) -> None:
             torch.testing.assert_close(torch.compile(model, backend="modal")(x), model(x))
     finally:
         shell.run_line_magic("modal_config", "backend=auto")
-    assert get_backend("local").pid is not None
+    assert current().backends.get("local").pid is not None
 
 
 class _Scaled(nn.Module):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from modal_magic import wire
-from modal_magic.backends.registry import LocalBackend, get_backend
+from modal_magic.backends.local import LocalBackend
+from modal_magic.notebook.extension import current
 from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
 
 from .conftest import run
@@ -22,7 +23,7 @@ NEXT_CELL = "%%modal_gpu\nimport os\nnext_pid = os.getpid()"
 
 def assert_next_cell_works(shell) -> None:
     assert run(shell, NEXT_CELL).success
-    assert shell.user_ns["next_pid"] == get_backend("local").pid
+    assert shell.user_ns["next_pid"] == current().backends.get("local").pid
 
 
 @pytest.mark.parametrize(

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from modal_magic.backends.registry import get_backend
+from modal_magic.notebook.extension import current
 from modal_magic.errors import WorkerDied
 
 from .conftest import run
 
 
 def worker_pid() -> int | None:
-    return get_backend("local").pid
+    return current().backends.get("local").pid
 
 
 def test_values_go_in_and_come_back(shell) -> None:

@@ -28,9 +28,9 @@ from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_cl
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.backends.registry import close_all
+    from modal_magic.notebook.extension import current
 
-    with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=close_all) as server:
+    with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=lambda: current().backends.close()) as server:
         yield server
 
 

@@ -22,9 +22,9 @@ from .fake_modal.testing import Server, serving
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.backends.registry import close_all
+    from modal_magic.notebook.extension import current
 
-    with serving(tmp_path_factory.mktemp("fake_modal_map"), before_stop=close_all) as server:
+    with serving(tmp_path_factory.mktemp("fake_modal_map"), before_stop=lambda: current().backends.close()) as server:
         yield server
 
 

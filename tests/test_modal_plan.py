@@ -240,11 +240,11 @@ def test_modal_config_shows_and_sets_session_defaults(shell, capsys) -> None:
 
 
 def test_modal_stop_stops_the_worker_and_the_next_cell_starts_one(shell, capsys) -> None:
-    from modal_magic.backends.registry import get_backend
+    from modal_magic.notebook.extension import current
 
     assert run(shell, "%%modal_gpu --quiet\nimport os\nbefore = os.getpid()").success
     shell.run_line_magic("modal_stop", "")
     assert "stopped the Modal app and the local worker" in capsys.readouterr().out
     assert run(shell, "%%modal_gpu --quiet\nimport os\nafter = os.getpid()").success
     assert shell.user_ns["after"] != shell.user_ns["before"]
-    assert get_backend("local").pid == shell.user_ns["after"]
+    assert current().backends.get("local").pid == shell.user_ns["after"]

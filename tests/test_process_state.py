@@ -8,7 +8,7 @@ from typing import Iterator
 
 import pytest
 
-from modal_magic.backends.registry import get_backend
+from modal_magic.notebook.extension import current
 
 from .conftest import run
 
@@ -16,9 +16,9 @@ from .conftest import run
 @pytest.fixture
 def fresh_worker() -> Iterator[None]:
     """A worker started inside the test (with its environment), and not left to later tests."""
-    get_backend("local").close()
+    current().backends.get("local").close()
     yield
-    get_backend("local").close()
+    current().backends.get("local").close()
 
 
 def test_worker_hashes_strings_as_a_kernel_with_a_pinned_seed(shell, monkeypatch, fresh_worker) -> None:

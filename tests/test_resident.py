@@ -19,9 +19,9 @@ import time
 import pytest
 import torch
 
-from modal_magic.backends.registry import LocalBackend, get_backend
+from modal_magic.backends.local import LocalBackend
+from modal_magic.notebook.extension import current
 from modal_magic.wire.remote_graph import MESSAGE
-from modal_magic.notebook.session import SESSION
 
 from .conftest import run
 
@@ -50,20 +50,21 @@ def remote(shell, body: str, flags: str = "") -> None:
 
 def resident_keys() -> set[str]:
     """The keys the worker holds now, from its own report."""
-    meta, _ = get_backend("local").run({"kind": "report"}, __import__("modal_magic").wire.pack({}), lambda e: None)
+    meta, _ = current().backends.get("local").run({"kind": "report"}, __import__("modal_magic").wire.pack({}),
+                                                  lambda e: None)
     return {row["key"] for row in meta["report"]["rows"]}
 
 
 def kill_worker() -> None:
     """The worker dies between cells (and is seen to be gone), as a recycled container would be."""
-    backend = get_backend("local")
+    backend = current().backends.get("local")
     os.kill(backend.pid, signal.SIGKILL)
     while backend.pid is not None:
         time.sleep(0.01)
 
 
 def key_of(tensor) -> str:
-    entry = SESSION.table.entry_of(tensor)
+    entry = current().session.table.entry_of(tensor)
     assert entry is not None, "the tensor is not mirrored"
     return entry.key
 
@@ -226,7 +227,7 @@ def test_fresh_sends_everything_and_keeps_nothing(shell, sent) -> None:
     remote(shell, "s = float(x.sum())\nz = w * 2", "--fresh")
     assert [call["bytes"] >= 2 * MIB for call in sent] == [True, True]
     assert shell.user_ns["z"].is_leaf and not shell.user_ns["z"].requires_grad  # today's: detached
-    assert SESSION.table.entry_of(shell.user_ns["x"]) is None
+    assert current().session.table.entry_of(shell.user_ns["x"]) is None
 
 
 def test_modal_resident_shows_names_and_memory_and_modal_stop_releases_everything(shell, capsys) -> None:
@@ -239,7 +240,7 @@ def test_modal_resident_shows_names_and_memory_and_modal_stop_releases_everythin
     assert "model: 2 tensor(s), 1.0 MiB on cpu" in shown
     assert "loss: 1 tensor(s)" in shown and "autograd graph (SumBackward0)" in shown
     run(shell, "%modal_stop")
-    assert len(SESSION.table) == 0
+    assert len(current().session.table) == 0
     run(shell, "%modal_resident")
     assert "no backend is running" in capsys.readouterr().out
 

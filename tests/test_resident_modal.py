@@ -16,7 +16,7 @@ import signal
 import pytest
 import torch
 
-from modal_magic.backends.registry import ModalBackend
+from modal_magic.backends.modal.backend import ModalBackend
 
 from .conftest import run
 from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - the stand-in's fixtures

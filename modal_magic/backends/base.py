@@ -4,13 +4,20 @@ A backend takes a request (the cell, its options and the packed inputs), runs
 it on a runner somewhere, forwards the runner's events as they arrive, and
 returns the final ``result`` frame. It knows nothing about IPython, namespaces
 or analysis: that is the driver's job.
+
+A backend also describes itself, so that nothing else names it: whether it can
+run here and why (``availability``, for ``--backend auto``), and the words
+``--dry-run``, ``--map`` and ``torch.compile``'s errors use for it
+(``describe``, ``image``). ``registry.py`` finds the backends by the
+``modal_magic.backends`` entry point.
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
 from ..wire import payload as wire
 
@@ -18,10 +25,50 @@ OnEvent = Callable[[dict[str, Any]], None]
 ResultFrame = tuple[dict[str, Any], list[Any]]
 
 
-class Backend(abc.ABC):
-    """Where cells run. Implementations: ``LocalBackend`` (a worker process)."""
+@dataclass(frozen=True)
+class Availability:
+    """Whether a backend can run cells in this kernel, decided offline (no network), in the user's words."""
 
-    name: str = "?"
+    ok: bool
+    why: str
+    """Asked for by name: why it runs there; or, not ok, what running it needs (a dry run still plans it)."""
+    auto: str
+    """What ``--backend auto`` says for taking it, or (not ok) for passing it over."""
+    refusal: str = ""
+    """Not ok: the error a cell that asks for it by name raises."""
+
+
+@dataclass(frozen=True)
+class Description:
+    """How the user is told where a backend runs things (``--dry-run``, ``--map``'s progress, compile's errors)."""
+
+    place: str
+    """Where one call runs: 'the local worker', 'Modal (H100 or A100)'."""
+    pool: str
+    """Where ``--map``'s copies run, in its progress line: 'local workers', 'Modal'."""
+    lanes: str
+    """How many copies at once: '3 local workers', 'up to 3 Modal calls at once'."""
+    map_plan: str
+    """The dry run's ``--map`` line: 'local worker processes, one per core at most'."""
+    no_timeout: str
+    """The dry run's timeout without ``--timeout``: 'none', "none of ours; Modal's maximum, 24 h"."""
+    gpu_note: str = ""
+    """Said beside the dry run's ``--gpu`` when the GPU does not apply here."""
+
+
+class Backend(abc.ABC):
+    """Where cells run. Implementations: ``LocalBackend`` (a worker process), ``ModalBackend`` (a container)."""
+
+    name: ClassVar[str] = "?"
+    """Its ``--backend`` name, as the entry point names it."""
+    summary: ClassVar[str] = ""
+    """What it is, for ``--backend``'s help: 'a GPU container'."""
+    runs_cells: ClassVar[str] = ""
+    """Where cells run, for ``auto``'s notice: 'running cells on Modal — …'."""
+    auto_order: ClassVar[int | None] = None
+    """``--backend auto`` takes the first available backend, lowest first; None: only when asked for by name."""
+    auto_help: ClassVar[str] = ""
+    """When ``auto`` takes it, for ``--backend``'s help: 'Modal when configured'."""
     hashes_buffers: bool = False
     """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
     where hashing (~0.5 s per GiB) is faster than the link."""
@@ -37,6 +84,22 @@ class Backend(abc.ABC):
         (from another thread: a fan-out's cells do not run on the thread that
         gets the kernel's interrupt) stops the cell as an interrupt would.
         """
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Whether it can run cells here, and why; a backend that needs nothing is always available."""
+        return Availability(True, "asked for", auto=cls.name)
+
+    @classmethod
+    @abc.abstractmethod
+    def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
+        """Its words for the user, for a cell asking for ``gpu`` (types in order) and ``lanes`` copies at once."""
+
+    @classmethod
+    def image(cls, pip: Sequence[str]) -> list[str] | None:
+        """The image a cell would run in with ``pip`` packages, as lines (``--dry-run``); None: no image of its own
+        (it runs in this kernel's environment). Raises ``UsageProblem`` for packages it would refuse."""
+        return None
 
     def lanes(self, wanted: int) -> list["Backend"]:
         """Up to ``wanted`` backends whose ``run`` calls may go on at the same time, one per thread (``--map``).

@@ -21,12 +21,12 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..wire import frames
 from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
-from .base import Backend, OnEvent, ResultFrame
+from .base import Backend, Description, OnEvent, ResultFrame
 
 # Variables a Python process needs to behave normally; everything else stays home.
 # PYTHONHASHSEED: a kernel started with a pinned seed iterates sets and hashes strings in one
@@ -42,6 +42,17 @@ _PRELOAD = ("torch",)  # imported by a new worker before it is ready, when the n
 
 class LocalBackend(Backend):
     name = "local"
+    summary = "a worker process on this machine"
+    runs_cells = "on the local backend (this machine)"
+    auto_order = 100  # always available: auto's last resort
+    auto_help = "local"
+
+    @classmethod
+    def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
+        return Description(place="the local worker", pool="local workers",
+                           lanes=f"{lanes} local worker{'s' if lanes > 1 else ''}",
+                           map_plan="local worker processes, one per core at most", no_timeout="none",
+                           gpu_note="used by the Modal backend; the local worker runs on this machine")
 
     def __init__(self, python: str = sys.executable, *, grace: float = _GRACE,
                  environment: dict[str, str] | None = None) -> None:

@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.fx
 
-from ..backends.registry import CHOICES
+from ..notebook import options as settings
 from ..notebook.driver import CellOptions
+from ..notebook.extension import current
 from ..errors import UsageProblem
-from ..backends.modal.plan import DEFAULT_GPU, parse_gpu
 from .channel import CallStats, Place
 from .graph import GraphPlan, static_inputs
 from .protocol import AUTO, EAGER, RemoteGraphError
@@ -31,15 +31,14 @@ from .training import needs_autograd, training_graphs
 
 __all__ = ["RemoteCompiler", "remote", "session_backend"]
 
-_DEVICES = ("cpu", "auto", "cuda")
-_places: dict[tuple[CellOptions, str], Place] = {}  # one record per place, shared by every compiler using it
 
 
 class RemoteCompiler:
     """A dynamo backend whose graphs run remotely; ``last_call`` says what the latest call cost."""
 
     def __init__(self, options: CellOptions, compile_with: str, fallback: str | None) -> None:
-        self._place = _places.setdefault((options, compile_with), Place(options, compile_with))
+        places = current().compile_places  # one record per place, shared by every compiler using it
+        self._place = places.setdefault((options, compile_with), Place(options, compile_with))
         self._fallback = fallback
         self._warned = False
 
@@ -84,22 +83,12 @@ def remote(*, backend: str | None = None, gpu: str | None = None, device: str | 
     elsewhere); ``fallback="local"`` runs a graph here when the remote call fails,
     warning once, instead of raising.
     """
-    defaults = _session_defaults()
-    backend = backend or defaults.get("backend", "auto")
-    device = device or defaults.get("device", "cpu")
-    if backend not in CHOICES:
-        raise UsageProblem(f"unknown backend {backend!r}; choose one of {', '.join(CHOICES)}")
-    if device not in _DEVICES:
-        raise UsageProblem(f"unknown device {device!r}; choose one of {', '.join(_DEVICES)}")
     if fallback not in (None, "local"):
         raise UsageProblem(f"fallback takes 'local' or None, not {fallback!r}")
-    if timeout is not None and not timeout > 0:
-        raise UsageProblem(f"timeout must be a positive number of seconds, not {timeout!r}")
     _check_compiler(compile_with)
-    options = CellOptions(backend=backend, device=device,
-                          timeout=timeout if timeout is not None else defaults.get("timeout"),
-                          gpu=tuple(parse_gpu(gpu or defaults.get("gpu") or DEFAULT_GPU)),
-                          cpu=cpu, memory_mib=memory, pip=tuple(pip))
+    given = {"backend": backend, "gpu": gpu, "device": device, "timeout": timeout, "cpu": cpu, "memory": memory,
+             "pip": pip}
+    options = CellOptions(**settings.for_cell(given, current().defaults, read=True))
     return RemoteCompiler(options, compile_with, fallback)
 
 
@@ -113,19 +102,6 @@ def _check_compiler(name: Any) -> None:
     if not isinstance(name, str) or name not in (AUTO, EAGER, *known):
         raise UsageProblem(f"compile_with takes the name of a torch.compile backend ({AUTO!r}, "
                            f"{', '.join(map(repr, known))}), not {name!r}")
-
-
-def _session_defaults() -> dict[str, Any]:
-    """The magic's session defaults (``%modal_config``) when the extension is loaded in this IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return {}
-    shell = get_ipython()
-    magics = shell.magics_manager.registry.get("ModalMagics") if shell is not None else None
-    if magics is None:
-        return {}
-    return {name: getattr(magics, name) for name in ("backend", "gpu", "device", "timeout")}
 
 
 def _register() -> None:

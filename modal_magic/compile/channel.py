@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..backends.registry import choose
+from ..backends import registry
 from ..notebook.driver import CellOptions, run_cell
 from ..errors import ModalMagicError, UsageProblem
 from ..notebook.output import show_event
@@ -66,10 +66,9 @@ class Place:
         """Stand-ins for the saved activations kept there, by key, while autograd holds them."""
 
     def where(self) -> str:
-        name, _ = choose(self.options.backend)
-        if name == "local":
-            return "the local worker"
-        return f"Modal ({' or '.join(self.options.gpu) or 'a CPU container'})"
+        """Where its graphs run, in the backend's own words: 'the local worker', 'Modal (A10G)'."""
+        name, _ = registry.choose(self.options.backend)
+        return registry.backend_class(name).describe(gpu=self.options.gpu).place
 
     def call(self, plan: GraphPlan, args: Sequence[Any]) -> tuple[Any, ...]:
         """Run ``plan``'s graph on ``args`` there; its outputs here, and its in-place changes applied here."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Collection, MutableMapping
 
 from IPython.core.inputtransformer2 import TransformerManager
@@ -25,15 +25,15 @@ from IPython.core.inputtransformer2 import TransformerManager
 from . import analysis as cell
 from ..wire import process_state
 from ..wire import payload as wire
-from ..backends.registry import choose, get_backend
 from ..errors import RemoteError, ResultsLost, UsageProblem, with_remote_traceback
 from ..wire.identity import LocalObjects
-from ..backends.modal.plan import DEFAULT_GPU, ImageSpec
+from .extension import current
+from .options import check_device, session_default
 from .output import show_event
 from .view.progress import format_bytes
 from .secrets import credential_reason
 from ..worker.runner import ERROR, INPUTS, PLAIN, RESIDENT, VALUE
-from .session import SESSION, Crossing
+from .session import Crossing
 
 if TYPE_CHECKING:
     from .fanout import MapSpec
@@ -44,27 +44,26 @@ NO_VALUE: Any = type("NoValue", (), {"__repr__": lambda self: "NO_VALUE", "__boo
 """The ``value`` of a cell that does not end in a displayed expression."""
 
 _transformer = TransformerManager()
-DEFAULT_MAX_INPUT = 4 << 30
 
 
 @dataclass(frozen=True)
 class CellOptions:
-    """What the user asked for (the magic's flags, with their defaults)."""
+    """What the user asked for (the magic's flags; unset, the defaults of ``options.SETTINGS``)."""
 
-    backend: str = "auto"
+    backend: str = session_default("backend")
     inputs: tuple[str, ...] = ()
     """Extra names to send, on top of the ones detected (``--in``)."""
     outputs: tuple[str, ...] | None = None
     """Only these names come back (``--out``); ``None`` = every name the cell binds."""
-    device: str = "cpu"
+    device: str = session_default("device")
     """Where returned tensors land: ``cpu``, ``auto`` (CUDA if this machine has it) or ``cuda``."""
     timeout: float | None = None
     quiet: bool = False
     env: tuple[str, ...] = ()
     """Environment variables to set for the cell there (none are forwarded otherwise)."""
-    max_input_bytes: int | None = DEFAULT_MAX_INPUT
+    max_input_bytes: int | None = session_default("max_input")
     """Refuse to send more than this (a typo'd 40 GB upload is better caught here)."""
-    gpu: tuple[str, ...] = (DEFAULT_GPU,)
+    gpu: tuple[str, ...] = session_default("gpu")
     """Modal GPU types in order of preference, normalised (``modal_plan.parse_gpu``); empty: a CPU container."""
     cpu: float | None = None
     memory_mib: int | None = None
@@ -125,7 +124,7 @@ def run_cell(
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": crossing.inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
     try:
-        meta, buffers = crossing.run(get_backend(options.backend), request, on_event, options.timeout)
+        meta, buffers = crossing.run(current().backends.get(options.backend), request, on_event, options.timeout)
         clock.lap("remote")
         if meta.get("interrupted"):  # as a local interrupt: the cell's own line, the namespace untouched
             raise with_remote_traceback(KeyboardInterrupt(), meta["error"]["traceback"])
@@ -154,7 +153,7 @@ def _one_line(exc: BaseException) -> str:
 def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
              header: str | None, clock: "_Stopwatch") -> tuple[list[str], Crossing, dict[str, Any]]:
     """Analyse the cell and pack what it reads: everything that can fail before anything runs."""
-    _check_device(options.device)
+    check_device(options.device)
     analysis = _analyze(source, 0 if header is None else 1)
     names = _input_names(analysis, namespace, options, hidden)
     # A name the cell deletes without reading still has to exist there for `del` to work.
@@ -164,7 +163,7 @@ def _prepare(source: str, namespace: MutableMapping[str, Any], options: CellOpti
     _hold_back_secrets(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
     try:
-        crossing = SESSION.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
+        crossing = current().session.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
     _check_size(crossing.inputs, options.max_input_bytes)
@@ -256,47 +255,6 @@ class _Stopwatch:
         self.laps[stage], self._last = now - self._last, now
 
 
-def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions = CellOptions(), *,
-              hidden: Collection[str] = ()) -> list[str]:
-    """What running the cell would do, as lines (``--dry-run``): nothing runs, nothing is sent or changed."""
-    backend, why = choose(options.backend, planning=True)
-    mapping = options.mapping
-    if mapping is not None:  # as run_mapped packs it: the mapped name is not an input, the copies run fresh
-        options, hidden = replace(options, fresh=True), {*hidden, mapping.name}
-    names, crossing, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
-    inputs = crossing.inputs
-    image = ImageSpec.for_this_kernel(options.pip)
-    sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
-    return [
-        "modal_gpu --dry-run: nothing was run, sent or changed",
-        f"  backend: {backend} ({why})",
-        f"  gpu: {' then '.join(options.gpu) or 'none (a CPU container)'}"
-        + (" (used by the Modal backend; the local worker runs on this machine)" if options.gpu and backend == "local" else ""),
-        f"  cpu: {options.cpu or 'default'}, memory: {f'{options.memory_mib} MiB' if options.memory_mib else 'default'}, "
-        f"timeout: {f'{options.timeout:g} s' if options.timeout else _NO_TIMEOUT[backend]}",
-        "  image: " + "; ".join(image.describe()),
-        f"  inputs: {sent} — {format_bytes(inputs.nbytes)} in all",
-        *([] if mapping is None else [_plan_mapping(mapping, namespace, backend)]),
-    ]
-
-
-def _plan_mapping(mapping: "MapSpec", namespace: MutableMapping[str, Any], backend: str) -> str:
-    """The ``--map`` line of a dry run: what the copies run over, without evaluating anything."""
-    if mapping.expression is not None:
-        over = f"{mapping.expression} (not evaluated by --dry-run: it is notebook code)"
-    else:
-        value = namespace.get(mapping.name)
-        sized = f", {len(value)} elements" if isinstance(value, (list, tuple, range, dict, set, str)) else ""
-        over = f"the notebook's {mapping.name} ({type(value).__name__}{sized})"
-    where = "local worker processes, one per core at most" if backend == "local" else "as many containers as Modal gives"
-    cap = f"at most {mapping.max_parallel} at once, " if mapping.max_parallel else ""
-    return (f"  map: one copy per element of {over}, {mapping.name} bound to it; {cap}on {where}; "
-            f"{'the first failure cancels the rest' if mapping.fail_fast else 'a failed element lets the others finish'}")
-
-
-_NO_TIMEOUT = {"local": "none", "modal": "none of ours; Modal's maximum, 24 h"}
-
-
 def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:
     held = {n: why for n in names if n not in named and (why := credential_reason(n, namespace[n]))}
     if held:
@@ -321,15 +279,6 @@ def _check_size(inputs: wire.Payload, limit: int | None) -> None:
     raise UsageProblem(f"the inputs come to {format_bytes(inputs.nbytes)}, over the limit of {format_bytes(limit)}: "
                        f"{listed}. Nothing was sent. Raise the limit with --max-input SIZE (e.g. 20GB), "
                        "or leave the big variables out of the cell.")
-
-
-def _check_device(device: str) -> None:
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UsageProblem(f"--device {device}, but this machine has no CUDA device to put results on; "
-                               "use --device cpu (the default) or auto.")
 
 
 def _analyze(source: str, line_offset: int) -> cell.CellAnalysis:

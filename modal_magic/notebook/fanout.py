@@ -36,7 +36,8 @@ from typing import Any, Callable, Collection, MutableMapping
 
 from ..wire import process_state
 from ..wire import payload as wire
-from ..backends.registry import Backend, get_backend
+from ..backends.base import Backend
+from .extension import current
 # The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
 from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _one_line, _prepare, _Stopwatch, _take_slots
 from ..errors import BackendUnavailable, RemoteError, UsageProblem
@@ -135,7 +136,7 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
     packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
     on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
     request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
-    lanes = get_backend(options.backend).lanes(min(len(elements), spec.max_parallel or len(elements)))
+    lanes = current().backends.get(options.backend).lanes(min(len(elements), spec.max_parallel or len(elements)))
     request["resources"] = {**request["resources"], "parallel": len(lanes)}  # Modal: the fan-out's own pool
     try:
         handler = _Handler(elements, inputs, namespace, spec, on_event, options.device)
@@ -210,9 +211,10 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
     try:
         for thread in threads:
             thread.start()
-        on_event({"kind": "stage", "stage": "start", "where": _where(lanes), "warm": None,
-                  "note": f"{len(elements)} elements on {_lanes(lanes)}"})
-        on_event({"kind": "stage", "stage": "run", "where": _where(lanes)})
+        where = lanes[0].describe(lanes=len(lanes))
+        on_event({"kind": "stage", "stage": "start", "where": where.pool, "warm": None,
+                  "note": f"{len(elements)} elements on {where.lanes}"})
+        on_event({"kind": "stage", "stage": "run", "where": where.pool})
         running = len(threads)
         while running:
             try:
@@ -483,12 +485,3 @@ def _element_times(elements: list[_Element]) -> dict[str, float]:
     return {"fastest element": min(t for _, t in ran), "median element": statistics.median(t for _, t in ran),
             f"slowest [{slowest[0]}]": slowest[1]}
 
-
-def _where(lanes: list[Backend]) -> str:
-    return {"local": "local workers", "modal": "Modal"}.get(lanes[0].name, lanes[0].name)
-
-
-def _lanes(lanes: list[Backend]) -> str:
-    if lanes[0].name == "local":
-        return f"{len(lanes)} local worker{'s' if len(lanes) > 1 else ''}"
-    return f"up to {len(lanes)} Modal calls at once"

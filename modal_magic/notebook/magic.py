@@ -2,109 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
-from traitlets import Float, Unicode
+from IPython.core.magic_arguments import parse_argstring
 
-from . import driver
-from ..backends.registry import CHOICES, close_all
+from . import driver, dry_run, extension, options
 from ..errors import UsageProblem
 from .fanout import MapFailed, MapSpec
-from ..backends.modal.plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
 from .report import resident_report
-from .session import SESSION
 from .view.live import make_view
 
 
-def _names(text: str) -> tuple[str, ...]:
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    bad = [n for n in names if not n.isidentifier()]
-    if bad:
-        raise UsageError(f"not a variable name: {', '.join(map(repr, bad))} (give names separated by commas)")
-    return names
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--timeout takes a number of seconds, not {text!r}") from None
-    if value <= 0:
-        raise UsageError("--timeout must be a positive number of seconds")
-    return value
-
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
-
-
-def _size(text: str) -> int:
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise UsageError(f"--max-input takes a size such as 500MB, 20GB or 1GiB, not {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
-
-
 @magics_class
-class ModalMagics(Magics):
+class ModalMagics(Magics, options.Defaults):
     """Run cells on a GPU container (or a local worker) as if they ran here.
 
-    Session defaults are traitlets, set with ``%config ModalMagics.timeout = 600``
-    or in ``ipython_config.py`` (``c.ModalMagics.timeout = 600``); flags win.
+    Session defaults are traitlets (``options.Defaults``), set with ``%config ModalMagics.timeout = 600``,
+    ``%modal_config timeout=600`` or in ``ipython_config.py`` (``c.ModalMagics.timeout = 600``); flags win.
     """
 
-    backend = Unicode("auto", help="default for --backend").tag(config=True)
-    device = Unicode("cpu", help="default for --device").tag(config=True)
-    timeout = Float(None, allow_none=True, help="default for --timeout, in seconds").tag(config=True)
-    max_input = Unicode("4GiB", help="default for --max-input").tag(config=True)
-    gpu = Unicode(DEFAULT_GPU, help=f"default for --gpu ('{NO_GPU}': a CPU container)").tag(config=True)
-
-    @magic_arguments()
-    @argument("--backend", choices=CHOICES, default=None,
-              help="where the cell runs: 'modal' (a GPU container), 'local' (a worker process "
-                   "on this machine) or 'auto' (Modal when configured, else local). Default: auto.")
-    @argument("--in", dest="inputs", type=_names, default=(), metavar="NAMES",
-              help="comma-separated names to send in addition to the ones the cell is seen to read")
-    @argument("--out", dest="outputs", type=_names, default=None, metavar="NAMES",
-              help="comma-separated names to bring back; by default every name the cell binds")
-    @argument("--device", choices=("cpu", "auto", "cuda"), default=None,
-              help="where returned tensors land here: 'cpu' (default), 'auto' (CUDA if this "
-                   "machine has it) or 'cuda'")
-    @argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
-              help="stop the cell after this many seconds (default: no limit of ours; "
-                   "a Modal cell runs at most Modal's maximum, 24 h)")
-    @argument("--env", type=_names, default=(), metavar="NAMES",
-              help="environment variables to set for the cell there (none are forwarded otherwise)")
-    @argument("--max-input", type=_size, default=None, metavar="SIZE",
-              help="refuse to send more than this much data (default 4GiB), e.g. 20GB")
-    @argument("--gpu", type=str, default=None, metavar="TYPE[:N][,TYPE…]",
-              help=f"Modal GPU, e.g. A10G, H100:2, or an ordered fallback list H100,A100 (case-insensitive); "
-                   f"'{NO_GPU}' for a CPU container. Default: {DEFAULT_GPU} (%%modal_config gpu=…)")
-    @argument("--cpu", type=float, default=None, help="CPU cores for the container")
-    @argument("--memory", type=int, default=None, metavar="MiB", help="memory for the container, in MiB")
-    @argument("--pip", nargs="+", default=(), metavar="PKG==VER",
-              help="extra packages for the container image (pin them: same pins, no rebuild)")
-    @argument("--map", dest="map", nargs="+", default=None, metavar="NAME=EXPR",
-              help="run one copy of the cell per element of EXPR (evaluated here; any iterable), in parallel, "
-                   "with NAME bound to the element; or NAME alone: an iterable already in the notebook. Each "
-                   "name the cell binds comes back as a list in element order (None where an element failed), "
-                   "the last expression as a list; in-place changes to notebook objects are dropped. "
-                   "E.g. --map lr=[0.1, 0.01] or --map seed=range(8)")
-    @argument("--max-parallel", type=int, default=None, metavar="N",
-              help="with --map: at most N copies at once (default: every element at once on Modal, "
-                   "one local worker per core)")
-    @argument("--map-fail-fast", action="store_true",
-              help="with --map: cancel the other copies at the first failure (default: they finish)")
-    @argument("--dry-run", action="store_true",
-              help="print the plan (backend, GPU, image, inputs and sizes) without running or sending anything")
-    @argument("--quiet", action="store_true", help="show only the cell's own output and errors")
-    @argument("--fresh", action="store_true",
-              help="run without the remote session's resident values: every input is sent, nothing is kept")
+    @options.flags
     @cell_magic
     def modal_gpu(self, line: str, cell: str) -> Any:
         """Run this cell remotely; its results come back into the notebook.
@@ -131,25 +51,19 @@ class ModalMagics(Magics):
             %%modal_gpu --map lr=[0.1, 0.01, 0.001]
             loss = train(model_config, lr)
         """
-        args = parse_argstring(self.modal_gpu, line)
         try:
-            return self._run(args, line, cell)
+            return self._run(parse_argstring(self.modal_gpu, line), line, cell)
         except UsageProblem as exc:
             raise UsageError(str(exc)) from None
         except MapFailed as exc:  # IPython leaves a group to Python's display: show it from here, not our internals
             raise exc.with_traceback(None) from None
 
     def _run(self, args: Any, line: str, cell: str) -> Any:
-        options = driver.CellOptions(
-            backend=args.backend or self.backend, inputs=args.inputs, outputs=args.outputs,
-            device=args.device or self.device, timeout=args.timeout or self.timeout, quiet=args.quiet,
-            env=args.env, max_input_bytes=args.max_input or _size(self.max_input),
-            gpu=tuple(parse_gpu(args.gpu or self.gpu)), cpu=args.cpu, memory_mib=args.memory,
-            pip=tuple(args.pip), fresh=args.fresh, mapping=_mapping(args))
+        cell_options = driver.CellOptions(**options.for_cell(vars(args), self), mapping=_mapping(args))
         shell = self.shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         if args.dry_run:
-            print("\n".join(driver.plan_cell(cell, shell.user_ns, options, hidden=hidden)))
+            print("\n".join(dry_run.plan_cell(cell, shell.user_ns, cell_options, hidden=hidden)))
             return None
         view = make_view(args.quiet)
 
@@ -157,11 +71,10 @@ class ModalMagics(Magics):
             view(event)
             show_event(event)
 
-        outcome = driver.run_cell(cell, shell.user_ns, options, hidden=hidden, on_event=on_event,
+        outcome = driver.run_cell(cell, shell.user_ns, cell_options, hidden=hidden, on_event=on_event,
                                   execution_count=_prompt_number(shell), colors=str(shell.colors),
                                   header=f"%%modal_gpu {line}".rstrip())
         return None if outcome.value is driver.NO_VALUE else outcome.value
-
 
     @line_magic
     def modal_stop(self, line: str = "") -> None:
@@ -169,15 +82,14 @@ class ModalMagics(Magics):
 
         The next ``%%modal_gpu`` cell starts them again.
         """
-        close_all()
-        SESSION.forget()
+        extension.current().stop_backends()
         print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
               "the next cell starts afresh.")
 
     @line_magic
     def modal_resident(self, line: str = "") -> None:
         """Show what the remote session keeps for this notebook (by variable name), and the memory it holds."""
-        print("\n".join(resident_report(self.shell.user_ns)))
+        print("\n".join(resident_report(self.shell.user_ns, extension.current())))
 
     @line_magic
     def modal_config(self, line: str = "") -> None:
@@ -186,22 +98,13 @@ class ModalMagics(Magics):
         The same settings as ``%config ModalMagics.<name>`` and ``c.ModalMagics.<name>`` in
         ``ipython_config.py``; a flag on a cell still wins.
         """
-        settable = {"backend": str, "gpu": str, "device": str, "timeout": float, "max_input": str}
-        for item in line.split():
-            name, sep, value = item.partition("=")
-            if not sep or name not in settable:
-                raise UsageError(f"%modal_config takes name=value with a name from {', '.join(settable)}; got {item!r}")
-            if name == "backend" and value not in CHOICES:
-                raise UsageError(f"backend must be one of {', '.join(CHOICES)}, not {value!r}")
-            if name == "max_input":
-                _size(value)
-            if name == "gpu":
-                try:
-                    parse_gpu(value)
-                except UsageProblem as exc:
-                    raise UsageError(str(exc)) from None
-            setattr(self, name, None if value.lower() == "none" else settable[name](value))
-        for name in settable:
+        try:
+            changes = options.configure(line)
+        except UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+        for name, value in changes.items():
+            setattr(self, name, value)
+        for name in options.SESSION_OPTIONS:
             print(f"{name} = {getattr(self, name)!r}")
 
 
@@ -227,3 +130,22 @@ def _prompt_number(shell: Any) -> int:
     running = getattr(shell.displayhook, "exec_result", None)
     number = getattr(running, "execution_count", None)
     return number if isinstance(number, int) else shell.execution_count
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """Called by ``%load_ext modal_magic``: the magics, and this kernel's ``Extension`` with them as defaults."""
+    magics = ModalMagics(ipython)
+    extension.start(magics)
+    ipython.register_magics(magics)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """Called by ``%unload_ext modal_magic``: stop the backends, and take back every magic ``%load_ext`` added."""
+    extension.stop()
+    manager = ipython.magics_manager
+    magics = manager.registry.pop(ModalMagics.__name__, None)
+    for kind, names in ModalMagics.magics.items():
+        for name in names:
+            manager.magics[kind].pop(name, None)
+    if magics in ipython.configurables:  # Magics.__init__ put it there, for %config
+        ipython.configurables.remove(magics)

@@ -9,27 +9,29 @@ container's tensors one level down.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from ..backends.registry import running
 from .view.progress import format_bytes
 from ..wire.resident import is_resident_kind
-from .session import SESSION
+from .session import Session
 from ..wire.payload import pack
+
+if TYPE_CHECKING:
+    from .extension import Extension
 
 __all__ = ["resident_report"]
 
 
-def resident_report(namespace: Mapping[str, Any]) -> list[str]:
-    """The lines ``%modal_resident`` prints."""
-    backends = running()
+def resident_report(namespace: Mapping[str, Any], extension: "Extension") -> list[str]:
+    """The lines ``%modal_resident`` prints, for ``extension``'s backends and session."""
+    backends, session = extension.backends.running(), extension.session
     if not backends:
         return ["modal_gpu: no backend is running, so nothing is resident remotely "
-                f"(this notebook mirrors {len(SESSION.table)} tensor(s) that would be sent as values)."]
-    names = _names_by_key(namespace)
+                f"(this notebook mirrors {len(session.table)} tensor(s) that would be sent as values)."]
+    names = _names_by_key(namespace, session)
     lines: list[str] = []
     for backend in backends:
-        meta, _ = backend.run({"kind": "report", "resources": SESSION.last_resources.get(backend.name, {})},
+        meta, _ = backend.run({"kind": "report", "resources": session.last_resources.get(backend.name, {})},
                               pack({}), lambda event: None)
         lines += _describe(backend.name, meta["report"], names)
     return lines
@@ -55,14 +57,14 @@ def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list
     return lines
 
 
-def _names_by_key(namespace: Mapping[str, Any]) -> dict[str, str]:
+def _names_by_key(namespace: Mapping[str, Any], session: Session) -> dict[str, str]:
     """Resident key → the notebook name that holds its tensor (the first one found)."""
     found: dict[str, str] = {}
     for name, value in namespace.items():
         if name.startswith("_"):
             continue
         for tensor in _tensors(value):
-            entry = SESSION.table.entry_of(tensor)
+            entry = session.table.entry_of(tensor)
             if entry is not None:
                 found.setdefault(entry.key, name)
     return found

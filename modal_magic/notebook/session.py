@@ -1,6 +1,6 @@
 """The notebook's side of the remote-resident session: which of its tensors mirror a remote one.
 
-One ``Session`` per kernel (``SESSION``), whatever the backend: keys and
+One ``Session`` per kernel (``extension.current().session``), whatever the backend: keys and
 versions are unique to the side that minted them, so a backend that lacks one
 (another backend, a recycled worker or container) just asks for its value.
 Mirrors are held weakly: a tensor the notebook no longer holds (deleted,
@@ -19,7 +19,7 @@ from ..wire import payload as wire
 from ..errors import InternalError
 from ..wire.resident import ALL, Receiver, Sender, Table
 
-__all__ = ["Session", "Crossing", "SESSION", "HASH_MIN"]
+__all__ = ["Session", "Crossing", "HASH_MIN"]
 
 HASH_MIN = 16 << 20
 """Buffers from this size up go as their digest when the remote side was sent that content before, where the
@@ -128,5 +128,3 @@ class Crossing:
         if not self._fresh:
             self._session.resync = True
 
-
-SESSION = Session()

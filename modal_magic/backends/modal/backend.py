@@ -33,16 +33,16 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy
 
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
-from .plan import ImageSpec
+from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
 from ...notebook.view.progress import format_bytes
-from ..base import Backend, OnEvent, ResultFrame
+from ..base import Availability, Backend, Description, OnEvent, ResultFrame
 from .errors import UNCHANGED, explain, preflight
 from .container import GRACE, RERUNS, STOP, executor_class, partition
 
@@ -119,6 +119,32 @@ class _Pool:
 class ModalBackend(Backend):
     name = "modal"
     hashes_buffers = True  # a home uplink: ~90 s per GiB
+    summary = "a GPU container"
+    runs_cells = "on Modal"
+    auto_order = 0  # where credentials are found, auto runs cells on GPUs
+    auto_help = "Modal when configured"
+
+    @classmethod
+    def availability(cls) -> Availability:
+        """Available where Modal's client would find credentials (``plan.modal_credentials``: no network)."""
+        found = modal_credentials()
+        if found is None:
+            return Availability(
+                False, f"asked for; no Modal credentials were found, and running it needs them: {HOW_TO_CONFIGURE}",
+                auto=f"no Modal credentials found; to run on GPUs, {HOW_TO_CONFIGURE}",
+                refusal=f"--backend modal needs Modal credentials, and none were found: {HOW_TO_CONFIGURE}.")
+        return Availability(True, f"credentials: {found}",
+                            auto=f"Modal credentials found ({found}); --backend local runs cells on this machine")
+
+    @classmethod
+    def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
+        return Description(place=f"Modal ({' or '.join(gpu) or 'a CPU container'})", pool="Modal",
+                           lanes=f"up to {lanes} Modal calls at once", map_plan="as many containers as Modal gives",
+                           no_timeout=f"none of ours; Modal's maximum, {MAX_TIMEOUT // 3600} h")
+
+    @classmethod
+    def image(cls, pip: Sequence[str]) -> list[str]:
+        return ImageSpec.for_this_kernel(tuple(pip)).describe()
 
     def __init__(self) -> None:
         self._stack: contextlib.ExitStack | None = None
