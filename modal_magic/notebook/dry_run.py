@@ -37,7 +37,8 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
         f"  backend: {name} ({why})",
         f"  gpu: {' then '.join(options.gpu) or 'none (a CPU container)'}"
         + (f" ({where.gpu_note})" if options.gpu and where.gpu_note else ""),
-        f"  cpu: {options.cpu or 'default'}, memory: {f'{options.memory_mib} MiB' if options.memory_mib else 'default'}, "
+        f"  cpu: {options.cpu or 'default'}, "
+        f"memory: {f'{options.memory_mib} MiB' if options.memory_mib else 'default'}, "
         f"timeout: {f'{options.timeout:g} s' if options.timeout else where.no_timeout}",
         "  image: " + "; ".join(_image(name, options.pip)),
         f"  inputs: {sent} — {format_bytes(inputs.nbytes)} in all",
@@ -64,5 +65,5 @@ def _plan_mapping(mapping: "MapSpec", namespace: MutableMapping[str, Any], where
         sized = f", {len(value)} elements" if isinstance(value, (list, tuple, range, dict, set, str)) else ""
         over = f"the notebook's {mapping.name} ({type(value).__name__}{sized})"
     cap = f"at most {mapping.max_parallel} at once, " if mapping.max_parallel else ""
-    return (f"  map: one copy per element of {over}, {mapping.name} bound to it; {cap}on {where.map_plan}; "
-            f"{'the first failure cancels the rest' if mapping.fail_fast else 'a failed element lets the others finish'}")
+    failure = "the first failure cancels the rest" if mapping.fail_fast else "a failed element lets the others finish"
+    return f"  map: one copy per element of {over}, {mapping.name} bound to it; {cap}on {where.map_plan}; {failure}"

@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Float, TraitType, Unicode
 from traitlets.config import Configurable
@@ -133,7 +134,7 @@ class Setting:
         """This option as an ``@argument`` of the magic: a session option's flag defaults to None (unset)."""
         extra = {key: value for key, value in self.flag.items() if key != "names"}
         if extra.get("action") is None:
-            extra.setdefault("type", self.parse)
+            extra["type"] = None if self.parse is None else _flag_type(self.parse)
             extra["choices"] = self.choices
         return argument(*self.flag.get("names", (self.spelling,)), default=None if self.is_session else self.default,
                         help=self.help, **extra)
@@ -141,6 +142,18 @@ class Setting:
     @property
     def is_session(self) -> bool:
         return self.session is not _ABSENT
+
+
+def _flag_type(parse: Callable[[Any], Any]) -> Callable[[str], Any]:
+    """``parse`` for ``argparse``, which would reword our ``UsageProblem`` (a ``ValueError``) as 'invalid value'."""
+    def read(text: str) -> Any:
+        try:
+            return parse(text)
+        except UsageProblem as exc:
+            raise UsageError(str(exc)) from None
+
+    read.__name__ = parse.__name__  # argparse names a type in its own messages: 'invalid float value'
+    return read
 
 
 _BACKENDS = registry.choices()
@@ -188,7 +201,7 @@ SESSION_OPTIONS: dict[str, Setting] = {name: setting for name, setting in SETTIN
 
 
 class Defaults(Configurable):
-    """The session defaults, one traitlet per ``SESSION_OPTIONS`` option (``ModalMagics`` is one: ``%config`` finds it)."""
+    """The session defaults, a traitlet per ``SESSION_OPTIONS`` row (``ModalMagics`` is one: ``%config`` finds it)."""
 
     locals().update({name: setting.trait() for name, setting in SESSION_OPTIONS.items()})  # the class's own traits
 
@@ -211,8 +224,8 @@ def configure(line: str) -> dict[str, Any]:
         name, sep, text = item.partition("=")
         setting = SESSION_OPTIONS.get(name)
         if not sep or setting is None:
-            raise UsageProblem(f"%modal_config takes name=value with a name from {', '.join(SESSION_OPTIONS)}; got {item!r}. "
-                               "Nothing was changed.")
+            raise UsageProblem(f"%modal_config takes name=value with a name from {', '.join(SESSION_OPTIONS)}; "
+                               f"got {item!r}. Nothing was changed.")
         try:
             changes[name] = setting.stored(text)
         except UsageProblem as exc:
