@@ -125,7 +125,7 @@ class Setting:
         return value if isinstance(self.session, float) or self.session is None else text
 
     def trait(self) -> TraitType:
-        help = f"default for {self.spelling}"
+        help = f"the session default for {self.spelling} (a cell's flag wins): {self.help}"
         if self.session is None or isinstance(self.session, float):
             return Float(self.session, allow_none=True, help=help).tag(config=True)
         return Unicode(self.session, help=help).tag(config=True)
