@@ -24,7 +24,11 @@ From the table come:
   set, so a bad item changes nothing and the error names it and what is accepted;
 
 - one cell's values, ``for_cell(given, defaults)``: what was given (a flag, or ``remote(timeout=…)``,
-  read through the same row), else the session default — as ``CellOptions``'s fields.
+  read through the same row), else the session default — as ``CellOptions``'s fields::
+
+      >>> fields = for_cell({"timeout": "600", "gpu": "h100:2"}, Defaults(), read=True)
+      >>> fields["timeout"], fields["gpu"], fields["max_input_bytes"]
+      (600.0, ('H100:2',), 4294967296)
 
 A new option is one row here (and, if a cell needs it, one ``CellOptions`` field).
 """
@@ -117,16 +121,21 @@ class Setting:
             raise UsageProblem(f"unknown {self.name} {given!r}; choose one of {', '.join(self.choices)}")
         return given if self.parse is None else self.parse(given)
 
+    @property
+    def numeric(self) -> bool:
+        """The session keeps a number (``timeout``, none by default), not the text as written."""
+        return self.session is None or isinstance(self.session, float)
+
     def stored(self, text: str) -> Any:
         """``%modal_config``'s text as the session keeps it (checked, but as written: ``8GB``, ``H100``)."""
         if self.session is None and text.lower() == "none":
             return None  # an option whose default is none takes it back
         value = self.value(text)
-        return value if isinstance(self.session, float) or self.session is None else text
+        return value if self.numeric else text
 
     def trait(self) -> TraitType:
-        help = f"the session default for {self.spelling} (a cell's flag wins): {self.help}"
-        if self.session is None or isinstance(self.session, float):
+        help = f"the session default for {self.spelling} (a cell's flag wins): {self.help.replace('%%', '%')}"
+        if self.numeric:
             return Float(self.session, allow_none=True, help=help).tag(config=True)
         return Unicode(self.session, help=help).tag(config=True)
 
