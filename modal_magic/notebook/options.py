@@ -238,7 +238,7 @@ def configure(line: str) -> dict[str, Any]:
         try:
             changes[name] = setting.stored(text)
         except UsageProblem as exc:
-            raise UsageProblem(f"%modal_config {item}: {exc}. Nothing was changed.") from None
+            raise UsageProblem(f"%modal_config {item}: {str(exc).rstrip('.')}. Nothing was changed.") from None
     return changes
 
 
