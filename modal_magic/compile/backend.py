@@ -38,7 +38,7 @@ class RemoteCompiler:
 
     def __init__(self, options: CellOptions, compile_with: str, fallback: str | None) -> None:
         places = current().compile_places  # one record per place, shared by every compiler using it
-        self._place = places.setdefault((options, compile_with), Place(options, compile_with))
+        self._place: Place = places.setdefault((options, compile_with), Place(options, compile_with))
         self._fallback = fallback
         self._warned = False
 

@@ -7,8 +7,9 @@ backend's own words (``Backend.describe``, ``Backend.image``): nothing here name
 
 from __future__ import annotations
 
+from collections.abc import Collection, MutableMapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Collection, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from ..backends import registry
 from .driver import CellOptions, _prepare, _Stopwatch
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["plan_cell"]
 
 
-def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions = CellOptions(), *,
+def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,
               hidden: Collection[str] = ()) -> list[str]:
     """The plan's lines: the backend and why, its resources, the image, the inputs and their sizes."""
     name, why = registry.choose(options.backend, planning=True)
@@ -56,7 +57,7 @@ def _image(name: str, pip: tuple[str, ...]) -> list[str]:
     return ["none: this kernel's own environment"]
 
 
-def _plan_mapping(mapping: "MapSpec", namespace: MutableMapping[str, Any], where: "Description") -> str:
+def _plan_mapping(mapping: MapSpec, namespace: MutableMapping[str, Any], where: Description) -> str:
     """The ``--map`` line: what the copies run over, without evaluating anything."""
     if mapping.expression is not None:
         over = f"{mapping.expression} (not evaluated by --dry-run: it is notebook code)"

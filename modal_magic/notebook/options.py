@@ -36,8 +36,9 @@ A new option is one row here (and, if a cell needs it, one ``CellOptions`` field
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic_arguments import argument, magic_arguments
@@ -109,7 +110,8 @@ class Setting:
 
     @property
     def spelling(self) -> str:
-        return self.flag.get("names", ("--" + self.name.replace("_", "-"),))[0]
+        names: tuple[str, ...] = self.flag.get("names", ("--" + self.name.replace("_", "-"),))
+        return names[0]
 
     @property
     def cell_field(self) -> str:
@@ -133,7 +135,7 @@ class Setting:
         value = self.value(text)
         return value if self.numeric else text
 
-    def trait(self) -> TraitType:
+    def trait(self) -> TraitType[Any, Any]:
         help = f"the session default for {self.spelling} (a cell's flag wins): {self.help.replace('%%', '%')}"
         if self.numeric:
             return Float(self.session, allow_none=True, help=help).tag(config=True)
