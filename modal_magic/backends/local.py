@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ..wire import frames
 from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
+from ..worker.lifeline import PARENT
 from .base import Backend, OnEvent, ResultFrame
 
 # Variables a Python process needs to behave normally; everything else stays home.
@@ -104,6 +105,7 @@ class LocalBackend(Backend):
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
         env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT] = str(os.getpid())  # the worker ends itself if this process dies (worker/lifeline.py)
         # torch's CPU allocator asks for transparent huge pages: fresh tensors (received
         # inputs, the cell's results) fault in ~2x faster (reference/torch_serialization.md §4).
         env["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "1")

@@ -14,6 +14,7 @@ the worker, where the progress view counts it, not to uploading the inputs.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import socket
 import sys
@@ -21,6 +22,7 @@ import traceback
 from typing import Sequence
 
 from ..wire import frames
+from . import lifeline
 
 
 def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
@@ -50,6 +52,8 @@ def main() -> None:
     # A parent that ignores SIGINT hands that on, and Python then keeps it ignored: Modal's container
     # entrypoint ignores it while @modal.enter runs, which is when a container starts its worker.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if lifeline.PARENT in os.environ:
+        lifeline.hold(int(os.environ.pop(lifeline.PARENT)))
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(sock, sys.argv[2:])
