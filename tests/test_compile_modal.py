@@ -13,7 +13,6 @@ from torch import nn
 import modal_magic
 
 from .conftest import run
-from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +22,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> None:  # noqa: F811
+def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
     backend = modal_magic.remote(backend="modal", gpu="T4")
@@ -42,7 +41,7 @@ def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> N
     assert report["containers"] == after_first["containers"] and report["rpcs"]["AppCreate"] == after_first["rpcs"]["AppCreate"]
 
 
-def test_a_new_container_gets_what_it_lacks_and_gives_the_right_values(fresh, shell) -> None:  # noqa: F811
+def test_a_new_container_gets_what_it_lacks_and_gives_the_right_values(fresh, shell) -> None:
     model = nn.Linear(6, 3).eval()
     backend = modal_magic.remote(backend="modal", gpu="T4")
     compiled = torch.compile(model, backend=backend)

@@ -18,34 +18,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
 from .conftest import run
-from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client, serving
-
-
-@pytest.fixture(scope="module")
-def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.backends.registry import close_all
-
-    with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=close_all) as server:
-        yield server
-
-
-@pytest.fixture
-def fresh(modal_server, shell) -> Iterator[Server]:
-    """No app open and no fault armed: the next Modal cell starts an app.
-
-    Afterwards: the stand-in met no bug of its own, and our flows sent no RPC it does not implement.
-    """
-    run(shell, "%modal_stop")
-    modal_server.fail("")
-    yield modal_server
-    modal_server.fail("")
-    report = modal_server.report()
-    assert report["errors"] == [] and report["unimplemented"] == {}, (report["errors"], report["unimplemented"])
+from .fake_modal.testing import TEST_KNOBS, closed_port, forget_modal_client
 
 
 def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> None:

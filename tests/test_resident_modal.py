@@ -19,7 +19,6 @@ import torch
 from modal_magic.backends.registry import ModalBackend
 
 from .conftest import run
-from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - the stand-in's fixtures
 
 MIB = 1 << 20
 CELL = "%%modal_gpu --backend modal --gpu T4\n"
@@ -45,7 +44,7 @@ def remote(shell, body: str) -> None:
 
 
 def test_a_session_on_modal_keeps_its_tensors_and_graphs_and_survives_a_new_container(
-        fresh, shell, sent, capsys) -> None:  # noqa: F811 - a fixture
+        fresh, shell, sent, capsys) -> None:
     run(shell, "import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(512, 512)\nX = torch.randn(16, 512)\n"
                "expected = model(X).pow(2).mean()\nexpected.backward()\ngrad = model.weight.grad.clone()\n"
                "model.zero_grad(set_to_none=True)")
@@ -74,7 +73,7 @@ def test_a_session_on_modal_keeps_its_tensors_and_graphs_and_survives_a_new_cont
     assert shell.user_ns["total2"] == pytest.approx(shell.user_ns["total"])
 
 
-def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, shell, sent, monkeypatch) -> None:  # noqa: F811
+def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, shell, sent, monkeypatch) -> None:
     """A new tensor with content sent before (a reloaded dataset, a copy) goes up as its SHA-1, once the
     container still holds that content; a new container asks for the bytes again."""
     monkeypatch.setattr("modal_magic.notebook.session.HASH_MIN", MIB)

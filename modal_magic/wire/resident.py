@@ -1,6 +1,6 @@
 """Tensors that stay where they are, named by keys the notebook and the remote session share.
 
-Issue 15 / DESIGN §5a. Every plain tensor that crosses gets a *key* and a
+The remote session (``docs/design.md``, ``docs/usage.md``). Every plain tensor that crosses gets a *key* and a
 *version*; both sides keep a ``Table`` of key → their own object, the version
 they agree it is at, and its fingerprint at that version (identity,
 ``_version``, memory, shape, ``requires_grad``, ``.grad``). A payload names such

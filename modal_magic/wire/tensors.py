@@ -7,8 +7,8 @@ Here a storage becomes one ``StorageData`` per storage per payload (pickle's
 memo keeps views and tied weights aliased), holding a protocol-5
 ``PickleBuffer`` over the host bytes; the receiver turns the received buffer
 *into* the storage (``torch.frombuffer``, no copy) and moves it to the target
-device only if that is not the CPU. See ``reference/torch_serialization.md``
-(approach d) for the measurements behind this.
+device only if that is not the CPU. ``docs/design.md`` ("The wire format") gives
+the measurements behind this.
 
 This module is imported only when torch already is: nothing here imports torch
 at module level for the sake of processes that never see a tensor.
