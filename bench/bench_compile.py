@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
-
 
 # The interrupt tests press the kernel's stop button with ``_thread.interrupt_main``, which does nothing where
 # SIGINT is ignored: it is in a job a script started in the background (``.ci/run &``), and Python keeps it so.

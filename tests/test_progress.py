@@ -7,9 +7,9 @@ import re
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from modal_magic.notebook.view.progress import Progress, format_parts
-from modal_magic.notebook.view.live import WIDGET_MIME, TextView, WidgetView
 from modal_magic.notebook.view.html import meter_html, summary_html
+from modal_magic.notebook.view.live import WIDGET_MIME, TextView, WidgetView
+from modal_magic.notebook.view.progress import Progress, format_parts
 
 from .conftest import published_displays
 

@@ -53,7 +53,7 @@ def assert_same_tensor(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.is_quantized:
         assert torch.equal(a.dequantize(), b.dequantize())
     elif a.is_nested:
-        assert all(torch.equal(x, y) for x, y in zip(a.unbind(), b.unbind()))
+        assert all(torch.equal(x, y) for x, y in zip(a.unbind(), b.unbind(), strict=True))
     elif a.layout != torch.strided:
         assert torch.equal(a.to_dense(), b.to_dense())
     else:
@@ -176,8 +176,8 @@ def test_model_and_optimizer_keep_state_mode_and_identity() -> None:
     assert not m2.training and not m2[1].training
     assert torch.equal(m2[1].running_mean, model[1].running_mean)
     params = list(m2.parameters())
-    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params))  # refers to *these* params
-    assert all(torch.equal(o2.state[p]["exp_avg"], opt.state[q]["exp_avg"]) for p, q in zip(params, model.parameters()))
+    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params, strict=True))  # refers to *these* params
+    assert all(torch.equal(o2.state[p]["exp_avg"], opt.state[q]["exp_avg"]) for p, q in zip(params, model.parameters(), strict=True))
 
 
 def test_tied_weights_stay_tied() -> None:

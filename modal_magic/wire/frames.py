@@ -12,7 +12,8 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .payload import gc_paused
 

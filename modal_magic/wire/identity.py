@@ -25,7 +25,8 @@ import random
 import sys
 import types
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RemoteInputs", "LocalObjects", "updatable", "update_in_place"]
 
@@ -57,7 +58,7 @@ def _random_states() -> dict[type, _StateAccess]:
     return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
     """``_random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
     holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
@@ -256,7 +257,7 @@ def _byte_bounds(array: Any) -> tuple[int, int]:
     """The first and one-past-the-last byte ``array`` can reach."""
     low = high = _address(array)
     if array.size:
-        for size, stride in zip(array.shape, array.strides):
+        for size, stride in zip(array.shape, array.strides, strict=True):
             if stride < 0:
                 low += (size - 1) * stride
             else:
@@ -335,7 +336,7 @@ class LocalObjects:
         are compared with what came back; tensors, arrays and random states
         travel as updates only when they changed.
         """
-        changed = [index for index, (local, new) in zip(self._updated, self._updates) if _differs(local, new)]
+        changed = [index for index, (local, new) in zip(self._updated, self._updates, strict=True) if _differs(local, new)]
         self._updates.clear()
         self._updated.clear()
         return changed

@@ -25,8 +25,9 @@ import array
 import importlib
 import sys
 import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["State", "capture", "apply", "changed_since", "reducers"]
 

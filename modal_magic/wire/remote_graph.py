@@ -31,7 +31,7 @@ class _RemoteGraph(torch.autograd.Function):
         raise RuntimeError(MESSAGE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _function_named(grad_fn: str) -> type:
     """A subclass of ``_RemoteGraph`` whose backward node's type is called ``grad_fn``, as the remote one is."""
     function = type(f"_RemoteGraph_{grad_fn}", (_RemoteGraph,), {})

@@ -36,10 +36,11 @@ import hashlib
 import itertools
 import sys
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from .identity import update_in_place, updatable
+from .identity import updatable, update_in_place
 
 __all__ = ["ALL", "Table", "Sender", "Receiver", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
@@ -463,7 +464,7 @@ class Receiver:
         if storage is None or content_digest(host_bytes(storage)) != digest:
             self._table.digests.pop(digest, None)
             if self._strict:
-                raise KeyError(f"the result names a buffer by its digest, which this side does not hold")
+                raise KeyError("the result names a buffer by its digest, which this side does not hold")
             self.missing.append("#" + digest)
             return _MISSING
         copy = self._loaded["#" + digest] = placed_copy(storage, device)

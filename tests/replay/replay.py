@@ -213,7 +213,7 @@ def compare_state(p: dict, r: dict) -> list[str]:
     ps, rs = p["shared"], r["shared"]
     for path in sorted(ps.keys() | rs.keys()):
         if ps.get(path) != rs.get(path):
-            def shares(s):
+            def shares(s, path=path):
                 return f"shares memory with {s[path]}" if path in s else "owns its memory"
             reasons.append(f"{path}: {shares(ps)} locally, {shares(rs)} remotely")
     for key in sorted(p["state"].keys() | r["state"].keys()):
@@ -242,7 +242,7 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
             if va is None or vb is None or len(va) != len(vb):
                 out.append(f"{path}: values differ")
             elif not _close(va, vb):
-                worst = max((abs(x - y) for x, y in zip(va, vb) if not (math.isnan(x) and math.isnan(y))), default=0)
+                worst = max((abs(x - y) for x, y in zip(va, vb, strict=True) if not (math.isnan(x) and math.isnan(y))), default=0)
                 out.append(f"{path}: values differ (max abs diff {worst:.3g})")
         for key in keys:
             if key in ("sha", "values", "t"):
@@ -255,7 +255,7 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
         return
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         named = all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) for x in a + b)
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             if named:
                 sub = f"{path}[{x[0]}]" if x[0].startswith("'") else f"{path}.{x[0]}"
                 if x[0] != y[0]:
@@ -269,7 +269,7 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
 
 
 def _close(va: list[float], vb: list[float]) -> bool:
-    for x, y in zip(va, vb):
+    for x, y in zip(va, vb, strict=True):
         if math.isnan(x) and math.isnan(y):
             continue
         if not abs(x - y) <= ATOL + RTOL * abs(y):

@@ -169,7 +169,7 @@ class ImageSpec:
     extra: tuple[str, ...] = field(default=())
 
     @classmethod
-    def for_this_kernel(cls, extra: tuple[str, ...] = ()) -> "ImageSpec":
+    def for_this_kernel(cls, extra: tuple[str, ...] = ()) -> ImageSpec:
         torch_version = _version("torch") or "2.13.0"
         base, _, local = torch_version.partition("+")
         # A CUDA build names its wheel index; for a CPU/unsuffixed build, PyPI's Linux wheels ship CUDA.

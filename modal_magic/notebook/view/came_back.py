@@ -11,8 +11,9 @@ for 40.
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Item", "Returned", "describe_returned"]
 
