@@ -144,6 +144,7 @@ def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:
     return buf
 
 
+numpy: Any
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy ships with every torch

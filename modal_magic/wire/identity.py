@@ -34,12 +34,14 @@ _ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, 
 _IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range})
 
 
-def _tensor_type() -> type | tuple:
+def _tensor_type() -> Any:
+    """``torch.Tensor``, or ``()`` (an isinstance that matches nothing) when torch is not imported."""
     torch = sys.modules.get("torch")
     return torch.Tensor if torch is not None else ()
 
 
-def _array_type() -> type | tuple:
+def _array_type() -> Any:
+    """``numpy.ndarray``, or ``()`` when numpy is not imported."""
     numpy = sys.modules.get("numpy")
     return numpy.ndarray if numpy is not None else ()
 
@@ -89,7 +91,9 @@ def _snapshot(obj: Any) -> Any:
         return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
     if isinstance(obj, types.FunctionType):
         return _attributes(obj)
-    get_state, _ = _state_access(obj)
+    access = _state_access(obj)
+    assert access is not None, "only tensors, arrays, functions and random states are measured on arrival"
+    get_state, _ = access
     return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
 
 

@@ -222,8 +222,8 @@ def _exported_as(cls: type) -> tuple[str, str] | None:
     enums ``torch.nn.functional`` re-exports, which pickle cannot find by their qualified name and which
     cannot go by value. Only a class of neither ``__main__`` nor the user's own modules (those go by value)."""
     module = getattr(cls, "__module__", None)
-    attributes = _library_globals(module)
-    if attributes is None:
+    attributes = _library_globals(module) if isinstance(module, str) else None
+    if attributes is None or not isinstance(module, str):
         return None
     return next(((module, name) for name, value in list(attributes.items()) if value is cls), None)
 
@@ -437,7 +437,7 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu",
     unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location,
                            main=main)
     if persistent_load is not None:
-        unpickler.persistent_load = persistent_load
+        unpickler.persistent_load = persistent_load  # type: ignore[method-assign]  # pickle's documented hook
     result: dict[str, Any] = {}
     with _device_choice(map_location), warnings.catch_warnings():
         # torch's own rebuild functions (quantized, legacy blobs) touch TypedStorage and warn about it.

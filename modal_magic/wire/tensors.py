@@ -105,7 +105,7 @@ def _host_view(host: torch.UntypedStorage) -> Any:
     if not nbytes:
         return b""
     view = (ctypes.c_uint8 * nbytes).from_address(host.data_ptr())
-    view.owner = host
+    view.owner = host  # type: ignore[attr-defined]  # a ctypes instance takes attributes; its stubs say none
     return view
 
 
