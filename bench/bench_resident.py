@@ -120,7 +120,8 @@ def main() -> None:
 
         width = int((args.train_params * 1e6 / 4) ** 0.5)  # four square layers
         shell.run_cell(f"torch.manual_seed(0)\nnet = torch.nn.Sequential(*[torch.nn.Linear({width}, {width}) "
-                       f"for _ in range(4)])\nX = torch.randn(32, {width})\nopt = torch.optim.SGD(net.parameters(), lr=1e-3)")
+                       f"for _ in range(4)])\nX = torch.randn(32, {width})\n"
+                       "opt = torch.optim.SGD(net.parameters(), lr=1e-3)")
         step = "opt.zero_grad()\nloss = net(X).pow(2).mean()\nloss.backward()\nopt.step()\nlast = loss.item()"
         params = sum(p.numel() for p in shell.user_ns["net"].parameters())
         show(f"{args.backend}: a {args.cells}-cell training session, {params / 1e6:.0f}M parameters "

@@ -121,7 +121,8 @@ class RemoteInputs:
                 self._arrival[id(obj)] = _snapshot(obj)
             elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
                 self._arrival[id(obj)] = _attributes(obj)
-            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF))
+                      or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
         self._copies = _quiet_buffer_copies(memo.values())
@@ -340,7 +341,8 @@ class LocalObjects:
         are compared with what came back; tensors, arrays and random states
         travel as updates only when they changed.
         """
-        changed = [index for index, (local, new) in zip(self._updated, self._updates, strict=True) if _differs(local, new)]
+        changed = [index for index, (local, new) in zip(self._updated, self._updates, strict=True)
+                   if _differs(local, new)]
         self._updates.clear()
         self._updated.clear()
         return changed

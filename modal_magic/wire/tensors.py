@@ -26,7 +26,8 @@ from typing import Any
 import numpy
 import torch
 
-__all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
+__all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location",
+           "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
 # The receiving side's device choice, set by wire.unpack for the duration of one load.
 _target = threading.local()
@@ -219,7 +220,8 @@ class HostMemory:
             storage = self.resident_at(_address(array))
         return storage if storage is not None and array.nbytes <= storage.nbytes() else None
 
-    def array_memory(self, storage: torch.UntypedStorage) -> torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory:
+    def array_memory(
+            self, storage: torch.UntypedStorage) -> torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory:
         """How the storage under a numpy array travels: as ``storage``, but an input's marked, because numpy
         writes to it leave no trace on a tensor's version counter: its bytes must go (``resident``)."""
         if self.inputs is not None and self.inputs(storage):
