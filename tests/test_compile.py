@@ -16,8 +16,8 @@ import modal_magic
 from modal_magic.backends.registry import LocalBackend, _live, get_backend
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
-from modal_magic.notebook.driver import CellOptions, run_cell
 from modal_magic.errors import UsageProblem
+from modal_magic.notebook.driver import CellOptions, run_cell
 
 
 @pytest.fixture(autouse=True)
@@ -253,7 +253,7 @@ def test_training_steps_match_eager_with_dropout_and_an_optimizer_here() -> None
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin)]
     for step in range(3):
         x = torch.randn(5, 6)
-        for net, run, optimizer in ((model, compiled, optimizers[0]), (twin, twin, optimizers[1])):
+        for _net, run, optimizer in ((model, compiled, optimizers[0]), (twin, twin, optimizers[1])):
             torch.manual_seed(step)  # the same dropout mask: the worker draws from the notebook's generator
             loss = run(x).square().mean()
             loss.backward()

@@ -38,7 +38,8 @@ def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> N
                       "held = len(remote._tensors)").success
     assert shell.user_ns["held"] >= 4  # the same worker: the magic's cell sees the parameters there
     report = fresh.report()
-    assert report["containers"] == after_first["containers"] and report["rpcs"]["AppCreate"] == after_first["rpcs"]["AppCreate"]
+    assert report["containers"] == after_first["containers"]
+    assert report["rpcs"]["AppCreate"] == after_first["rpcs"]["AppCreate"]
 
 
 def test_a_new_container_gets_what_it_lacks_and_gives_the_right_values(fresh, shell) -> None:

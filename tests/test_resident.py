@@ -20,8 +20,8 @@ import pytest
 import torch
 
 from modal_magic.backends.registry import LocalBackend, get_backend
-from modal_magic.wire.remote_graph import MESSAGE
 from modal_magic.notebook.session import SESSION
+from modal_magic.wire.remote_graph import MESSAGE
 
 from .conftest import run
 
@@ -159,8 +159,8 @@ def test_training_split_over_cells_matches_the_same_cells_run_locally(shell) -> 
                          [p.grad.clone() for p in ns["model"].parameters()], ns["opt"].param_groups[0]["lr"],
                          float(ns["loss"])))
     (local_params, local_grads, local_lr, local_loss), (params, grads, lr, loss) = pictures
-    assert all(torch.allclose(a, b) for a, b in zip(local_params, params))
-    assert all(torch.allclose(a, b) for a, b in zip(local_grads, grads))
+    assert all(torch.allclose(a, b) for a, b in zip(local_params, params, strict=True))
+    assert all(torch.allclose(a, b) for a, b in zip(local_grads, grads, strict=True))
     assert (lr, loss) == (local_lr, pytest.approx(local_loss))
     assert shell.user_ns["opt"].param_groups[0]["params"][0] is shell.user_ns["model"][0].weight
 

@@ -12,10 +12,10 @@ onto this one's CPU.
 
 from .payload import (
     PROTOCOL,
-    Refs,
     MainGlobals,
     PackError,
     Payload,
+    Refs,
     UnpackError,
     dumps,
     gc_paused,

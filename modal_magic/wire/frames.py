@@ -12,7 +12,8 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .payload import gc_paused
 
@@ -143,6 +144,7 @@ def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:
     return buf
 
 
+numpy: Any
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy ships with every torch

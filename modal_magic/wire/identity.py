@@ -25,7 +25,8 @@ import random
 import sys
 import types
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["RemoteInputs", "LocalObjects", "updatable", "update_in_place"]
 
@@ -33,12 +34,14 @@ _ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, 
 _IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range})
 
 
-def _tensor_type() -> type | tuple:
+def _tensor_type() -> Any:
+    """``torch.Tensor``, or ``()`` (an isinstance that matches nothing) when torch is not imported."""
     torch = sys.modules.get("torch")
     return torch.Tensor if torch is not None else ()
 
 
-def _array_type() -> type | tuple:
+def _array_type() -> Any:
+    """``numpy.ndarray``, or ``()`` when numpy is not imported."""
     numpy = sys.modules.get("numpy")
     return numpy.ndarray if numpy is not None else ()
 
@@ -57,7 +60,7 @@ def _random_states() -> dict[type, _StateAccess]:
     return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
     """``_random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
     holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
@@ -88,7 +91,9 @@ def _snapshot(obj: Any) -> Any:
         return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
     if isinstance(obj, types.FunctionType):
         return _attributes(obj)
-    get_state, _ = _state_access(obj)
+    access = _state_access(obj)
+    assert access is not None, "only tensors, arrays, functions and random states are measured on arrival"
+    get_state, _ = access
     return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
 
 
@@ -116,7 +121,8 @@ class RemoteInputs:
                 self._arrival[id(obj)] = _snapshot(obj)
             elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
                 self._arrival[id(obj)] = _attributes(obj)
-            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF))
+                      or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
         self._copies = _quiet_buffer_copies(memo.values())
@@ -256,7 +262,7 @@ def _byte_bounds(array: Any) -> tuple[int, int]:
     """The first and one-past-the-last byte ``array`` can reach."""
     low = high = _address(array)
     if array.size:
-        for size, stride in zip(array.shape, array.strides):
+        for size, stride in zip(array.shape, array.strides, strict=True):
             if stride < 0:
                 low += (size - 1) * stride
             else:
@@ -335,7 +341,8 @@ class LocalObjects:
         are compared with what came back; tensors, arrays and random states
         travel as updates only when they changed.
         """
-        changed = [index for index, (local, new) in zip(self._updated, self._updates) if _differs(local, new)]
+        changed = [index for index, (local, new) in zip(self._updated, self._updates, strict=True)
+                   if _differs(local, new)]
         self._updates.clear()
         self._updated.clear()
         return changed

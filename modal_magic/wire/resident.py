@@ -36,10 +36,11 @@ import hashlib
 import itertools
 import sys
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from .identity import update_in_place, updatable
+from .identity import updatable, update_in_place
 
 __all__ = ["ALL", "Table", "Sender", "Receiver", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
@@ -82,7 +83,7 @@ def fingerprint(t: Any, summed: bool = True) -> tuple[tuple, tuple]:
     """
     leaf, requires_grad = t.is_leaf, t.requires_grad
     grad = t.grad if leaf else None
-    content = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
+    content: tuple = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
     if summed and ((leaf and requires_grad) or t.nbytes <= SMALL):
         content += ((t.detach() if requires_grad else t).sum().item(),)
     return content, (requires_grad, None if grad is None else (id(grad), grad._version))
@@ -191,8 +192,8 @@ class Table:
         """The entry of a tensor over ``storage`` (whose memory a new view or array shares), if any."""
         if self._by_storage is None:
             self._by_storage = {}
-            for entry in self.entries():
-                self._by_storage.setdefault(entry.storage, entry)
+            for known in self.entries():
+                self._by_storage.setdefault(known.storage, known)
         entry = self._by_storage.get(storage._cdata)
         if entry is None:
             return None
@@ -203,10 +204,10 @@ class Table:
         """The storage of a tensor here whose memory starts at ``address`` (a numpy array over it), if any."""
         if self._by_address is None:
             self._by_address = {}
-            for entry in self.entries():
-                obj = self.object(entry)
+            for known in self.entries():
+                obj = self.object(known)
                 if obj is not None and obj.device.type == "cpu":
-                    self._by_address.setdefault(obj.untyped_storage().data_ptr(), entry)
+                    self._by_address.setdefault(obj.untyped_storage().data_ptr(), known)
         entry = self._by_address.get(address)
         obj = None if entry is None else self.object(entry)
         storage = None if obj is None else obj.untyped_storage()
@@ -322,6 +323,7 @@ class Sender:
     def _tensor(self, t: Any) -> tuple:
         entry = self._table.entry_of(t)
         if entry is not None and self._current(entry, t) and not self._force(t):
+            assert entry.version is not None  # _current vouches for it
             pid = self._state[id(t)] = ("res", entry.key, entry.version)
             self.references[entry.key] = entry.version
             return pid
@@ -351,6 +353,7 @@ class Sender:
         t = self._table.object(owner)
         same = same and owner.version is not None and ALL not in self._missing and owner.key not in self._missing \
             and owner.print[0] == self.fingerprint(t)[0] and not self._force(t)
+        version: str | None
         if owner.key in self.sent:  # the owner goes as a value in this payload, at its new version
             same, version = False, self.sent[owner.key][1]
         else:
@@ -358,6 +361,7 @@ class Sender:
         pid = self._state[id(storage)] = ("stor", owner.key, version)
         if same:
             if owner.key not in self.sent:
+                assert version is not None  # `same` vouches for owner.version
                 self.references[owner.key] = version
             return pid
         self._pending.add(id(storage))
@@ -463,7 +467,7 @@ class Receiver:
         if storage is None or content_digest(host_bytes(storage)) != digest:
             self._table.digests.pop(digest, None)
             if self._strict:
-                raise KeyError(f"the result names a buffer by its digest, which this side does not hold")
+                raise KeyError("the result names a buffer by its digest, which this side does not hold")
             self.missing.append("#" + digest)
             return _MISSING
         copy = self._loaded["#" + digest] = placed_copy(storage, device)

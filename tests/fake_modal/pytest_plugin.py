@@ -7,7 +7,7 @@ by name and imports nothing. A test that uses either (directly or through a fixt
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

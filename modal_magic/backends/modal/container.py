@@ -30,7 +30,8 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Any, Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 from ...wire import frames
 from ...wire import payload as wire
@@ -140,7 +141,7 @@ def _take_pieces(head: dict[str, Any]) -> list[Any] | None:
     return pieces.buffers
 
 
-def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
+def _catch_up(control: Any, token: str | None) -> Generator[bytes, None, int]:
     """Which run of this input this is; on a re-run, first the frames the notebook already has.
 
     Modal re-runs the input of a container that crashed or was preempted, on a

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from .progress import Progress
 from .html import line_html, meter_html, summary_html
+from .progress import Progress
 
 __all__ = ["TextView", "WidgetView", "make_view"]
 

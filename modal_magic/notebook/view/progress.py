@@ -15,8 +15,9 @@ one that has none reports no fraction at all: a view shows it as activity.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .came_back import Returned, describe_returned
 
