@@ -20,7 +20,9 @@ import sys
 import traceback
 from typing import Sequence
 
+from ..protocol import ReportRequest, report_to_wire, request_from_wire
 from ..wire import frames
+from ..wire import payload as wire
 
 
 def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
@@ -39,7 +41,12 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
         except KeyboardInterrupt:  # an interrupt that arrived between cells
             continue
         try:
-            runner.run(request, buffers, lambda meta, bufs: frames.send(sock, meta, bufs))
+            parsed = request_from_wire(request)
+            if isinstance(parsed, ReportRequest):  # its own kind of request: nothing runs
+                frames.send(sock, report_to_wire(runner.report()))
+            else:
+                inputs = wire.Payload.from_meta(request["inputs"], buffers)
+                runner.run(parsed, inputs, lambda meta, bufs: frames.send(sock, meta, bufs))
         except KeyboardInterrupt:
             frames.send(sock, {"kind": "interrupted"})
         except Exception:  # noqa: BLE001 - reported to the notebook as our own failure

@@ -32,6 +32,7 @@ import traceback
 import uuid
 from typing import Any, Iterator
 
+from ...protocol import Event, ReportRequest, Request, report_to_wire, request_from_wire
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import ModalMagicError
@@ -97,7 +98,7 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
     stop = threading.Event()
-    cell = threading.Thread(target=_run, args=(worker, meta, inputs, events, stop), daemon=True,
+    cell = threading.Thread(target=_run, args=(worker, request_from_wire(meta), inputs, events, stop), daemon=True,
                             name="modal_magic-cell")
     cell.start()
     if control is not None and meta.get("token"):
@@ -162,15 +163,21 @@ def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
     return runs + 1
 
 
-def _run(worker: LocalBackend, request: dict[str, Any], inputs: wire.Payload,
+def _run(worker: LocalBackend, request: Request, inputs: wire.Payload,
          events: "queue.Queue[bytes | None]", stop: threading.Event) -> None:
-    """The cell on the worker, every event and the result put on ``events``, then ``None``."""
-    def forward(event: dict[str, Any]) -> None:
+    """The request on the worker, every event and the result put on ``events``, then ``None``."""
+    def forward(event: Event) -> None:
         if event["kind"] != "tick" and event.get("stage") not in ("start", "upload"):  # the notebook says those
-            events.put(frames.encode(event))
+            events.put(frames.encode(dict(event)))
 
     try:
-        for piece in frames.encode_pieces(*worker.run(request, inputs, forward, stop=stop)):
+        if isinstance(request, ReportRequest):  # answered as a result with no buffers, as a cell's is
+            report = worker.resident_report()
+            assert report is not None  # the container's worker is up (``start_worker``)
+            frame: tuple[dict[str, Any], list[Any]] = report_to_wire(report), []
+        else:
+            frame = worker.run(request, inputs, forward, stop=stop).to_wire()
+        for piece in frames.encode_pieces(*frame):
             events.put(piece)
     except KeyboardInterrupt:  # stopped outside the cell, or (no worker left) not within the grace
         events.put(frames.encode({"kind": "interrupted"} if worker.pid is not None else {"kind": "stuck"}))
