@@ -12,9 +12,10 @@ here and nowhere else:
   ``StageEvent``, ``StreamEvent``, ``DisplayEvent``, ``ClearOutputEvent``,
   ``TickEvent``, ``NoteEvent`` and the driver's closing ``DoneEvent``
   (``Event`` is any of them);
-- the frames a transport ends a cell with instead of a result (``interrupted``,
-  ``internal_error``…) and the transport's own frames (``ready``, ``call``,
-  ``pad``, ``piece``) are named in ``FrameKind``.
+- the frames a cell ends with instead of a result (``Ending``: ``interrupted``,
+  ``internal_error``, and from a Modal container ``worker_failed``, ``stuck``,
+  ``inputs_lost``) and the transports' own (``ReadyFrame``, ``CallFrame``,
+  ``PadFrame``; ``wire.frames`` has its ``piece``). ``FrameKind`` names them all.
 
 Requests and results are dataclasses, turned into plain dicts only at the
 frame boundary (``to_wire``/``from_wire``), so the bytes a frame carries are
@@ -35,7 +36,8 @@ __all__ = [
     "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "FrameKind", "Resources", "Element",
     "RunRequest", "ReportRequest", "Request", "request_from_wire", "ErrorInfo", "ResultFrame", "StoreReport",
     "StoreRow", "report_to_wire", "report_from_wire", "StageEvent", "StreamEvent", "DisplayEvent", "ClearOutputEvent", "TickEvent", "NoteEvent",
-    "DoneEvent", "Event", "OnEvent",
+    "DoneEvent", "Event", "OnEvent", "InterruptedFrame", "InternalErrorFrame", "WorkerFailedFrame", "StuckFrame",
+    "InputsLostFrame", "Ending", "ReadyFrame", "CallFrame", "PadFrame",
 ]
 
 # ------------------------------------------------------------------ the payload's slots
@@ -324,5 +326,64 @@ class DoneEvent(_DoneKind, total=False):
 
 
 Event = Union[StageEvent, StreamEvent, DisplayEvent, ClearOutputEvent, TickEvent, NoteEvent, DoneEvent]
+
+
+# ------------------------------------------------------------------ the other frames
+class InterruptedFrame(TypedDict):
+    """The worker was interrupted outside the cell (before it started, or as it ended): no result."""
+
+    kind: Literal["interrupted"]
+
+
+class InternalErrorFrame(TypedDict):
+    """Our own failure on the remote side (a bug): its traceback."""
+
+    kind: Literal["internal_error"]
+    traceback: str
+
+
+class WorkerFailedFrame(TypedDict):
+    """A Modal container's worker died under the cell (a crash, the OOM killer)."""
+
+    kind: Literal["worker_failed"]
+    error: str
+    message: str
+
+
+class StuckFrame(TypedDict):
+    """A Modal container's cell did not stop within the grace: its worker was replaced."""
+
+    kind: Literal["stuck"]
+
+
+class InputsLostFrame(TypedDict):
+    """A Modal container took a cell whose inputs went, in pieces, to another container."""
+
+    kind: Literal["inputs_lost"]
+
+
+Ending = Union[InterruptedFrame, InternalErrorFrame, WorkerFailedFrame, StuckFrame, InputsLostFrame]
+"""How a cell ends when no ``result`` comes."""
+
+
+class ReadyFrame(TypedDict):
+    """A new worker process is up (its first frame)."""
+
+    kind: Literal["ready"]
+
+
+class CallFrame(TypedDict):
+    """A Modal container's first frame of a call: what to cancel if all else fails, and which run this is."""
+
+    kind: Literal["call"]
+    id: str | None
+    container: str
+    attempt: int
+
+
+class PadFrame(TypedDict):
+    """Fills the frame indices a Modal re-run would otherwise reuse (``container._catch_up``)."""
+
+    kind: Literal["pad"]
 OnEvent = Callable[[Event], None]
 """Takes each event as it comes."""

@@ -2,8 +2,9 @@
 
 This is the public Python API beside the magic (``modal_magic.run_cell``): a
 script or a test hands it a cell's source and a namespace dict; the magic is a
-thin face over it. Every decision about *what* crosses the boundary is made
-here; the backends only move bytes and events.
+thin face over it. A ``--map`` cell goes to ``fanout.run_mapped``; both are
+written over ``stages.py``, where every decision about *what* crosses the
+boundary is made; the backends only move bytes and events.
 
 The namespace is touched only at the very end, and only after every returned
 value has been rebuilt: an error anywhere before that leaves it as it was. When
