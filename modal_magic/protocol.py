@@ -35,9 +35,10 @@ from typing import Any, Callable, ClassVar, Literal, Mapping, TypedDict, Union
 __all__ = [
     "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "FrameKind", "Resources", "Element",
     "RunRequest", "ReportRequest", "Request", "request_from_wire", "ErrorInfo", "ResultFrame", "StoreReport",
-    "StoreRow", "report_to_wire", "report_from_wire", "StageEvent", "StreamEvent", "DisplayEvent", "ClearOutputEvent", "TickEvent", "NoteEvent",
-    "DoneEvent", "Event", "OnEvent", "InterruptedFrame", "InternalErrorFrame", "WorkerFailedFrame", "StuckFrame",
-    "InputsLostFrame", "Ending", "ReadyFrame", "CallFrame", "PadFrame",
+    "StoreRow", "report_to_wire", "report_from_wire", "StageEvent", "StreamEvent", "DisplayEvent",
+    "ClearOutputEvent", "TickEvent", "NoteEvent", "DoneEvent", "Event", "OnEvent", "InterruptedFrame",
+    "InternalErrorFrame", "WorkerFailedFrame", "StuckFrame", "InputsLostFrame", "Ending", "ReadyFrame", "CallFrame",
+    "PadFrame",
 ]
 
 # ------------------------------------------------------------------ the payload's slots

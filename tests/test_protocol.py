@@ -12,7 +12,8 @@ from modal_magic.protocol import (Element, ReportRequest, ResultFrame, RunReques
 
 def _loaded_after(statement: str) -> list[str]:
     """The package's modules a fresh interpreter holds after ``statement``."""
-    script = f"{statement}\nimport json, sys\nprint(json.dumps(sorted(m for m in sys.modules if m.startswith('modal_magic'))))"
+    script = (f"{statement}\nimport json, sys\n"
+              "print(json.dumps(sorted(m for m in sys.modules if m.startswith('modal_magic'))))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any, Callable, cast
 
-from ..protocol import (Event, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent, StoreReport, TickEvent,
-                        report_from_wire)
+from ..protocol import (Event, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent, StoreReport,
+                        TickEvent, report_from_wire)
 from ..wire import frames
 from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
