@@ -114,7 +114,7 @@ def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) 
     assert "tqdm==4.70.1" in layers and "RUN python -c " in layers  # the import check: the stand-in runs it
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
     ours = [files for files in report["mounts"] if isinstance(files, list)]
-    assert any("/root/modal_magic/runner.py" in files for files in ours)
+    assert any("/root/modal_magic/worker/runner.py" in files for files in ours)
 
 
 def test_an_error_in_the_cell_is_raised_with_its_traceback(fresh, shell, capsys) -> None:
