@@ -15,12 +15,13 @@ here and nowhere else:
 - the frames a cell ends with instead of a result (``Ending``: ``interrupted``,
   ``internal_error``, and from a Modal container ``worker_failed``, ``stuck``,
   ``inputs_lost``) and the transports' own (``ReadyFrame``, ``CallFrame``,
-  ``PadFrame``; ``wire.frames`` has its ``piece``). ``FrameKind`` names them all.
+  ``PadFrame``; ``wire.frames`` has its own ``piece``).
 
 Requests and results are dataclasses, turned into plain dicts only at the
-frame boundary (``to_wire``/``from_wire``), so the bytes a frame carries are
-the ones it carried when the protocol was plain dicts, and a worker of either
-version reads them. Events stay dicts at runtime (``TypedDict``s): they are
+frame boundary (``to_wire``/``from_wire``), so a frame carries the keys it
+carried when the protocol was plain dicts (less the cell's ``Resources``: only
+a backend reads them, so they are an argument of ``Backend.run``), and a bare
+client's request, lacking some, still reads. Events stay dicts at runtime (``TypedDict``s): they are
 forwarded as they come, often across a thread, and a view reads a handful of
 keys from each. A transport adds its own keys to a request's dict (``inputs``:
 the packed inputs' metadata; Modal's ``token`` and ``timeout``); ``from_wire``
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Literal, Mapping, TypedDict, Union
 
 __all__ = [
-    "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "FrameKind", "Resources", "Element",
+    "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "Frame", "Resources", "Element",
     "RunRequest", "ReportRequest", "Request", "request_from_wire", "ErrorInfo", "ResultFrame", "StoreReport",
     "StoreRow", "report_to_wire", "report_from_wire", "StageEvent", "StreamEvent", "DisplayEvent",
     "ClearOutputEvent", "TickEvent", "NoteEvent", "DoneEvent", "Event", "OnEvent", "InterruptedFrame",
@@ -55,13 +56,8 @@ PLAIN = "nocolor"
 Stage = Literal["analyse", "pack", "start", "upload", "run", "download", "unpack"]
 """A cell's stages, in the order they normally come (a re-run or a re-send may repeat one)."""
 
-FrameKind = Literal[
-    "run", "report",  # requests
-    "result",  # the answer to a request
-    "stage", "stream", "display", "clear_output", "tick", "note", "done",  # events (``Event``)
-    "interrupted", "internal_error", "worker_failed", "stuck", "inputs_lost",  # a cell's end without a result
-    "ready", "call", "pad", "piece",  # the transports' own: a worker is up; Modal's call; padding; a result's part
-]
+Frame = tuple[dict[str, Any], list[Any]]
+"""A frame as it travels (``wire.frames``): its meta, a plain dict with a ``kind``, and its buffers."""
 
 
 # ------------------------------------------------------------------ requests
@@ -192,7 +188,7 @@ class ResultFrame:
     empty: bool = False
     interrupted: bool = False
 
-    def to_wire(self) -> tuple[dict[str, Any], list[Any]]:
+    def to_wire(self) -> Frame:
         """The frame: ``(meta, buffers)``, with only the fields this shape sets."""
         meta: dict[str, Any] = {"kind": "result"}
         if self.missing:
@@ -246,6 +242,7 @@ def report_to_wire(report: StoreReport) -> dict[str, Any]:
 
 
 def report_from_wire(meta: Mapping[str, Any]) -> StoreReport:
+    """The report a ``result`` frame answering a ``ReportRequest`` holds."""
     report: StoreReport = meta["report"]
     return report
 
@@ -327,6 +324,8 @@ class DoneEvent(_DoneKind, total=False):
 
 
 Event = Union[StageEvent, StreamEvent, DisplayEvent, ClearOutputEvent, TickEvent, NoteEvent, DoneEvent]
+OnEvent = Callable[[Event], None]
+"""Takes each event as it comes."""
 
 
 # ------------------------------------------------------------------ the other frames
@@ -386,5 +385,3 @@ class PadFrame(TypedDict):
     """Fills the frame indices a Modal re-run would otherwise reuse (``container._catch_up``)."""
 
     kind: Literal["pad"]
-OnEvent = Callable[[Event], None]
-"""Takes each event as it comes."""

@@ -23,15 +23,12 @@ import threading
 import time
 from typing import Any, Callable, cast
 
-from ..protocol import (Event, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent, StoreReport,
-                        TickEvent, report_from_wire)
+from ..protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
+                        StoreReport, TickEvent, report_from_wire)
 from ..wire import frames
 from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
 from .base import Backend
-
-Frame = tuple[dict[str, Any], list[Any]]
-"""A frame as it arrived: its meta and its buffers."""
 
 # Variables a Python process needs to behave normally; everything else stays home.
 # PYTHONHASHSEED: a kernel started with a pinned seed iterates sets and hashes strings in one

@@ -37,8 +37,8 @@ from typing import Any, Callable, Iterator, cast
 
 import numpy
 
-from ...protocol import (Event, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent, StoreReport,
-                         TickEvent, report_from_wire)
+from ...protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
+                         StoreReport, TickEvent, report_from_wire)
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
@@ -59,9 +59,6 @@ _RERUN_POLL = 10.0         # seconds one long poll for re-runs waits
 _FAN_OUT_CALLS = 100       # calls a --map keeps in flight when --max-parallel does not say (a thread each here)
 _SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so the pool stays warm from one --map to the next
 _CLOSING = "closing"       # wakes the re-run answerer when the app closes
-
-Frame = tuple[dict[str, Any], list[Any]]
-"""A frame as it arrived: its meta and its buffers."""
 
 
 def build_image(spec: ImageSpec) -> Any:

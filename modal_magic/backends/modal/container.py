@@ -32,8 +32,9 @@ import traceback
 import uuid
 from typing import Any, Generator, Iterator
 
-from ...protocol import (CallFrame, Ending, Event, InputsLostFrame, InternalErrorFrame, InterruptedFrame, PadFrame,
-                         ReportRequest, Request, StuckFrame, WorkerFailedFrame, report_to_wire, request_from_wire)
+from ...protocol import (CallFrame, Ending, Event, Frame, InputsLostFrame, InternalErrorFrame, InterruptedFrame,
+                         PadFrame, ReportRequest, Request, StuckFrame, WorkerFailedFrame, report_to_wire,
+                         request_from_wire)
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import ModalMagicError
@@ -175,7 +176,7 @@ def _run(worker: LocalBackend, request: Request, inputs: wire.Payload,
         if isinstance(request, ReportRequest):  # answered as a result with no buffers, as a cell's is
             report = worker.resident_report()
             assert report is not None  # the container's worker is up (``start_worker``)
-            frame: tuple[dict[str, Any], list[Any]] = report_to_wire(report), []
+            frame: Frame = report_to_wire(report), []
         else:
             frame = worker.run(request, inputs, forward, stop=stop).to_wire()
         for piece in frames.encode_pieces(*frame):
