@@ -14,6 +14,7 @@ import pytest
 from modal_magic import wire
 from modal_magic.backends.registry import LocalBackend, get_backend
 from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
+from modal_magic.protocol import RunRequest
 
 from .conftest import run
 
@@ -177,7 +178,7 @@ def test_malformed_flags_name_the_flag(shell, capsys, cell: str, message: str) -
 def test_backend_that_cannot_start_is_unavailable_not_a_crash() -> None:
     backend = LocalBackend(python="/nonexistent/python3")
     with pytest.raises(BackendUnavailable, match="could not start the local worker"):
-        backend.run({}, wire.pack({}), lambda event: None)
+        backend.run(RunRequest(code="x = 1"), wire.pack({}), lambda event: None)
 
 
 def test_worker_environment_is_scrubbed(monkeypatch) -> None:

@@ -35,8 +35,7 @@ def sent(monkeypatch) -> list[dict]:
     original = LocalBackend.run
 
     def spy(self, request, inputs, on_event, **kwargs):
-        calls.append({"bytes": inputs.nbytes, "release": list(request.get("release", ())),
-                      "kind": request.get("kind", "run")})
+        calls.append({"bytes": inputs.nbytes, "release": list(request.release), "kind": request.kind})
         return original(self, request, inputs, on_event, **kwargs)
 
     monkeypatch.setattr(LocalBackend, "run", spy)
@@ -50,8 +49,9 @@ def remote(shell, body: str, flags: str = "") -> None:
 
 def resident_keys() -> set[str]:
     """The keys the worker holds now, from its own report."""
-    meta, _ = get_backend("local").run({"kind": "report"}, __import__("modal_magic").wire.pack({}), lambda e: None)
-    return {row["key"] for row in meta["report"]["rows"]}
+    report = get_backend("local").resident_report()
+    assert report is not None, "the worker is running"
+    return {row["key"] for row in report["rows"]}
 
 
 def kill_worker() -> None:

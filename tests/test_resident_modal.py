@@ -89,3 +89,14 @@ def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, sh
     run(shell, "copy2 = big.clone()")
     remote(shell, "c = float(copy2.sum())")
     assert shell.user_ns["c"] == shell.user_ns["a"]
+
+
+def test_modal_resident_asks_the_container_that_runs_the_cells(fresh, shell, capsys) -> None:  # noqa: F811
+    """``%modal_resident`` is the backend's own request (``resident_report``), answered by the last cell's container."""
+    run(shell, "import torch\nmodel = torch.nn.Linear(512, 512)")
+    remote(shell, "out = float(model(torch.ones(1, 512)).sum())")
+    capsys.readouterr()
+    run(shell, "%modal_resident")
+    shown = capsys.readouterr().out
+    assert "resident on the modal backend" in shown
+    assert "model: 2 tensor(s), 1.0 MiB on" in shown

@@ -1,7 +1,8 @@
 """The kernel's side: what runs in the notebook's own process.
 
-``magic.py`` (``%%modal_gpu`` and friends), ``extension.py`` (load and unload), ``driver.py`` (a cell's
-stages, the Python API), ``fanout.py`` (``--map``), ``analysis.py`` (what a cell reads and binds),
+``magic.py`` (``%%modal_gpu`` and friends), ``extension.py`` (load and unload), ``driver.py`` (one cell,
+the Python API), ``fanout.py`` (``--map``), ``stages.py`` (the stages both are written over: prepare,
+rebuild), ``cell.py`` (a cell's options and outcome), ``analysis.py`` (what a cell reads and binds),
 ``session.py`` and ``report.py`` (the remote-resident session), ``secrets.py`` (credentials held back),
 ``output.py`` (the remote cell's output, published here), ``view/`` (progress and the summary).
 """

@@ -13,6 +13,7 @@ from traitlets import Float, Unicode
 from . import driver
 from ..backends.registry import CHOICES, close_all
 from ..errors import UsageProblem
+from ..protocol import Event
 from .fanout import MapFailed, MapSpec
 from ..backends.modal.plan import DEFAULT_GPU, NO_GPU, parse_gpu
 from .output import show_event
@@ -153,7 +154,7 @@ class ModalMagics(Magics):
             return None
         view = make_view(args.quiet)
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Event) -> None:
             view(event)
             show_event(event)
 

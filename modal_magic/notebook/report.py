@@ -1,7 +1,7 @@
 """``%modal_resident``: what the remote session keeps for this notebook, by variable name, and its memory.
 
 Asks each backend that is running (never starts one) for its store's report
-(``resident.Store.report``), and names its keys after the notebook variables
+(``Backend.resident_report``), and names its keys after the notebook variables
 whose tensors mirror them: a tensor itself, or a module's, optimizer's or
 container's tensors one level down.
 """
@@ -12,10 +12,10 @@ import sys
 from typing import Any, Iterator, Mapping
 
 from ..backends.registry import running
-from .view.progress import format_bytes
+from ..protocol import StoreReport, StoreRow
 from ..wire.resident import is_resident_kind
 from .session import SESSION
-from ..wire.payload import pack
+from .view.progress import format_bytes
 
 __all__ = ["resident_report"]
 
@@ -29,13 +29,13 @@ def resident_report(namespace: Mapping[str, Any]) -> list[str]:
     names = _names_by_key(namespace)
     lines: list[str] = []
     for backend in backends:
-        meta, _ = backend.run({"kind": "report", "resources": SESSION.last_resources.get(backend.name, {})},
-                              pack({}), lambda event: None)
-        lines += _describe(backend.name, meta["report"], names)
+        report = backend.resident_report()
+        if report is not None:  # (it stopped since ``running`` looked)
+            lines += _describe(backend.name, report, names)
     return lines
 
 
-def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list[str]:
+def _describe(where: str, report: StoreReport, names: dict[str, str]) -> list[str]:
     rows = report["rows"]
     gpu = report.get("gpu_allocated")
     rss = report.get("rss")
@@ -44,7 +44,7 @@ def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list
              f" (the process holds {format_bytes(rss) if rss else 'unknown'} in all"
              + (f"; CUDA allocated: {format_bytes(gpu)}" if gpu is not None else "")
              + "; autograd graphs hold their saved tensors besides)"]
-    by_name: dict[str, list[dict[str, Any]]] = {}
+    by_name: dict[str, list[StoreRow]] = {}
     for row in rows:
         by_name.setdefault(names.get(row["key"], "(no notebook name: released with the next cell)"), []).append(row)
     for name, held in sorted(by_name.items(), key=lambda item: -sum(r["bytes"] for r in item[1])):

@@ -21,7 +21,10 @@ import sys
 import traceback
 from typing import Sequence
 
+from ..protocol import (InternalErrorFrame, InterruptedFrame, ReadyFrame, ReportRequest, report_to_wire,
+                        request_from_wire)
 from ..wire import frames
+from ..wire import payload as wire
 from . import lifeline
 
 
@@ -32,7 +35,7 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
     for module in preload:
         importlib.import_module(module)
     runner = Runner()
-    frames.send(sock, {"kind": "ready"})
+    frames.send(sock, ReadyFrame(kind="ready"))
     while True:
         try:
             request, buffers = frames.recv(sock)
@@ -41,11 +44,16 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
         except KeyboardInterrupt:  # an interrupt that arrived between cells
             continue
         try:
-            runner.run(request, buffers, lambda meta, bufs: frames.send(sock, meta, bufs))
+            parsed = request_from_wire(request)
+            if isinstance(parsed, ReportRequest):  # its own kind of request: nothing runs
+                frames.send(sock, report_to_wire(runner.report()))
+            else:
+                inputs = wire.Payload.from_meta(request["inputs"], buffers)
+                runner.run(parsed, inputs, lambda meta, bufs: frames.send(sock, meta, bufs))
         except KeyboardInterrupt:
-            frames.send(sock, {"kind": "interrupted"})
+            frames.send(sock, InterruptedFrame(kind="interrupted"))
         except Exception:  # noqa: BLE001 - reported to the notebook as our own failure
-            frames.send(sock, {"kind": "internal_error", "traceback": traceback.format_exc()})
+            frames.send(sock, InternalErrorFrame(kind="internal_error", traceback=traceback.format_exc()))
 
 
 def main() -> None:
