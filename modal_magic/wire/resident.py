@@ -105,7 +105,10 @@ class Entry:
 
 
 class Table:
-    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side."""
+    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side.
+
+    Compiled graphs keep their keys in tables of this type too (``compile/residency.py``, ``worker/store.py``),
+    with neither version nor fingerprint: there the notebook's version counter alone tells a change."""
 
     def __init__(self, prefix: str, *, weak: bool) -> None:
         self.weak = weak
