@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from ..wire.resident import Entry, Receiver, Sender, Table, fingerprint, torch_module
 
@@ -124,6 +124,9 @@ class Store:
                 "gpu_allocated": torch.cuda.memory_allocated() if cuda else None, "rss": _rss()}
 
 
+Kind = Literal["parameter", "buffer", "saved"]
+
+
 class Compiled:
     """Compiled graphs' holdings in this process: graphs by (key, compiler), tensors by the notebook's keys.
 
@@ -136,9 +139,9 @@ class Compiled:
         self.graphs: dict[tuple[str, str], Callable[..., Any]] = {}
         """Compiled graphs by key (a hash of their code and constants) and compiler: a graph travels once."""
         self.tensors = Table("", weak=False)  # the keys are the notebook's: this side never mints one
-        self._kinds: dict[str, str] = {}
+        self._kinds: dict[str, Kind] = {}
 
-    def hold(self, key: str, tensor: Any, kind: str) -> None:
+    def hold(self, key: str, tensor: Any, kind: Kind) -> None:
         self.tensors.put(key, tensor, None, ())  # no version, no fingerprint: the notebook's key says it all
         self._kinds[key] = kind
 
@@ -151,7 +154,7 @@ class Compiled:
         entry = self.tensors.get(key)
         return None if entry is None else entry.holder
 
-    def kind(self, key: str | None) -> str | None:
+    def kind(self, key: str | None) -> Kind | None:
         return self._kinds.get(key) if key is not None else None
 
 
