@@ -145,7 +145,10 @@ class Table:
 
     def entry_of(self, obj: Any) -> Entry | None:
         entry = self._by_id.get(id(obj))
-        return entry if entry is not None and self.object(entry) is obj else None
+        if entry is None:
+            return None
+        held = entry.holder() if self.weak else entry.holder  # inline: asked for every tensor of every call
+        return entry if held is obj else None
 
     def put(self, key: str, obj: Any, version: str | None, print_now: tuple | None = None) -> Entry:
         """Record that ``key`` is ``obj`` at ``version``, as it is now (``print_now``: its fingerprint, if known)."""
