@@ -25,8 +25,8 @@ def test_an_object_that_cannot_take_the_content_is_replaced_with_a_note() -> Non
     assert updates.record(frozen, new) is new
     updates.apply()
     assert not frozen.any()
-    assert updates.notes == ["a ndarray changed on the other side could not be updated in place; it was replaced "
-                             "(other references to the old one do not see the change)"]
+    assert updates.notes == [("a ndarray changed on the other side could not be updated in place; it was replaced "
+                              "(other references to the old one do not see the change)")]
 
 
 def test_discard_drops_the_updates_unapplied_and_says_what_they_were() -> None:

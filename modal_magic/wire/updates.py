@@ -16,10 +16,11 @@ import functools
 import random
 import sys
 import types
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["Updates", "updatable", "update_in_place", "tensor_type", "array_type", "storage_types",
-           "random_states", "state_access", "is_tensor", "is_array"]
+__all__ = ["Updates", "array_type", "is_array", "is_tensor", "random_states", "state_access", "storage_types",
+           "tensor_type", "updatable", "update_in_place"]
 
 
 class Updates:
@@ -79,7 +80,7 @@ def random_states() -> dict[type, _StateAccess]:
     return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
     """``random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
     holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
