@@ -156,7 +156,7 @@ def main() -> None:
     small_mlp(args.repeat)
     training_step(args.repeat)
     big_model(args.big_layers, max(3, args.repeat // 10))
-    modal_magic.backends.close_all()
+    modal_magic.backends.registry.close_all()
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> N
         after_first = fresh.report()
         torch.testing.assert_close(compiled(x), model(x))
     assert backend.last_call.tensors_sent == [] and not backend.last_call.graph_sent
-    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nfrom modal_magic.compile import remote\n"
-                      "held = len(remote._tensors)").success
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nfrom modal_magic.worker.store import this_process\n"
+                      "held = len(this_process().compiled.tensors)").success
     assert shell.user_ns["held"] >= 4  # the same worker: the magic's cell sees the parameters there
     report = fresh.report()
     assert report["containers"] == after_first["containers"]

@@ -6,8 +6,16 @@ import json
 import subprocess
 import sys
 
-from modal_magic.protocol import (Element, ReportRequest, ResultFrame, RunRequest, StoreReport, report_from_wire,
-                                  report_to_wire, request_from_wire)
+from modal_magic.protocol import (
+    Element,
+    ReportRequest,
+    ResultFrame,
+    RunRequest,
+    StoreReport,
+    report_from_wire,
+    report_to_wire,
+    request_from_wire,
+)
 
 
 def _loaded_after(statement: str) -> list[str]:

@@ -91,7 +91,7 @@ def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, sh
     assert shell.user_ns["c"] == shell.user_ns["a"]
 
 
-def test_modal_resident_asks_the_container_that_runs_the_cells(fresh, shell, capsys) -> None:  # noqa: F811
+def test_modal_resident_asks_the_container_that_runs_the_cells(fresh, shell, capsys) -> None:
     """``%modal_resident`` is the backend's own request (``resident_report``), answered by the last cell's container."""
     run(shell, "import torch\nmodel = torch.nn.Linear(512, 512)")
     remote(shell, "out = float(model(torch.ones(1, 512)).sum())")

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .identity import updatable, update_in_place
+from .updates import Updates
 
 __all__ = ["ALL", "Table", "Sender", "Receiver", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
@@ -106,7 +106,10 @@ class Entry:
 
 
 class Table:
-    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side."""
+    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side.
+
+    Compiled graphs keep their keys in tables of this type too (``compile/residency.py``, ``worker/store.py``),
+    with neither version nor fingerprint: there the notebook's version counter alone tells a change."""
 
     def __init__(self, prefix: str, *, weak: bool) -> None:
         self.weak = weak
@@ -143,7 +146,10 @@ class Table:
 
     def entry_of(self, obj: Any) -> Entry | None:
         entry = self._by_id.get(id(obj))
-        return entry if entry is not None and self.object(entry) is obj else None
+        if entry is None:
+            return None
+        held = entry.holder() if self.weak else entry.holder  # inline: asked for every tensor of every call
+        return entry if held is obj else None
 
     def put(self, key: str, obj: Any, version: str | None, print_now: tuple | None = None) -> Entry:
         """Record that ``key`` is ``obj`` at ``version``, as it is now (``print_now``: its fingerprint, if known)."""
@@ -380,11 +386,11 @@ class Receiver:
     def __init__(self, table: Table, fallback: Callable[[Any], Any] | None = None, *, strict: bool = False) -> None:
         self._strict = strict
         self.missing: list[str] = []
-        self.notes: list[str] = []
+        self._updates = Updates("on the other side")
+        self.notes = self._updates.notes
         self._table = table
         self._fallback = fallback
         self._loaded: dict[str, Any] = {}  # what each key resolved to in this payload (digests: "#…")
-        self._updates: list[tuple[Any, Any]] = []
         self._versions: dict[str, str] = {}
         self._adopted: dict[str, tuple[Any, str]] = {}
 
@@ -430,15 +436,10 @@ class Receiver:
     def _set(self, key: str, version: str, value: Any) -> Any:
         entry = self._table.get(key)
         local = None if entry is None else self._table.object(entry)
-        if local is not None and not updatable(local, value):
-            self.notes.append(f"a {type(local).__name__} changed on the other side could not be updated in place; "
-                              "it was replaced (other references to the old one do not see the change)")
-            local = None
-        if local is None:
+        if local is None or self._updates.record(local, value) is not local:  # (noted when it cannot be updated)
             self._adopted[key] = (value, version)
             self._loaded[key] = value
             return value
-        self._updates.append((local, value))
         self._versions[key] = version
         self._loaded[key] = local
         return local
@@ -453,7 +454,7 @@ class Receiver:
         local = base.untyped_storage()
         if local.nbytes() != storage.nbytes():
             return storage
-        self._updates.append((local, storage))
+        self._updates.defer(local, storage)
         return local
 
     def _by_digest(self, digest: str, device: str) -> Any:
@@ -475,8 +476,7 @@ class Receiver:
 
     def apply(self) -> None:
         """Copy the new contents into this side's objects, then record the versions they are now at."""
-        for local, new in self._updates:
-            update_in_place(local, new)
+        self._updates.apply()
         for key, version in self._versions.items():
             self._table.put(key, self._loaded[key], version)
         for key, (obj, version) in self._adopted.items():

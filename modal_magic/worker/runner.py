@@ -34,7 +34,7 @@ from ..protocol import (ERROR, INPUTS, PLAIN, RESIDENT, VALUE, ClearOutputEvent,
 from ..wire import process_state
 from ..wire import payload as wire
 from ..wire.identity import RemoteInputs
-from .store import Store
+from .store import Store, this_process
 
 __all__ = ["Runner", "Emit", "color_scheme"]
 
@@ -130,7 +130,7 @@ class Runner:
         self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)
         self._traceback: list[str] = []
-        self.store = Store()
+        self.store = this_process()
         """What the cells received and made, kept for later cells (``resident``); not used by ``fresh`` ones."""
 
     def _show_figures(self) -> None:
