@@ -21,7 +21,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -79,7 +80,8 @@ def small_mlp(repeat: int) -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"small MLP ({params:,} parameters, batch {tuple(x.shape)}), warm, median of {repeat}:")
     print(f"  remote (local worker)            {ms_remote}")
-    print(f"  eager here                       {ms_eager}   -> remote overhead {ms_remote.median - ms_eager.median:.2f} ms")
+    overhead = ms_remote.median - ms_eager.median
+    print(f"  eager here                       {ms_eager}   -> remote overhead {overhead:.2f} ms")
     print(f"  torch.compile(eager) here        {ms_here}")
     print(f"  warm cell 'y = x * 2' (run_cell) {ms_cell}   -> compiled call / that cell "
           f"{ms_remote.median / ms_cell.median:.2f}x")
@@ -88,8 +90,10 @@ def small_mlp(repeat: int) -> None:
     every = wire.pack({"inputs": [*model.parameters(), x]}).nbytes
     print("bytes sent per call:")
     print(f"  first call (graph + parameters + activations)  {mib(first.sent_bytes):>10}")
-    print(f"  warm call (activations only)                   {mib(warm.sent_bytes):>10}   received {mib(warm.received_bytes)}")
-    print(f"  without resident parameters (every input)      {mib(every):>10}   -> {every / warm.sent_bytes:.1f}x a warm call")
+    print(f"  warm call (activations only)                   {mib(warm.sent_bytes):>10}   "
+          f"received {mib(warm.received_bytes)}")
+    print(f"  without resident parameters (every input)      {mib(every):>10}   "
+          f"-> {every / warm.sent_bytes:.1f}x a warm call")
 
 
 def training_step(repeat: int) -> None:

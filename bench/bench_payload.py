@@ -96,9 +96,11 @@ def run_case(shell: InteractiveShell, name: str, x, repeat: int, n_small: int = 
     for label, cell in (("in place (mul_)", IN_PLACE), ("new value (deepcopy)", NEW_VALUE)):
         seconds, here_peak, there_peak = measure_cell(shell, cell, size, repeat)
         line = (f"    {label:22s} magic {seconds:7.3f} s ({2 * size / seconds / 1e9:5.2f} GB/s) -> "
-                f"{plain / seconds:5.1f}x cloudpickle | extra peak: notebook {here_peak:4.2f}x, worker {there_peak:4.2f}x")
+                f"{plain / seconds:5.1f}x cloudpickle | extra peak: notebook {here_peak:4.2f}x, "
+                f"worker {there_peak:4.2f}x")
         if n_small:
-            line += f" | {seconds / 2 / n_small * 1e6:5.1f} µs per tensor each way (cloudpickle {plain / 2 / n_small * 1e6:5.1f})"
+            line += (f" | {seconds / 2 / n_small * 1e6:5.1f} µs per tensor each way "
+                     f"(cloudpickle {plain / 2 / n_small * 1e6:5.1f})")
         print(line)
 
 

@@ -72,7 +72,7 @@ def run_cells(shell, counted: Counted, flags: str, body: str, cells: int) -> lis
 def show(title: str, rows: dict[str, list[tuple[int, int, float]]]) -> None:
     print(title)
     for mode, cells in rows.items():
-        up2, down2, secs2 = zip(*cells[1:])
+        up2, down2, secs2 = zip(*cells[1:], strict=True)
         print(f"  {mode:<9} cell 1: up {cells[0][0] / MIB:9.2f} MiB down {cells[0][1] / MIB:9.2f} MiB "
               f"{cells[0][2]:7.2f} s | cells 2..{len(cells)} median: up {statistics.median(up2) / MIB:9.4f} MiB "
               f"(max {max(up2) / MIB:.4f}) down {statistics.median(down2) / MIB:9.2f} MiB "
@@ -99,7 +99,7 @@ def main() -> None:
         server = Server(Path(tempfile.mkdtemp(prefix="fake_modal_")), FAKE_MODAL_MULTIPART_THRESHOLD=str(64 << 20),
                         FAKE_MODAL_MULTIPART_PART_SIZE=str(16 << 20))
         os.environ.update(MODAL_SERVER_URL=server.url, MODAL_TOKEN_ID="ak-bench", MODAL_TOKEN_SECRET="as-bench")
-    import torch
+    import torch  # noqa: F401 - the notebook has torch imported before the first cell is timed
     from IPython.core.interactiveshell import InteractiveShell
 
     from modal_magic.backends.local import LocalBackend
@@ -124,7 +124,8 @@ def main() -> None:
 
         width = int((args.train_params * 1e6 / 4) ** 0.5)  # four square layers
         shell.run_cell(f"torch.manual_seed(0)\nnet = torch.nn.Sequential(*[torch.nn.Linear({width}, {width}) "
-                       f"for _ in range(4)])\nX = torch.randn(32, {width})\nopt = torch.optim.SGD(net.parameters(), lr=1e-3)")
+                       f"for _ in range(4)])\nX = torch.randn(32, {width})\n"
+                       "opt = torch.optim.SGD(net.parameters(), lr=1e-3)")
         step = "opt.zero_grad()\nloss = net(X).pow(2).mean()\nloss.backward()\nopt.step()\nlast = loss.item()"
         params = sum(p.numel() for p in shell.user_ns["net"].parameters())
         show(f"{args.backend}: a {args.cells}-cell training session, {params / 1e6:.0f}M parameters "

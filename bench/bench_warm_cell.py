@@ -50,7 +50,8 @@ def bench_with_resident(repeat: int, count: int = 20_000) -> float:
     """The same warm cell once a cell has left ``count`` small tensors in the remote session (kept, and
     mirrored in the notebook): what a cell that does not touch them pays for them, per cell."""
     shell = InteractiveShell.instance()
-    made = shell.run_cell(f"%%modal_gpu --backend local --quiet\nimport torch\nmany = [torch.zeros(4) for _ in range({count})]")
+    made = shell.run_cell(f"%%modal_gpu --backend local --quiet\nimport torch\n"
+                          f"many = [torch.zeros(4) for _ in range({count})]")
     assert made.success
 
     def via_magic() -> None:

@@ -9,6 +9,7 @@ The package is in folders by the process that runs them:
 
 - ``notebook/``: the kernel's side (the magic, the driver and its stages, the fan-out, the views);
 - ``worker/``: what a worker process runs, locally or inside a Modal container;
+- ``protocol.py``: the messages between the two sides (requests, results, events), typed;
 - ``wire/``: what both sides share (payloads, tensors, identity, frames);
 - ``backends/``: where cells run (``local.py``, ``modal/``), and their registry;
 - ``compile/``: ``torch.compile`` graphs run remotely.
@@ -25,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {  # public name -> the module that defines it
-    "run_cell": "notebook.driver", "CellOptions": "notebook.driver", "CellOutcome": "notebook.driver",
-    "NO_VALUE": "notebook.driver", "MapSpec": "notebook.fanout", "MapFailed": "notebook.fanout",
+    "run_cell": "notebook.driver", "CellOptions": "notebook.cell", "CellOutcome": "notebook.cell",
+    "NO_VALUE": "notebook.cell", "MapSpec": "notebook.fanout", "MapFailed": "notebook.fanout",
     "ModalMagicError": "errors", "WorkerDied": "errors", "BackendUnavailable": "errors",
     "InternalError": "errors", "CellTimeout": "errors", "RemoteError": "errors",
     "load_ipython_extension": "notebook.magic", "unload_ipython_extension": "notebook.magic",
@@ -37,7 +38,8 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from .compile.backend import remote
     from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
-    from .notebook.driver import NO_VALUE, CellOptions, CellOutcome, run_cell
+    from .notebook.cell import NO_VALUE, CellOptions, CellOutcome
+    from .notebook.driver import run_cell
     from .notebook.magic import load_ipython_extension, unload_ipython_extension
     from .notebook.fanout import MapFailed, MapSpec
 

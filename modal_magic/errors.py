@@ -13,8 +13,8 @@ import signal
 from typing import Any
 
 __all__ = [
-    "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "ResultsLost", "CellTimeout",
-    "RemoteError", "with_remote_traceback", "describe_exit",
+    "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "ResultsLost",
+    "CellTimeout", "RemoteError", "with_remote_traceback", "describe_exit",
 ]
 
 

@@ -1,13 +1,44 @@
-"""Shared fixtures: a real IPython shell with the extension loaded, talking to a real worker."""
+"""Shared fixtures: a real IPython shell with the extension loaded, talking to a real worker.
+
+Also the test tiers: every test is marked by where it lives or what it uses (below), so a test file needs no
+marks of its own and the fast lane, ``-m "not fake_modal and not browser and not replay"``, can leave the slow
+tiers out.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import signal
-from typing import Iterator
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
+
+# The stand-in Modal server's fixtures (``modal_server``, ``fresh``), for every module that asks for them.
+pytest_plugins = ["tests.fake_modal.pytest_plugin"]
+
+TESTS = Path(__file__).resolve().parent
+# Modules that test the stand-in or run the Modal path against it, whether or not each test takes its fixture.
+FAKE_MODAL_MODULES = {"test_modal_fake_server.py", "test_fake_modal_strict.py", "test_modal_fanout.py",
+                      "test_resident_modal.py", "test_compile_modal.py"}
+# Folders whose every test is the tier of that name: a real browser on JupyterLab, the replay of the corpus.
+TIER_FOLDERS = {"browser", "replay"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its tier: ``fake_modal``, ``browser`` or ``replay`` (the rest is the fast lane)."""
+    for item in items:
+        path = Path(str(item.path)).resolve()
+        if path.name in FAKE_MODAL_MODULES or "modal_server" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fake_modal)
+        try:
+            folder = path.relative_to(TESTS).parts[0]
+        except ValueError:  # a notebook under notebooks/ (nbval): the fast lane does not name that folder
+            continue
+        if folder in TIER_FOLDERS:
+            item.add_marker(getattr(pytest.mark, folder))
 
 
 # The interrupt tests press the kernel's stop button with ``_thread.interrupt_main``, which does nothing where

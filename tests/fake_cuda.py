@@ -12,6 +12,7 @@ machine writes (except the opaque storage key, which is str(storage._cdata), a p
 The same patch also works for torch.save (zip format: _save.persistent_id -> location_tag).
 """
 import contextlib
+
 import cloudpickle
 import torch
 import torch.serialization as _ts

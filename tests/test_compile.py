@@ -17,8 +17,8 @@ from modal_magic.backends.local import LocalBackend
 from modal_magic.notebook.extension import current
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
-from modal_magic.notebook.driver import CellOptions, run_cell
 from modal_magic.errors import UsageProblem
+from modal_magic.notebook.driver import CellOptions, run_cell
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,7 @@ def _remote(**options):
 def _remote_count() -> int:
     """How many tensors the worker keeps for compiled graphs (parameters, buffers, saved activations)."""
     namespace: dict = {}
-    run_cell("from modal_magic.compile import remote\nheld = len(remote._tensors)", namespace,
+    run_cell("from modal_magic.worker.store import this_process\nheld = len(this_process().compiled.tensors)", namespace,
              CellOptions(backend="local", quiet=True), on_event=lambda event: None)
     return namespace["held"]
 
@@ -254,7 +254,7 @@ def test_training_steps_match_eager_with_dropout_and_an_optimizer_here() -> None
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (model, twin)]
     for step in range(3):
         x = torch.randn(5, 6)
-        for net, run, optimizer in ((model, compiled, optimizers[0]), (twin, twin, optimizers[1])):
+        for _net, run, optimizer in ((model, compiled, optimizers[0]), (twin, twin, optimizers[1])):
             torch.manual_seed(step)  # the same dropout mask: the worker draws from the notebook's generator
             loss = run(x).square().mean()
             loss.backward()

@@ -13,7 +13,6 @@ from torch import nn
 import modal_magic
 
 from .conftest import run
-from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - fixtures
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +22,7 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> None:  # noqa: F811
+def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).eval()
     backend = modal_magic.remote(backend="modal", gpu="T4")
@@ -35,14 +34,15 @@ def test_graphs_run_in_the_warm_container_of_the_magics_cells(fresh, shell) -> N
         after_first = fresh.report()
         torch.testing.assert_close(compiled(x), model(x))
     assert backend.last_call.tensors_sent == [] and not backend.last_call.graph_sent
-    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nfrom modal_magic.compile import remote\n"
-                      "held = len(remote._tensors)").success
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4\nfrom modal_magic.worker.store import this_process\n"
+                      "held = len(this_process().compiled.tensors)").success
     assert shell.user_ns["held"] >= 4  # the same worker: the magic's cell sees the parameters there
     report = fresh.report()
-    assert report["containers"] == after_first["containers"] and report["rpcs"]["AppCreate"] == after_first["rpcs"]["AppCreate"]
+    assert report["containers"] == after_first["containers"]
+    assert report["rpcs"]["AppCreate"] == after_first["rpcs"]["AppCreate"]
 
 
-def test_a_new_container_gets_what_it_lacks_and_gives_the_right_values(fresh, shell) -> None:  # noqa: F811
+def test_a_new_container_gets_what_it_lacks_and_gives_the_right_values(fresh, shell) -> None:
     model = nn.Linear(6, 3).eval()
     backend = modal_magic.remote(backend="modal", gpu="T4")
     compiled = torch.compile(model, backend=backend)

@@ -19,12 +19,12 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from .fake_modal.testing import ROOT, TEST_KNOBS, Server, closed_port, forget_modal_client, serving
+from .fake_modal.testing import ROOT, TEST_KNOBS, Server, closed_port, forget_modal_client
 
 modal = pytest.importorskip("modal")
 from modal_proto import api_pb2  # noqa: E402 - after the skip: it comes with modal
@@ -96,12 +96,6 @@ def probe_class() -> type:
             return mapping.get(key)
 
     return Probe
-
-
-@pytest.fixture(scope="module")
-def modal_server(tmp_path_factory) -> Iterator[Server]:
-    with serving(tmp_path_factory.mktemp("fake_modal_strict")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,8 @@ def test_fail_fast_cancels_the_rest(shell) -> None:
 
 
 def test_without_fail_fast_the_rest_finish(shell) -> None:
-    error = run(shell, MAP + "--max-parallel 1 --map x=range(4)\nif x == 1:\n    raise KeyError(x)\ny = x").error_in_exec
+    error = run(shell, MAP + "--max-parallel 1 --map x=range(4)\nif x == 1:\n    raise KeyError(x)\n"
+                "y = x").error_in_exec
     assert isinstance(error, MapFailed) and error.indices == (1,)
     assert shell.user_ns["y"] == [0, None, 2, 3]
 

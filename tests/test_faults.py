@@ -15,6 +15,7 @@ from modal_magic import wire
 from modal_magic.backends.local import LocalBackend
 from modal_magic.notebook.extension import current
 from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
+from modal_magic.protocol import RunRequest
 
 from .conftest import run
 
@@ -30,7 +31,8 @@ def assert_next_cell_works(shell) -> None:
     "body, expected",
     [
         ("import os\nos._exit(7)", "exited with code 7"),
-        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)", "was killed by SIGKILL — usually the out-of-memory killer"),
+        ("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)",
+         "was killed by SIGKILL — usually the out-of-memory killer"),
         ("import ctypes\nctypes.string_at(0)", "was killed by SIGSEGV — a crash in native code"),
         ("import os\nos.write(2, b'CUDA error: an illegal memory access was encountered\\n')\nos.abort()",
          "SIGABRT — native code aborted while running the cell — its last words: CUDA error: an illegal memory"),
@@ -129,7 +131,8 @@ def test_environment_is_not_forwarded_unless_asked(shell, monkeypatch) -> None:
     monkeypatch.setenv("MM_TEST_SECRET_ENV", "visible")
     assert run(shell, "%%modal_gpu\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
     assert shell.user_ns["seen"] is None
-    assert run(shell, "%%modal_gpu --env MM_TEST_SECRET_ENV\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
+    assert run(shell, "%%modal_gpu --env MM_TEST_SECRET_ENV\nimport os\n"
+                      "seen = os.environ.get('MM_TEST_SECRET_ENV')").success
     assert shell.user_ns["seen"] == "visible"
     assert run(shell, "%%modal_gpu\nimport os\nseen = os.environ.get('MM_TEST_SECRET_ENV')").success
     assert shell.user_ns["seen"] is None                  # only for that cell
@@ -148,7 +151,8 @@ def test_inputs_over_the_size_limit_are_reported_by_name(shell, capsys) -> None:
 
 def test_output_that_fails_to_rebuild_here_changes_nothing(shell, capsys) -> None:
     run(shell, "state = 'before'")
-    body = ("def rebuild():\n    import os\n    if os.getpid() != WORKER:\n        raise RuntimeError('cannot rebuild here')\n"
+    body = ("def rebuild():\n    import os\n    if os.getpid() != WORKER:\n"
+            "        raise RuntimeError('cannot rebuild here')\n"
             "class Fragile:\n    def __reduce__(self):\n        return (rebuild, ())\n"
             "import os\nWORKER = os.getpid()\nstate = 'after'\nfragile = Fragile()")
     result = run(shell, f"%%modal_gpu\n{body}")
@@ -175,7 +179,7 @@ def test_malformed_flags_name_the_flag(shell, capsys, cell: str, message: str) -
 def test_backend_that_cannot_start_is_unavailable_not_a_crash() -> None:
     backend = LocalBackend(python="/nonexistent/python3")
     with pytest.raises(BackendUnavailable, match="could not start the local worker"):
-        backend.run({}, wire.pack({}), lambda event: None)
+        backend.run(RunRequest(code="x = 1"), wire.pack({}), lambda event: None)
 
 
 def test_worker_environment_is_scrubbed(monkeypatch) -> None:

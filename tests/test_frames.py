@@ -21,7 +21,7 @@ def test_a_frame_in_pieces_is_rebuilt_exactly_into_writable_memory(sizes, piece)
         rebuilt.add(slices)
     assert rebuilt.complete and rebuilt.meta == {"kind": "result", "n": 1}
     assert len(messages) - 1 == -(-sum(sizes) // piece)  # as few pieces as the bound allows
-    for original, copy in zip(buffers, rebuilt.buffers):
+    for original, copy in zip(buffers, rebuilt.buffers, strict=True):
         assert bytes(copy) == original.tobytes() and not memoryview(copy).readonly
 
 

@@ -51,7 +51,8 @@ def test_notebook_function_and_class_are_used_remotely(shell) -> None:
 
 
 def test_stdout_stderr_and_shell_commands_run_remotely(shell, capsys) -> None:
-    run(shell, "%%modal_gpu\nimport os, sys\nprint('hello from', os.getpid())\nprint('oops', file=sys.stderr)\n!echo bang-$PPID")
+    run(shell, "%%modal_gpu\nimport os, sys\nprint('hello from', os.getpid())\nprint('oops', file=sys.stderr)\n"
+               "!echo bang-$PPID")
     out, err = capsys.readouterr()
     assert f"hello from {worker_pid()}" in out
     assert f"bang-{worker_pid()}" in out  # `!cmd` was a child of the worker, not of this process
@@ -189,6 +190,7 @@ def test_conditional_delete_that_did_not_happen_keeps_the_name(shell) -> None:
 
 def test_builtins_stay_home_unless_the_notebook_shadows_them(shell) -> None:
     run(shell, "sum = 5")  # shadows the builtin: the cell must see the notebook's `sum`
-    result = run(shell, "%%modal_gpu\ntotal = sum + len([1, 2])\nsent = sorted(k for k in globals() if k in ('sum', 'len'))")
+    result = run(shell, "%%modal_gpu\ntotal = sum + len([1, 2])\n"
+                        "sent = sorted(k for k in globals() if k in ('sum', 'len'))")
     assert result.success and shell.user_ns["total"] == 7
     assert shell.user_ns["sent"] == ["sum"]

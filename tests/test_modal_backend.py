@@ -50,7 +50,8 @@ def test_executor_runs_a_cell_through_modals_local() -> None:
         events = []
         for chunk in Executor().run.local(frames.encode(request), list(inputs.buffers)):
             meta, buffers = frames.decode(chunk)
-            events.append({"stream": meta.get("text"), "call": f"call {meta.get('id')}"}.get(meta["kind"], meta["kind"]))
+            named = {"stream": meta.get("text"), "call": f"call {meta.get('id')}"}
+            events.append(named.get(meta["kind"], meta["kind"]))
             if meta["kind"] == "result":
                 result = frames.Pieces(meta)
             elif meta["kind"] == "piece":
@@ -104,7 +105,8 @@ CANCEL_SCRIPT = """
         seen.append("cancelled")
     seen.append(sorted(t.name for t in threading.enumerate()))
     seen.append("same worker" if pid() == first else "new worker")
-    for chunk in executor.run.local(*request("import numpy as np\\nx[0] = 65\\na = np.frombuffer(x, np.uint8)\\na[1] = 66\\nprint(bytes(x))")):
+    cell = "import numpy as np\\nx[0] = 65\\na = np.frombuffer(x, np.uint8)\\na[1] = 66\\nprint(bytes(x))"
+    for chunk in executor.run.local(*request(cell)):
         meta, _ = frames.decode(chunk)
         seen.append(meta.get("text", meta.get("stage", meta["kind"])))  # inputs arrive writable, as locally
     print(json.dumps(seen))

@@ -18,34 +18,11 @@ import signal
 import sys
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
 from .conftest import run
-from .fake_modal.testing import TEST_KNOBS, Server, closed_port, forget_modal_client, serving
-
-
-@pytest.fixture(scope="module")
-def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.notebook.extension import current
-
-    with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=lambda: current().backends.close()) as server:
-        yield server
-
-
-@pytest.fixture
-def fresh(modal_server, shell) -> Iterator[Server]:
-    """No app open and no fault armed: the next Modal cell starts an app.
-
-    Afterwards: the stand-in met no bug of its own, and our flows sent no RPC it does not implement.
-    """
-    run(shell, "%modal_stop")
-    modal_server.fail("")
-    yield modal_server
-    modal_server.fail("")
-    report = modal_server.report()
-    assert report["errors"] == [] and report["unimplemented"] == {}, (report["errors"], report["unimplemented"])
+from .fake_modal.testing import TEST_KNOBS, closed_port, forget_modal_client
 
 
 def test_gpu_cells_run_in_one_app_on_a_warm_container(fresh, shell, capsys) -> None:
@@ -114,7 +91,7 @@ def test_image_pins_the_notebooks_versions_and_mounts_our_package(fresh, shell) 
     assert "tqdm==4.70.1" in layers and "RUN python -c " in layers  # the import check: the stand-in runs it
     assert f"FROM python:{sys.version_info.major}.{sys.version_info.minor}" in layers
     ours = [files for files in report["mounts"] if isinstance(files, list)]
-    assert any("/root/modal_magic/runner.py" in files for files in ours)
+    assert any("/root/modal_magic/worker/runner.py" in files for files in ours)
 
 
 def test_an_error_in_the_cell_is_raised_with_its_traceback(fresh, shell, capsys) -> None:

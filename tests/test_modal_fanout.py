@@ -10,22 +10,10 @@ from __future__ import annotations
 import _thread
 import threading
 import time
-from typing import Iterator
-
-import pytest
 
 from modal_magic.notebook.fanout import MapFailed
 
 from .conftest import run
-from .fake_modal.testing import Server, serving
-
-
-@pytest.fixture(scope="module")
-def modal_server(tmp_path_factory) -> Iterator[Server]:
-    from modal_magic.notebook.extension import current
-
-    with serving(tmp_path_factory.mktemp("fake_modal_map"), before_stop=lambda: current().backends.close()) as server:
-        yield server
 
 
 def test_elements_run_on_several_containers_and_come_back_in_order(modal_server, shell) -> None:

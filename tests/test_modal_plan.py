@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from modal_magic.backends.modal import plan as modal_plan
+from modal_magic.backends.modal.plan import ImageSpec, modal_credentials, parse_gpu
 from modal_magic.backends.registry import choose
 from modal_magic.errors import UsageProblem
-from modal_magic.backends.modal.plan import ImageSpec, modal_credentials, parse_gpu
 
 from .conftest import run
 

@@ -39,7 +39,8 @@ def test_carriage_return_progress_is_sent_as_written(shell, capsys) -> None:
 
 def test_rich_display_reaches_the_notebook(shell) -> None:
     with published_displays(shell) as published:
-        assert run(shell, "%%modal_gpu --quiet\nfrom IPython.display import display, HTML\ndisplay(HTML('<i>hi</i>'))").success
+        assert run(shell, "%%modal_gpu --quiet\nfrom IPython.display import display, HTML\n"
+                          "display(HTML('<i>hi</i>'))").success
     assert published and published[0]["text/html"] == "<i>hi</i>"
 
 

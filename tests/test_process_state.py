@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -61,7 +61,8 @@ def _run_cells(shell, remote: set[int]) -> dict:
         result = run(shell, ("%%modal_gpu\n" if i in remote else "") + cell)
         assert result.success, (cell, result.error_in_exec)
     ns = shell.user_ns
-    return {"values": repr([ns[name] for name in "abcde"]), "g is the default generator": ns["g"] is ns["torch"].default_generator}
+    return {"values": repr([ns[name] for name in "abcde"]),
+            "g is the default generator": ns["g"] is ns["torch"].default_generator}
 
 
 @pytest.mark.parametrize("remote", [{0, 2, 4, 6}, {1, 3, 5, 7}], ids=["even cells remote", "odd cells remote"])

@@ -7,9 +7,9 @@ import re
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from modal_magic.notebook.view.progress import Progress, format_parts
-from modal_magic.notebook.view.live import WIDGET_MIME, TextView, WidgetView
 from modal_magic.notebook.view.html import meter_html, summary_html
+from modal_magic.notebook.view.live import WIDGET_MIME, TextView, WidgetView
+from modal_magic.notebook.view.progress import Progress, format_parts
 
 from .conftest import published_displays
 
@@ -81,7 +81,8 @@ def test_a_note_is_said_with_its_part_and_a_rerun_counts_as_running_again() -> N
                     (0.5, {"kind": "stage", "stage": "start", "where": "Modal (H100)",
                            "note": "waiting for a container (H100)"}),
                     (3.0, {"kind": "stage", "stage": "run"}),
-                    (4.0, {"kind": "stage", "stage": "run", "note": "the container was restarted: the cell runs again"}),
+                    (4.0, {"kind": "stage", "stage": "run",
+                           "note": "the container was restarted: the cell runs again"}),
                     (6.0, {"kind": "done", "ok": True})])
     assert progress.seconds() == pytest.approx({"pack": 0.02, "start": 2.98, "run": 3.0})
 

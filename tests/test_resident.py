@@ -35,8 +35,7 @@ def sent(monkeypatch) -> list[dict]:
     original = LocalBackend.run
 
     def spy(self, request, inputs, on_event, **kwargs):
-        calls.append({"bytes": inputs.nbytes, "release": list(request.get("release", ())),
-                      "kind": request.get("kind", "run")})
+        calls.append({"bytes": inputs.nbytes, "release": list(request.release), "kind": request.kind})
         return original(self, request, inputs, on_event, **kwargs)
 
     monkeypatch.setattr(LocalBackend, "run", spy)
@@ -50,9 +49,9 @@ def remote(shell, body: str, flags: str = "") -> None:
 
 def resident_keys() -> set[str]:
     """The keys the worker holds now, from its own report."""
-    meta, _ = current().backends.get("local").run({"kind": "report"}, __import__("modal_magic").wire.pack({}),
-                                                  lambda e: None)
-    return {row["key"] for row in meta["report"]["rows"]}
+    report = current().backends.get("local").resident_report()
+    assert report is not None, "the worker is running"
+    return {row["key"] for row in report["rows"]}
 
 
 def kill_worker() -> None:
@@ -160,8 +159,8 @@ def test_training_split_over_cells_matches_the_same_cells_run_locally(shell) -> 
                          [p.grad.clone() for p in ns["model"].parameters()], ns["opt"].param_groups[0]["lr"],
                          float(ns["loss"])))
     (local_params, local_grads, local_lr, local_loss), (params, grads, lr, loss) = pictures
-    assert all(torch.allclose(a, b) for a, b in zip(local_params, params))
-    assert all(torch.allclose(a, b) for a, b in zip(local_grads, grads))
+    assert all(torch.allclose(a, b) for a, b in zip(local_params, params, strict=True))
+    assert all(torch.allclose(a, b) for a, b in zip(local_grads, grads, strict=True))
     assert (lr, loss) == (local_lr, pytest.approx(local_loss))
     assert shell.user_ns["opt"].param_groups[0]["params"][0] is shell.user_ns["model"][0].weight
 

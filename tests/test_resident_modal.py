@@ -19,7 +19,6 @@ import torch
 from modal_magic.backends.modal.backend import ModalBackend
 
 from .conftest import run
-from .test_modal_fake_server import fresh, modal_server  # noqa: F401 - the stand-in's fixtures
 
 MIB = 1 << 20
 CELL = "%%modal_gpu --backend modal --gpu T4\n"
@@ -45,7 +44,7 @@ def remote(shell, body: str) -> None:
 
 
 def test_a_session_on_modal_keeps_its_tensors_and_graphs_and_survives_a_new_container(
-        fresh, shell, sent, capsys) -> None:  # noqa: F811 - a fixture
+        fresh, shell, sent, capsys) -> None:
     run(shell, "import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Linear(512, 512)\nX = torch.randn(16, 512)\n"
                "expected = model(X).pow(2).mean()\nexpected.backward()\ngrad = model.weight.grad.clone()\n"
                "model.zero_grad(set_to_none=True)")
@@ -74,7 +73,7 @@ def test_a_session_on_modal_keeps_its_tensors_and_graphs_and_survives_a_new_cont
     assert shell.user_ns["total2"] == pytest.approx(shell.user_ns["total"])
 
 
-def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, shell, sent, monkeypatch) -> None:  # noqa: F811
+def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, shell, sent, monkeypatch) -> None:
     """A new tensor with content sent before (a reloaded dataset, a copy) goes up as its SHA-1, once the
     container still holds that content; a new container asks for the bytes again."""
     monkeypatch.setattr("modal_magic.notebook.session.HASH_MIN", MIB)
@@ -90,3 +89,14 @@ def test_a_big_buffer_the_container_was_sent_before_goes_as_its_digest(fresh, sh
     run(shell, "copy2 = big.clone()")
     remote(shell, "c = float(copy2.sum())")
     assert shell.user_ns["c"] == shell.user_ns["a"]
+
+
+def test_modal_resident_asks_the_container_that_runs_the_cells(fresh, shell, capsys) -> None:
+    """``%modal_resident`` is the backend's own request (``resident_report``), answered by the last cell's container."""
+    run(shell, "import torch\nmodel = torch.nn.Linear(512, 512)")
+    remote(shell, "out = float(model(torch.ones(1, 512)).sum())")
+    capsys.readouterr()
+    run(shell, "%modal_resident")
+    shown = capsys.readouterr().out
+    assert "resident on the modal backend" in shown
+    assert "model: 2 tensor(s), 1.0 MiB on" in shown

@@ -153,7 +153,8 @@ statements = st.one_of(
 SETUP = "import torch\na = [0]\nb = a\nc = torch.ones(2)"
 
 
-@settings(max_examples=int(os.environ.get("MM_EXAMPLES", "25")), deadline=None, derandomize="MM_EXAMPLES" not in os.environ,
+@settings(max_examples=int(os.environ.get("MM_EXAMPLES", "25")), deadline=None,
+          derandomize="MM_EXAMPLES" not in os.environ,
           suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(st.lists(statements, min_size=1, max_size=5))
@@ -199,7 +200,8 @@ def test_decorated_function_keeps_its_attributes_and_globals(shell) -> None:
     setup = ("import functools\ndef counted(fn):\n    @functools.wraps(fn)\n    def wrapper(*a):\n"
              "        wrapper.calls += 1\n        return fn(*a)\n    wrapper.calls = 0\n    return wrapper")
     cells = ["K = 3\n@counted\ndef times(x):\n    return K * x\ntimes(1)",
-             "times(2)\n@functools.lru_cache(maxsize=None)\ndef fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)"]
+             "times(2)\n@functools.lru_cache(maxsize=None)\ndef fib(n):\n"
+             "    return n if n < 2 else fib(n - 1) + fib(n - 2)"]
     checks = ["times.calls == 2", "(K := 5) and times.__wrapped__(1) == 5", "fib(20) == 6765"]
     local, _ = run_case(shell, Case(setup, cells, checks), remote=False)
     remote, _ = run_case(shell, Case(setup, cells, checks), remote=True)

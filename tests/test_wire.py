@@ -53,7 +53,7 @@ def assert_same_tensor(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.is_quantized:
         assert torch.equal(a.dequantize(), b.dequantize())
     elif a.is_nested:
-        assert all(torch.equal(x, y) for x, y in zip(a.unbind(), b.unbind()))
+        assert all(torch.equal(x, y) for x, y in zip(a.unbind(), b.unbind(), strict=True))
     elif a.layout != torch.strided:
         assert torch.equal(a.to_dense(), b.to_dense())
     else:
@@ -176,8 +176,9 @@ def test_model_and_optimizer_keep_state_mode_and_identity() -> None:
     assert not m2.training and not m2[1].training
     assert torch.equal(m2[1].running_mean, model[1].running_mean)
     params = list(m2.parameters())
-    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params))  # refers to *these* params
-    assert all(torch.equal(o2.state[p]["exp_avg"], opt.state[q]["exp_avg"]) for p, q in zip(params, model.parameters()))
+    assert all(a is b for a, b in zip(o2.param_groups[0]["params"], params, strict=True))  # refers to *these* params
+    assert all(torch.equal(o2.state[p]["exp_avg"], opt.state[q]["exp_avg"])
+               for p, q in zip(params, model.parameters(), strict=True))
 
 
 def test_tied_weights_stay_tied() -> None:
@@ -231,7 +232,8 @@ class _Reduce:
 def test_unpicklable_input_is_named() -> None:
     import threading
 
-    with pytest.raises(wire.PackError, match=r"variable 'lock' cannot be sent: TypeError: cannot pickle '_thread.lock'"):
+    with pytest.raises(wire.PackError,
+                       match=r"variable 'lock' cannot be sent: TypeError: cannot pickle '_thread.lock'"):
         wire.pack({"fine": 1, "lock": threading.Lock()})
 
 
@@ -245,7 +247,8 @@ def test_version_mismatch_is_explained_in_one_sentence() -> None:
     payload = wire.pack({"m": types.SimpleNamespace(a=1)})
     payload.stream = payload.stream.replace(b"SimpleNamespace", b"SimpleNamespaceV9")
     payload.versions = {**payload.versions, "python": "3.99.0"}
-    with pytest.raises(wire.UnpackError, match=r"variable 'm' could not be rebuilt here.*python 3\.99\.0 there vs 3\.\d+\.\d+ here"):
+    with pytest.raises(wire.UnpackError,
+                       match=r"variable 'm' could not be rebuilt here.*python 3\.99\.0 there vs 3\.\d+\.\d+ here"):
         wire.unpack(payload)
 
 
@@ -278,7 +281,8 @@ values = st.recursive(
         st.builds(lambda n, s: torch.arange(n, dtype=torch.float32) * s, st.integers(0, 20), st.floats(-3, 3)),
         st.builds(lambda n: np.arange(n), st.integers(0, 20)),
     ),
-    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=3), children, max_size=4),
+    lambda children: st.one_of(st.lists(children, max_size=4),
+                               st.dictionaries(st.text(max_size=3), children, max_size=4),
                                st.tuples(children, children)),
     max_leaves=12,
 )

@@ -1,9 +1,14 @@
 """The one small interface every backend implements.
 
-A backend takes a request (the cell, its options and the packed inputs), runs
-it on a runner somewhere, forwards the runner's events as they arrive, and
-returns the final ``result`` frame. It knows nothing about IPython, namespaces
-or analysis: that is the driver's job.
+A backend takes a request (``protocol.RunRequest``: the cell and what the
+worker needs to run it), the packed inputs and the machine the cell asks for
+(``protocol.Resources``), runs it on a worker somewhere, forwards the worker's
+events as they arrive, and returns the cell's ``protocol.ResultFrame``. It
+knows nothing about IPython, namespaces or analysis: that is the driver's job.
+
+Implementations: ``LocalBackend`` (a worker process on this machine,
+``local.py``) and ``ModalBackend`` (the same worker in a Modal container,
+``modal/backend.py``).
 
 A backend also describes itself, so that nothing else names it: whether it can
 run here and why (``availability``, for ``--backend auto``), and the words
@@ -16,13 +21,14 @@ from __future__ import annotations
 
 import abc
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Sequence
+from typing import ClassVar
 
+from ..protocol import OnEvent, Resources, ResultFrame, RunRequest, StoreReport
 from ..wire import payload as wire
 
-OnEvent = Callable[[dict[str, Any]], None]
-ResultFrame = tuple[dict[str, Any], list[Any]]
+__all__ = ["Backend", "OnEvent", "ResultFrame"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,7 @@ class Description:
 
 
 class Backend(abc.ABC):
-    """Where cells run. Implementations: ``LocalBackend`` (a worker process), ``ModalBackend`` (a container)."""
+    """Where cells run."""
 
     name: ClassVar[str] = "?"
     """Its ``--backend`` name, as the entry point names it."""
@@ -71,18 +77,26 @@ class Backend(abc.ABC):
     """When ``auto`` takes it, for ``--backend``'s help: 'Modal when configured'."""
     hashes_buffers: bool = False
     """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
-    where hashing (~0.5 s per GiB) is faster than the link."""
+    where hashing (~0.5 s per GiB) is faster than the link. A property of the link, so the backend says it;
+    the session (``notebook.session.Crossing``) decides from it how to pack, before the request goes."""
 
     @abc.abstractmethod
-    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
-        """Run one cell; call ``on_event`` for each intermediate event; return the result frame.
+    def run(self, request: RunRequest, inputs: wire.Payload, on_event: OnEvent, *, resources: Resources = Resources(),
+            timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
+        """Run one cell; call ``on_event`` for each intermediate event; return its result with its buffers.
 
-        Raises ``KeyboardInterrupt`` (after stopping the remote work) when
-        interrupted, ``CellTimeout`` past ``timeout`` seconds, ``WorkerDied``
-        or ``BackendUnavailable`` when the machinery fails. Setting ``stop``
-        (from another thread: a fan-out's cells do not run on the thread that
-        gets the kernel's interrupt) stops the cell as an interrupt would.
+        ``resources`` is what the cell asks of the machine (a backend applies what it can). Raises
+        ``KeyboardInterrupt`` (after stopping the remote work) when interrupted, ``CellTimeout`` past
+        ``timeout`` seconds, ``WorkerDied`` or ``BackendUnavailable`` when the machinery fails. Setting
+        ``stop`` (from another thread: a fan-out's cells do not run on the thread that gets the kernel's
+        interrupt) stops the cell as an interrupt would.
+        """
+
+    @abc.abstractmethod
+    def resident_report(self) -> StoreReport | None:
+        """What the running worker's resident store holds (``%modal_resident``); ``None`` when none is running.
+
+        Never starts a worker: a report is about what is there.
         """
 
     @classmethod

@@ -21,12 +21,16 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, cast
 
+from ..protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
+                        StoreReport, TickEvent, report_from_wire)
 from ..wire import frames
 from ..wire import payload as wire
 from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
-from .base import Backend, Description, OnEvent, ResultFrame
+from ..worker.lifeline import PARENT
+from .base import Backend, Description
 
 # Variables a Python process needs to behave normally; everything else stays home.
 # PYTHONHASHSEED: a kernel started with a pinned seed iterates sets and hashes strings in one
@@ -115,6 +119,7 @@ class LocalBackend(Backend):
         paths = [p for p in sys.path if p and os.path.isdir(p)]
         env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
         env["PYTHONUNBUFFERED"] = "1"
+        env[PARENT] = str(os.getpid())  # the worker ends itself if this process dies (worker/lifeline.py)
         # torch's CPU allocator asks for transparent huge pages: fresh tensors (received
         # inputs, the cell's results) fault in ~2x faster (reference/torch_serialization.md §4).
         env["THP_MEM_ALLOC_ENABLE"] = os.environ.get("THP_MEM_ALLOC_ENABLE", "1")
@@ -146,13 +151,26 @@ class LocalBackend(Backend):
             self._proc = None
 
     # ----------------------------------------------------------------- a cell
-    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
-        """As ``Backend.run``; setting ``stop`` (from another thread) interrupts the cell as Ctrl-C would."""
+    def run(self, request: RunRequest, inputs: wire.Payload, on_event: OnEvent, *, resources: Resources = Resources(),
+            timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
+        """As ``Backend.run``; setting ``stop`` (from another thread) interrupts the cell as Ctrl-C would.
+
+        ``resources`` do not apply: the worker runs on this machine, as it is."""
+        return ResultFrame.from_wire(*self._exchange(request.to_wire(), inputs, on_event, timeout=timeout, stop=stop))
+
+    def resident_report(self) -> StoreReport | None:
+        if not self.running:
+            return None
+        meta, _ = self._exchange(ReportRequest().to_wire(), wire.pack({}), lambda event: None)
+        return report_from_wire(meta)
+
+    def _exchange(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
+                  *, timeout: float | None = None, stop: threading.Event | None = None) -> Frame:
+        """Send one request as it goes on the wire (``protocol``'s ``to_wire``); its ``result`` frame as it came."""
         warm = self.pid is not None
-        on_event({"kind": "stage", "stage": "start", "where": "local worker", "warm": warm})
+        on_event(StageEvent(kind="stage", stage="start", where="local worker", warm=warm))
         sock = self._ensure_worker()
-        on_event({"kind": "stage", "stage": "upload", "bytes": inputs.nbytes, "where": f"local worker (pid {self.pid})"})
+        on_event(StageEvent(kind="stage", stage="upload", bytes=inputs.nbytes, where=f"local worker (pid {self.pid})"))
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
@@ -185,9 +203,9 @@ class LocalBackend(Backend):
             if kind == "internal_error":
                 raise InternalError("modal_magic failed inside the worker (a bug; please report it):\n"
                                     + meta["traceback"])
-            on_event(meta)
+            on_event(cast(Event, meta))  # an event, as the worker sent it
 
-    def _recv(self) -> tuple[dict[str, Any], list[Any]]:
+    def _recv(self) -> Frame:
         assert self._sock is not None
         try:
             return frames.recv(self._sock)
@@ -253,7 +271,7 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self) -> ResultFrame | None:
+    def _interrupt(self) -> Frame | None:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
 
         Returns the interrupted cell's last frame (it says where the cell was), or
@@ -285,4 +303,4 @@ def _check_stop(stop: threading.Event | None) -> None:
 def _tick(on_event: OnEvent, stop: threading.Event | None) -> None:
     """Between slices of waiting: the view shows time going by; a stop asked for interrupts here."""
     _check_stop(stop)
-    on_event({"kind": "tick"})
+    on_event(TickEvent(kind="tick"))

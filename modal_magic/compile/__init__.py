@@ -3,8 +3,9 @@
 Notebook side: ``backend.py`` (the dynamo backend), ``training.py`` (forward
 and backward through AOTAutograd), ``graph.py`` (a captured graph ready to travel), ``channel.py`` (a call's round trip, as a session
 cell), ``residency.py`` (which parameters the remote side holds). Remote side:
-``remote.py`` (graph cache, tensor store, execution). ``protocol.py`` is what
-the two say to each other.
+``remote.py`` (execution; what it keeps between calls is the compile namespace of
+the worker's store, ``worker/store.py``). ``protocol.py`` is what the two say to
+each other.
 
 Importing the notebook side imports ``torch._dynamo`` (and registers the
 ``"modal"`` backend name); this package's ``__init__`` does not, so the remote

@@ -54,8 +54,9 @@ class Place:
 
     def __init__(self, options: CellOptions, compile_with: str) -> None:
         # Only the reply comes back; nothing to show but the remote side's own output; a model of any size goes.
-        # fresh: the compiled graphs keep their own residency (``residency.py``); the session's would keep every
-        # call's activations and outputs remotely a second time and fingerprint them on every call.
+        # fresh: outside the session's residency. Its keys and change policy are the compiled graphs' own
+        # (``residency.py`` says why): the session would keep every call's activations and outputs remotely and
+        # fingerprint them, and sum the parameters, on every call.
         self.options = dataclasses.replace(options, outputs=(_REPLY,), quiet=True, max_input_bytes=None,
                                            fresh=True)
         self.compile_with = compile_with

@@ -1,11 +1,13 @@
-"""The remote side of ``torch.compile(..., backend=modal_magic.remote())``: graph cache, tensor store, execution.
+"""The remote side of ``torch.compile(..., backend=modal_magic.remote())``: one graph call's execution.
 
 This module runs in the session's worker process (the local backend's worker,
 or the one a Modal container keeps warm), called by a one-line cell the
-notebook sends (``channel.py``). Its caches are module-level state, so they
-live exactly as long as that process: a recycled worker starts empty, and
-``execute`` then says what it lacks instead of guessing — the notebook sends it
-again. Nothing here trusts the notebook's belief about what is cached.
+notebook sends (``channel.py``). What it keeps between calls (graphs, parameters,
+buffers, saved activations) is the compile namespace of the worker's store
+(``worker/store.py``), which lives exactly as long as that process: a recycled
+worker starts empty, and ``execute`` then says what it lacks instead of
+guessing — the notebook sends it again. Nothing here trusts the notebook's
+belief about what is held.
 """
 
 from __future__ import annotations
@@ -16,45 +18,33 @@ from typing import Any, Callable
 import torch
 import torch.fx
 
+from ..worker.store import this_process
 from .protocol import AUTO, EAGER, Call, RemoteGraphError, Reply
 
 __all__ = ["execute"]
 
-_graphs: dict[tuple[str, str], Callable[..., Any]] = {}
-"""Compiled graphs by key (a hash of their code and constants) and compiler: a graph travels once per process."""
-_tensors: dict[str, torch.Tensor] = {}
-"""Parameters and buffers by key, on this side's device: a call sends only activations."""
-_buffers: set[str] = set()
-"""Keys of the buffers among them: compared by content after a run (see ``_changed``)."""
-_saved: set[str] = set()
-"""Keys of the saved activations among them (kept from a training forward): the notebook has only stand-ins."""
-
 
 def execute(call: Call) -> Reply:
     """Run one graph call; a ``Reply`` listing what is missing when this process lacks the graph or a tensor."""
+    held = this_process().compiled
     for key in call.drop:
-        _tensors.pop(key, None)
-        _buffers.discard(key)
-        _saved.discard(key)
+        held.drop(key)
     for key, tensor, is_parameter in call.send:
-        _tensors[key] = tensor
-        if is_parameter:
-            _buffers.discard(key)
-        else:
-            _buffers.add(key)
-    graph = _graphs.get((call.graph, call.compile_with))
+        held.hold(key, tensor, "parameter" if is_parameter else "buffer")
+    graph = held.graphs.get((call.graph, call.compile_with))
     if graph is None and call.blob is not None:
-        graph = _graphs[call.graph, call.compile_with] = _load(call)
-    missing = tuple(key for _, key in call.resident if key not in _tensors)
-    if graph is None or missing:
-        return Reply(outputs=None, missing_graph=graph is None, missing=missing)
-
+        graph = held.graphs[call.graph, call.compile_with] = _load(call)
     args = list(call.args)
     resident = dict(call.resident)  # position → key
     for position, key in resident.items():
-        args[position] = _tensors[key]
-    before = {position: _snapshot(arg, resident.get(position) in _buffers) for position, arg in enumerate(args)
-              if isinstance(arg, torch.Tensor) and resident.get(position) not in _saved}
+        args[position] = held.tensor(key)
+    missing = tuple(key for position, key in call.resident if args[position] is None)
+    if graph is None or missing:
+        return Reply(outputs=None, missing_graph=graph is None, missing=missing)
+
+    before = {position: _snapshot(arg, held.kind(resident.get(position)) == "buffer")
+              for position, arg in enumerate(args)
+              if isinstance(arg, torch.Tensor) and held.kind(resident.get(position)) != "saved"}
     try:
         # An inference graph, or one of AOTAutograd's forward and backward graphs: none needs autograd here.
         with torch.no_grad():
@@ -64,9 +54,8 @@ def execute(call: Call) -> Reply:
                                f"failed: {type(exc).__name__}: {exc}") from exc
     outputs = list(outputs)
     for position, key in call.keep:
-        _tensors[key], outputs[position] = outputs[position], None
-        _buffers.discard(key)
-        _saved.add(key)
+        held.hold(key, outputs[position], "saved")
+        outputs[position] = None
     # Copies: a tensor that arrived with this call would otherwise go back as a reference to the notebook's own.
     return Reply(outputs=tuple(outputs), mutated=tuple((position, args[position].clone())
                                                        for position, seen in before.items()

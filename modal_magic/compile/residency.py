@@ -1,4 +1,4 @@
-"""Which of the notebook's parameters and buffers a remote place already holds, and at which version.
+"""Which of the notebook's parameters and buffers a remote place holds for compiled graphs, and at which version.
 
 A compiled call sends only activations: a parameter goes once, and again only
 when the notebook changed it (an optimizer step bumps the tensor's ``_version``;
@@ -7,48 +7,58 @@ a new ``nn.Parameter`` is another object, so another key). A change made through
 gets one key for the kernel's life; when it is garbage-collected the places
 that held it are told to let it go with their next call.
 
-This is deliberately one small class with a narrow interface (``key``,
-``stale``, ``held``, ``lost``, ``dropped``/``delivered``): the general
-remote-resident object store (issue 15) will replace it, and the compiled
-graphs should not notice.
+Why this is not the remote-resident session (``notebook/session.py``,
+``wire/resident.py``), though the keys live in the same table type
+(``wire.resident.Table``, weakly held, here) and the remote side keeps both in
+its store (``worker/store.py``, as two namespaces): the session names every
+plain tensor that crosses, either way, keeps each remotely until the notebook's
+mirror dies, and tells a change by fingerprints that sum a parameter's values,
+on both sides, every cell. A compiled graph is called once per forward and per
+backward, in a training loop: its activations and outputs must not stay remote,
+and its parameters must cost a call nothing. So its calls go as ``fresh`` cells
+(``channel.py``), the notebook alone mints its keys (parameters, buffers, the
+stand-ins of saved activations), and the version counter alone tells a change.
+One protocol for both would need a session ``Sender`` that names only what a
+graph plan marks resident, with a change test per namespace.
 """
 
 from __future__ import annotations
 
-import itertools
 import uuid
 import weakref
 from typing import Iterable
 
 import torch
 
+from ..wire.resident import Table
+
 __all__ = ["ResidentTensors", "key", "existing_key"]
 
-_TOKEN = uuid.uuid4().hex[:8]  # this kernel: keys from two notebooks never meet in one container
-_counter = itertools.count()
-_keys: dict[int, str] = {}  # id(tensor) → key, while the tensor lives
+_KEYS = Table(f"{uuid.uuid4().hex[:8]}.", weak=True)  # this kernel: keys from two notebooks never meet remotely
+"""Every tensor object given a key, held weakly: its death releases the key (``Table.released``)."""
 _places: "weakref.WeakSet[ResidentTensors]" = weakref.WeakSet()
 
 
 def key(tensor: torch.Tensor) -> str:
     """This tensor object's key, the same on every call while it lives."""
-    found = _keys.get(id(tensor))
-    if found is None:
-        found = _keys[id(tensor)] = f"{_TOKEN}.{next(_counter)}"
-        weakref.finalize(tensor, _forget, id(tensor), found)
-    return found
+    entry = _KEYS.entry_of(tensor)
+    if entry is None:
+        entry = _KEYS.put(_KEYS.mint_key(), tensor, None, ())  # no version or fingerprint: each place has its own
+    return entry.key
 
 
 def existing_key(tensor: torch.Tensor) -> str | None:
     """This tensor object's key if it has one (it was, or stands for, something kept remotely)."""
-    return _keys.get(id(tensor))
+    entry = _KEYS.entry_of(tensor)
+    return None if entry is None else entry.key
 
 
-def _forget(ident: int, gone: str) -> None:
-    if _keys.get(ident) == gone:
-        del _keys[ident]
+def _tell_places() -> None:
+    """Every place learns of the keys whose tensors died since this was last asked."""
+    gone, _KEYS.released = _KEYS.released, []  # a death while this runs appends to the new list
     for place in list(_places):
-        place.release(gone)
+        for name in gone:
+            place.release(name)
 
 
 class ResidentTensors:
@@ -79,6 +89,7 @@ class ResidentTensors:
 
     def dropped(self) -> tuple[str, ...]:
         """Keys to tell the remote side to free, with the next call."""
+        _tell_places()
         return tuple(self._dropped)
 
     def delivered(self, names: Iterable[str]) -> None:

@@ -13,6 +13,7 @@ that exist in the namespace, which is exactly the shadowed builtins.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["CellAnalysis", "analyze"]
@@ -184,10 +185,9 @@ class _ModuleScope(ast.NodeVisitor):
         self._nested(node)
         self._bind(node.name)
 
-    def _visit_comprehension(self, node: ast.AST) -> None:
+    def _visit_comprehension(self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp) -> None:
         # The first iterable is evaluated in the enclosing scope; the rest is its own.
-        generators = node.generators  # type: ignore[attr-defined]
-        self.visit(generators[0].iter)
+        self.visit(node.generators[0].iter)
         self._nested(node)
 
     visit_ListComp = visit_SetComp = visit_GeneratorExp = visit_DictComp = _visit_comprehension
@@ -240,9 +240,9 @@ class _ModuleScope(ast.NodeVisitor):
 
     visit_TryStar = visit_Try
 
-    def visit_Match(self, node: ast.AST) -> None:
-        self.visit(node.subject)  # type: ignore[attr-defined]
-        for case in node.cases:  # type: ignore[attr-defined]
+    def visit_Match(self, node: ast.Match) -> None:
+        self.visit(node.subject)
+        for case in node.cases:
             mark = self._mark()
             self.visit(case.pattern)
             if case.guard is not None:
@@ -251,22 +251,22 @@ class _ModuleScope(ast.NodeVisitor):
                 self.visit(stmt)
             self._restore(mark)
 
-    def visit_MatchAs(self, node: ast.AST) -> None:
-        if node.pattern is not None:  # type: ignore[attr-defined]
-            self.visit(node.pattern)  # type: ignore[attr-defined]
-        if node.name is not None:  # type: ignore[attr-defined]
-            self._bind(node.name)  # type: ignore[attr-defined]
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name is not None:
+            self._bind(node.name)
 
-    def visit_MatchStar(self, node: ast.AST) -> None:
-        if node.name is not None:  # type: ignore[attr-defined]
-            self._bind(node.name)  # type: ignore[attr-defined]
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name is not None:
+            self._bind(node.name)
 
-    def visit_MatchMapping(self, node: ast.AST) -> None:
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
         self.generic_visit(node)
-        if node.rest is not None:  # type: ignore[attr-defined]
-            self._bind(node.rest)  # type: ignore[attr-defined]
+        if node.rest is not None:
+            self._bind(node.rest)
 
-    def visit_Global(self, node: ast.Global) -> None:
+    def visit_Global(self, node: ast.Global | ast.Nonlocal) -> None:
         pass  # at module level `global x` changes nothing
 
     visit_Nonlocal = visit_Global
@@ -343,7 +343,7 @@ def _scope_body(node: ast.AST) -> list[ast.AST]:
     return list(node.body)  # type: ignore[attr-defined]
 
 
-def _walk_scope(node: ast.AST, skip: ast.AST | None = None):
+def _walk_scope(node: ast.AST, skip: ast.AST | None = None) -> Iterator[ast.AST]:
     """Yield nodes of this scope; a nested scope is yielded itself but not entered,
     except for the parts of it evaluated in *this* scope (defaults, decorators,
     bases, a comprehension's first iterable)."""
@@ -385,8 +385,8 @@ def _scope_bindings(body: list[ast.AST], params: set[str]) -> tuple[set[str], se
                 declared_global.update(sub.names)
             elif isinstance(sub, ast.arg):
                 local.add(sub.arg)
-            elif type(sub).__name__ in ("MatchAs", "MatchStar") and getattr(sub, "name", None):
-                local.add(sub.name)  # type: ignore[attr-defined]
-            elif type(sub).__name__ == "MatchMapping" and getattr(sub, "rest", None):
-                local.add(sub.rest)  # type: ignore[attr-defined]
+            elif isinstance(sub, (ast.MatchAs, ast.MatchStar)) and sub.name:
+                local.add(sub.name)
+            elif isinstance(sub, ast.MatchMapping) and sub.rest:
+                local.add(sub.rest)
     return local, declared_global

@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from ..backends import registry
-from .driver import CellOptions, _prepare, _Stopwatch
+from .cell import CellOptions
+from .stages import Stopwatch, prepare
 from .view.progress import format_bytes
 
 if TYPE_CHECKING:
@@ -30,8 +31,8 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
     mapping = options.mapping
     if mapping is not None:  # as run_mapped packs it: the mapped name is not an input, the copies run fresh
         options, hidden = replace(options, fresh=True), {*hidden, mapping.name}
-    names, crossing, _ = _prepare(source, namespace, options, hidden, None, _Stopwatch())
-    inputs = crossing.inputs
+    cell = prepare(source, namespace, options, hidden, None, Stopwatch())
+    names, inputs = cell.names, cell.crossing.inputs
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
     return [
         "modal_gpu --dry-run: nothing was run, sent or changed",

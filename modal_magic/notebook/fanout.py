@@ -34,14 +34,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Collection, MutableMapping
 
-from ..wire import process_state
-from ..wire import payload as wire
 from ..backends.base import Backend
-from .extension import current
-# The driver's own stages: a --map cell is analysed, packed and its results rebuilt as any cell's are.
-from .driver import NO_VALUE, CellOptions, CellOutcome, _not_brought_back, _one_line, _prepare, _Stopwatch, _take_slots
 from ..errors import BackendUnavailable, RemoteError, UsageProblem
-from ..wire.identity import LocalObjects
+from ..protocol import DoneEvent, Element, Event, NoteEvent, Resources, ResultFrame, RunRequest, StageEvent, \
+    StreamEvent, TickEvent
+from ..wire import payload as wire
+from .cell import NO_VALUE, CellOptions, CellOutcome
+from .extension import current
+# The stages of every cell: a --map cell is analysed, packed and its results rebuilt as a single cell's are.
+from .stages import Stopwatch, one_line, prepare, rebuild
 
 __all__ = ["MapSpec", "MapFailed", "run_mapped"]
 
@@ -119,39 +120,37 @@ class _Element:
 
 
 def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,
-               on_event: Callable[[dict[str, Any]], None], hidden: Collection[str] = (),
+               on_event: Callable[[Event], None], hidden: Collection[str] = (),
                execution_count: int | None = None, colors: str = "", header: str | None = None) -> CellOutcome:
     """``driver.run_cell`` for a cell with ``--map`` (``options.mapping``); same arguments, same promises,
     except that the namespace gets one list per bound name and failures come as one ``MapFailed``."""
     spec = options.mapping
     assert spec is not None
-    clock = _Stopwatch()
-    on_event({"kind": "stage", "stage": "analyse"})
+    clock = Stopwatch()
+    on_event(StageEvent(kind="stage", stage="analyse"))
     elements = [_Element(value) for value in _elements(spec, namespace)]
     # The copies run on workers or containers of their own, not the session's: their inputs go as values
     # (a resident reference names an object of the session's one worker), and nothing stays behind.
-    names, crossing, request = _prepare(source, namespace, dataclasses.replace(options, fresh=True),
-                                        {*hidden, spec.name}, header, clock)
-    inputs = crossing.inputs
+    cell = prepare(source, namespace, dataclasses.replace(options, fresh=True), {*hidden, spec.name}, header, clock,
+                   execution_count=execution_count, colors=colors)
+    inputs = cell.crossing.inputs
     packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
-    on_event({"kind": "stage", "stage": "pack", "variables": names, "bytes": inputs.nbytes})
-    request.update(execution_count=execution_count, colors=colors, state=process_state.capture())
+    on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=inputs.nbytes))
+    # The backend's lanes: a pool of local workers, or Modal calls on the fan-out's own containers.
     lanes = current().backends.get(options.backend).lanes(min(len(elements), spec.max_parallel or len(elements)))
-    request["resources"] = {**request["resources"], "parallel": len(lanes)}  # Modal: the fan-out's own pool
     try:
         handler = _Handler(elements, inputs, namespace, spec, on_event, options.device)
-        _run_on_lanes(lanes, handler, request, inputs, packed, options.timeout)
+        _run_on_lanes(lanes, handler, cell.request, cell.resources, inputs, packed, options.timeout)
         clock.lap("remote")
         outcome = _inject(handler, namespace, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on
-        on_event({"kind": "done", "ok": False, "error": _one_line(exc),
-                  "elements": _element_times(elements)})
+        on_event(DoneEvent(kind="done", ok=False, error=one_line(exc), elements=_element_times(elements)))
         raise
-    outcome.sent = names
-    failed = _failure(elements, spec, request["code"])
-    on_event({"kind": "done", "ok": failed is None, "elements": _element_times(elements),
-              "error": "" if failed is None else failed.message,
-              "injected": {name: namespace[name] for name in outcome.injected}})
+    outcome.sent = cell.names
+    failed = _failure(elements, spec, cell.request.code)
+    on_event(DoneEvent(kind="done", ok=failed is None, elements=_element_times(elements),
+                       error="" if failed is None else failed.message,
+                       injected={name: namespace[name] for name in outcome.injected}))
     if failed is not None:
         raise failed
     return outcome
@@ -190,8 +189,8 @@ def _pack_element(spec: MapSpec, index: int, value: Any) -> wire.Payload:
 
 
 # ------------------------------------------------------------------ running
-def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, Any], inputs: wire.Payload,
-                  packed: list[wire.Payload], timeout: float | None) -> None:
+def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: RunRequest, resources: Resources,
+                  inputs: wire.Payload, packed: list[wire.Payload], timeout: float | None) -> None:
     """Run every element on the lanes, ``handler`` taking their reports on this thread."""
     elements, stop, on_event = handler.elements, handler.stop, handler.on_event
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -199,12 +198,13 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
         todo.put(index)
     reports: queue.SimpleQueue[tuple[int | None, str, Any]] = queue.SimpleQueue()
 
-    def job(index: int) -> tuple[dict[str, Any], wire.Payload]:
+    def job(index: int) -> tuple[RunRequest, wire.Payload]:
         element = packed[index]
-        return ({**request, "element": {"payload": element.meta(), "first_buffer": len(inputs.buffers)}},
+        return (dataclasses.replace(request, element=Element(element.meta(), first_buffer=len(inputs.buffers))),
                 dataclasses.replace(inputs, buffers=[*inputs.buffers, *element.buffers]))
 
-    threads = [threading.Thread(target=_lane, args=(lane, todo, job, reports, stop, timeout, handler.spec.fail_fast),
+    threads = [threading.Thread(target=_lane, args=(lane, todo, job, resources, reports, stop, timeout,
+                                                    handler.spec.fail_fast),
                                 daemon=True,
                                 name=f"modal_magic-map-{number}") for number, lane in enumerate(lanes)]
     interrupted = False
@@ -212,9 +212,9 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
         for thread in threads:
             thread.start()
         where = lanes[0].describe(lanes=len(lanes))
-        on_event({"kind": "stage", "stage": "start", "where": where.pool, "warm": None,
-                  "note": f"{len(elements)} elements on {where.lanes}"})
-        on_event({"kind": "stage", "stage": "run", "where": where.pool})
+        on_event(StageEvent(kind="stage", stage="start", where=where.pool, warm=None,
+                            note=f"{len(elements)} elements on {where.lanes}"))
+        on_event(StageEvent(kind="stage", stage="run", where=where.pool))
         running = len(threads)
         while running:
             try:
@@ -222,7 +222,7 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
                     index, kind, item = reports.get(timeout=_WAIT)
                 except queue.Empty:
                     handler.note()
-                    on_event({"kind": "tick"})
+                    on_event(TickEvent(kind="tick"))
                     continue
                 if index is None:
                     running -= 1
@@ -245,8 +245,8 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: dict[str, 
         raise handler.fatal
 
 
-def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int], tuple[dict, wire.Payload]],
-          reports: "queue.SimpleQueue[tuple[int | None, str, Any]]", stop: threading.Event,
+def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int], tuple[RunRequest, wire.Payload]],
+          resources: Resources, reports: "queue.SimpleQueue[tuple[int | None, str, Any]]", stop: threading.Event,
           timeout: float | None, fail_fast: bool) -> None:
     """One lane's thread: take the next element, run it on ``backend``, report; until none is left or stopped.
 
@@ -261,15 +261,15 @@ def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int],
             reports.put((index, "started", time.perf_counter()))
             try:
                 request, payload = job(index)
-                frame = backend.run(request, payload, lambda event, i=index: reports.put((i, "event", event)),
-                                    timeout=timeout, stop=stop)
+                result = backend.run(request, payload, lambda event, i=index: reports.put((i, "event", event)),
+                                     resources=resources, timeout=timeout, stop=stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the calling thread, which decides
                 # Raised while the others were being stopped: this one was cancelled too, whatever it raised.
                 failed = not stop.is_set()
                 reports.put((index, "failed" if failed else "cancelled", exc))
             else:
-                failed = frame[0].get("error") is not None
-                reports.put((index, "result", frame))
+                failed = result.error is not None
+                reports.put((index, "result", result))
             if failed and fail_fast:
                 stop.set()
     finally:
@@ -280,7 +280,7 @@ class _Handler:
     """The calling thread's side: element output with its prefix, counts for the view, results unpacked."""
 
     def __init__(self, elements: list[_Element], inputs: wire.Payload, namespace: MutableMapping[str, Any],
-                 spec: MapSpec, on_event: Callable[[dict[str, Any]], None], map_location: str) -> None:
+                 spec: MapSpec, on_event: Callable[[Event], None], map_location: str) -> None:
         self.elements, self.inputs, self.spec, self.on_event = elements, inputs, spec, on_event
         self.map_location = map_location
         self.main = wire.MainGlobals(namespace) if isinstance(namespace, dict) else None
@@ -303,27 +303,27 @@ class _Handler:
             element.elapsed = time.perf_counter() - (element.started or time.perf_counter())
             self._end_lines(index)
             if kind == "result":
-                self._result(index, *item)
+                self._result(index, item)
             elif isinstance(item, KeyboardInterrupt) or (kind == "cancelled" and self.fatal is None):
                 element.cancelled = True  # stopped, or the machinery gave way as the rest were cancelled
             else:
                 self._failed(element, item)
         self.note()
 
-    def _show(self, index: int, event: dict[str, Any]) -> None:
+    def _show(self, index: int, event: Event) -> None:
         """An element's output event: streams get ``[index] `` at the start of each line; a stage's note
         (the app starting, a container awaited) joins the counts; the rest of the stages stay here."""
-        kind = event.get("kind")
-        if kind == "stage":
+        if event["kind"] == "stage":
             self._waiting = event.get("note", "")
-        elif kind == "stream":
+        elif event["kind"] == "stream":
             # Whole lines only: an element's unfinished line waits for its end (or the element's), so that
             # elements printing at once never break into one another's lines.
             key = (index, event["name"])
             *lines, self._partial[key] = re.split(r"(?<=[\n\r])", self._partial.get(key, "") + event["text"])
             if lines:
-                self.on_event({**event, "text": "".join(f"[{index}] {line}" for line in lines)})
-        elif kind in ("display", "clear_output"):
+                self.on_event(StreamEvent(kind="stream", name=event["name"],
+                                          text="".join(f"[{index}] {line}" for line in lines)))
+        elif event["kind"] in ("display", "clear_output"):
             self.on_event(event)
 
     def _end_lines(self, index: int) -> None:
@@ -331,7 +331,7 @@ class _Handler:
         for name in ("stdout", "stderr"):
             rest = self._partial.pop((index, name), "")
             if rest:
-                self.on_event({"kind": "stream", "name": name, "text": f"[{index}] {rest}"})
+                self.on_event(StreamEvent(kind="stream", name=name, text=f"[{index}] {rest}"))
 
     def _failed(self, element: _Element, exc: BaseException) -> None:
         element.error = exc if isinstance(exc, Exception) else RemoteError(type(exc).__name__, str(exc))
@@ -342,25 +342,21 @@ class _Handler:
             self.stop.set()
 
     @wire.gc_paused()
-    def _result(self, index: int, meta: dict[str, Any], buffers: list[Any]) -> None:
+    def _result(self, index: int, result: ResultFrame) -> None:
         """Rebuild one element's results now (while the others run); nothing reaches the namespace yet."""
         element = self.elements[index]
-        if meta.get("interrupted"):
+        if result.interrupted:
             element.cancelled = True
             return
-        payload = wire.Payload.from_meta(meta["payload"], buffers)
-        ours = LocalObjects(self.inputs.memo)
         try:
-            values = wire.unpack(payload, map_location=self.map_location, persistent_load=ours.persistent_load,
-                                 main=self.main)
+            rebuilt = rebuild(result, self.inputs, device=self.map_location, main=self.main)
         except wire.UnpackError as exc:
             return self._failed(element, exc)
-        self._note_changes(ours.discard())
-        error, value = _take_slots(values, meta)
-        if error is not None:
-            return self._failed(element, error)
-        element.values, element.result, element.deleted = values, value, list(meta.get("deleted", ()))
-        for warning in _not_brought_back(payload) + ours.notes:
+        self._note_changes(rebuilt.objects.discard())
+        if rebuilt.error is not None:
+            return self._failed(element, rebuilt.error)
+        element.values, element.result, element.deleted = rebuilt.values, rebuilt.value, list(result.deleted)
+        for warning in rebuilt.warnings:
             self.warnings.setdefault(warning, []).append(index)
 
     def _note_changes(self, indices: list[int]) -> None:
@@ -382,12 +378,12 @@ class _Handler:
         now = time.monotonic()
         if counts != self._counts and (final or now - self._noted >= _NOTE_EVERY):
             self._counts, self._noted = counts, now
-            self.on_event({"kind": "note", "note": counts})
+            self.on_event(NoteEvent(kind="note", note=counts))
 
 
 # ------------------------------------------------------------------ results
 @wire.gc_paused()
-def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: _Stopwatch) -> CellOutcome:
+def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: Stopwatch) -> CellOutcome:
     """One list per bound name into the namespace (``None`` where an element failed); the notes, once each."""
     elements, spec = handler.elements, handler.spec
     succeeded = [e for e in elements if e.values is not None]

@@ -10,6 +10,7 @@ from IPython.core.magic_arguments import parse_argstring
 
 from . import driver, dry_run, extension, options
 from ..errors import UsageProblem
+from ..protocol import Event
 from .fanout import MapFailed, MapSpec
 from .output import show_event
 from .report import resident_report
@@ -67,7 +68,7 @@ class ModalMagics(Magics, options.Defaults):
             return None
         view = make_view(args.quiet)
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: Event) -> None:
             view(event)
             show_event(event)
 

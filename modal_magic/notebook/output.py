@@ -8,24 +8,24 @@ display publisher, so HTML, images and ``update`` displays behave as local ones.
 from __future__ import annotations
 
 import sys
-from typing import Any
+
+from ..protocol import Event
 
 __all__ = ["show_event"]
 
 
-def show_event(event: dict[str, Any]) -> None:
+def show_event(event: Event) -> None:
     """Render one ``stream``/``display``/``clear_output`` event; ignore the rest (stages)."""
-    kind = event.get("kind")
-    if kind == "stream":
+    if event["kind"] == "stream":
         stream = sys.stderr if event["name"] == "stderr" else sys.stdout
         stream.write(event["text"])
         stream.flush()
-    elif kind == "display":
+    elif event["kind"] == "display":
         from IPython.display import publish_display_data
 
         publish_display_data(event["data"], event.get("metadata") or None,
                              transient=event.get("transient") or None, update=event.get("update", False))
-    elif kind == "clear_output":
+    elif event["kind"] == "clear_output":
         from IPython.display import clear_output
 
         clear_output(wait=event.get("wait", False))

@@ -1,7 +1,7 @@
 """``%modal_resident``: what the remote session keeps for this notebook, by variable name, and its memory.
 
 Asks each backend that is running (never starts one) for its store's report
-(``resident.Store.report``), and names its keys after the notebook variables
+(``Backend.resident_report``), and names its keys after the notebook variables
 whose tensors mirror them: a tensor itself, or a module's, optimizer's or
 container's tensors one level down.
 """
@@ -11,10 +11,10 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
-from .view.progress import format_bytes
+from ..protocol import StoreReport, StoreRow
 from ..wire.resident import is_resident_kind
 from .session import Session
-from ..wire.payload import pack
+from .view.progress import format_bytes
 
 if TYPE_CHECKING:
     from .extension import Extension
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["resident_report"]
 
 
-def resident_report(namespace: Mapping[str, Any], extension: "Extension") -> list[str]:
+def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[str]:
     """The lines ``%modal_resident`` prints, for ``extension``'s backends and session."""
     backends, session = extension.backends.running(), extension.session
     if not backends:
@@ -31,13 +31,13 @@ def resident_report(namespace: Mapping[str, Any], extension: "Extension") -> lis
     names = _names_by_key(namespace, session)
     lines: list[str] = []
     for backend in backends:
-        meta, _ = backend.run({"kind": "report", "resources": session.last_resources.get(backend.name, {})},
-                              pack({}), lambda event: None)
-        lines += _describe(backend.name, meta["report"], names)
+        report = backend.resident_report()
+        if report is not None:  # (it stopped since ``running`` looked)
+            lines += _describe(backend.name, report, names)
     return lines
 
 
-def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list[str]:
+def _describe(where: str, report: StoreReport, names: dict[str, str]) -> list[str]:
     rows = report["rows"]
     gpu = report.get("gpu_allocated")
     rss = report.get("rss")
@@ -46,7 +46,7 @@ def _describe(where: str, report: dict[str, Any], names: dict[str, str]) -> list
              f" (the process holds {format_bytes(rss) if rss else 'unknown'} in all"
              + (f"; CUDA allocated: {format_bytes(gpu)}" if gpu is not None else "")
              + "; autograd graphs hold their saved tensors besides)"]
-    by_name: dict[str, list[dict[str, Any]]] = {}
+    by_name: dict[str, list[StoreRow]] = {}
     for row in rows:
         by_name.setdefault(names.get(row["key"], "(no notebook name: released with the next cell)"), []).append(row)
     for name, held in sorted(by_name.items(), key=lambda item: -sum(r["bytes"] for r in item[1])):

@@ -13,11 +13,16 @@ then records the versions both sides now agree on.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import dataclasses
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
-from ..wire import payload as wire
 from ..errors import InternalError
+from ..protocol import OnEvent, Resources, ResultFrame, RunRequest, StageEvent
+from ..wire import payload as wire
 from ..wire.resident import ALL, Receiver, Sender, Table
+
+if TYPE_CHECKING:
+    from ..backends.base import Backend
 
 __all__ = ["Session", "Crossing", "HASH_MIN"]
 
@@ -35,8 +40,6 @@ class Session:
         self.table = Table("n", weak=True)
         self.resync = False
         """A result could not be rebuilt here: the remote side must stop vouching for what it holds."""
-        self.last_resources: dict[str, dict[str, Any]] = {}
-        """Per backend, the resources of its last cell: where ``%modal_resident`` asks (Modal: that GPU's container)."""
 
     def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> "Crossing":
         return Crossing(self, variables, fresh=fresh)
@@ -68,34 +71,34 @@ class Crossing:
         self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
         self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
 
-    def run(self, backend: Any, request: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
-            timeout: float | None) -> tuple[dict[str, Any], list[Any]]:
+    def run(self, backend: "Backend", request: RunRequest, resources: Resources, on_event: OnEvent,
+            timeout: float | None) -> ResultFrame:
         """``backend.run`` the cell; when the remote side lacks some keys, send those as values and run again."""
         missing: tuple[str, ...] = ()
-        self._session.last_resources[backend.name] = request.get("resources", {})
         if backend.hashes_buffers and self._sender is not None \
                 and any(memoryview(b).nbytes >= HASH_MIN for b in self.inputs.buffers):
             self._hash_min = HASH_MIN
             self._pack(missing)
         for _ in range(_ROUNDS):
             released = self._session.take_released()
-            fields = {"resident": not self._fresh, "release": released, "resync": self._session.resync,
-                      "references": {} if self._sender is None else self._sender.references}
+            session = dataclasses.replace(
+                request, resident=not self._fresh, release=tuple(released), resync=self._session.resync,
+                references={} if self._sender is None else self._sender.references)
             try:
-                meta, buffers = backend.run({**request, **fields}, self.inputs, on_event, timeout=timeout)
+                result = backend.run(session, self.inputs, on_event, resources=resources, timeout=timeout)
             except BaseException:
                 self._session.table.released.extend(released)  # they may not have arrived: say them again
                 raise
             self._session.resync = False
-            if not meta.get("missing"):
+            if not result.missing:
                 if self._sender is not None:
                     self._sender.commit()
-                return meta, buffers
-            missing = (*missing, *meta["missing"], *((ALL,) if meta.get("empty") else ()))
-            self._note_lost_graphs(meta["missing"])
-            on_event({"kind": "stage", "stage": "upload",
-                      "note": f"the remote session was recycled (a new worker or container): sending again "
-                              f"{len(meta['missing'])} value(s) it no longer holds"})
+                return result
+            missing = (*missing, *result.missing, *((ALL,) if result.empty else ()))
+            self._note_lost_graphs(result.missing)
+            on_event(StageEvent(kind="stage", stage="upload",
+                                note=f"the remote session was recycled (a new worker or container): sending again "
+                                     f"{len(result.missing)} value(s) it no longer holds"))
             self._pack(missing)
         raise InternalError(f"the remote side kept asking for values it was sent ({', '.join(missing[:5])}…)")
 
@@ -104,7 +107,7 @@ class Crossing:
         self._receiver = Receiver(self._session.table, fallback, strict=True)
         return self._receiver.persistent_load
 
-    def _note_lost_graphs(self, keys: list[str]) -> None:
+    def _note_lost_graphs(self, keys: tuple[str, ...]) -> None:
         """Non-leaf tensors the remote side lost: their values go again, their graphs cannot."""
         for key in keys:
             entry = self._session.table.get(key)

@@ -2,6 +2,7 @@
 
 ``payload.py`` (pickling a namespace and rebuilding it), ``tensors.py`` (tensors and arrays as raw buffers,
 CUDA mapped to CPU), ``identity.py`` (which objects crossed, so in-place changes come back to them),
+``updates.py`` (how an object takes new content in place, for identity's references and resident's keys),
 ``resident.py`` (the remote-resident session's keys and versions), ``frames.py`` (messages over a
 socket), ``process_state.py`` (random states and torch defaults), ``remote_graph.py`` (autograd graphs
 left behind). Nothing here imports IPython or the notebook's side.
@@ -12,10 +13,10 @@ onto this one's CPU.
 
 from .payload import (
     PROTOCOL,
-    Refs,
     MainGlobals,
     PackError,
     Payload,
+    Refs,
     UnpackError,
     dumps,
     gc_paused,

@@ -12,7 +12,8 @@ from __future__ import annotations
 import pickle
 import socket
 import struct
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from .payload import gc_paused
 
@@ -29,7 +30,7 @@ class ConnectionClosed(EOFError):
 
 
 @gc_paused()
-def send(sock: socket.socket, meta: dict[str, Any], buffers: Sequence[Any] = ()) -> None:
+def send(sock: socket.socket, meta: Mapping[str, Any], buffers: Sequence[Any] = ()) -> None:
     """Send ``meta`` and ``buffers`` (anything exposing the buffer protocol, C-contiguous)."""
     views = [memoryview(b) for b in buffers]
     head = _head(meta, views)
@@ -58,13 +59,13 @@ def recv(sock: socket.socket) -> tuple[dict[str, Any], list[Any]]:
         return meta, [_recv_buffer(sock, nbytes) for nbytes in meta.pop("_sizes")]
 
 
-def encode(meta: dict[str, Any], buffers: Sequence[Any] = ()) -> bytes:
+def encode(meta: Mapping[str, Any], buffers: Sequence[Any] = ()) -> bytes:
     """One frame as one bytes value (for transports that move whole messages, such as Modal's generators)."""
     views = [memoryview(b) for b in buffers]
     return b"".join([_head(meta, views), *views])
 
 
-def _head(meta: dict[str, Any], views: list[memoryview]) -> bytes:
+def _head(meta: Mapping[str, Any], views: list[memoryview]) -> bytes:
     """Length-prefixed pickled ``meta``, with the buffer sizes the receiver needs."""
     body = pickle.dumps({**meta, "_sizes": [v.nbytes for v in views]}, protocol=5)
     return _LEN.pack(len(body)) + body
@@ -82,7 +83,7 @@ def decode(data: bytes) -> tuple[dict[str, Any], list[memoryview]]:
     return meta, buffers
 
 
-def encode_pieces(meta: dict[str, Any], buffers: Sequence[Any], piece: int = PIECE) -> Iterator[bytes]:
+def encode_pieces(meta: Mapping[str, Any], buffers: Sequence[Any], piece: int = PIECE) -> Iterator[bytes]:
     """One frame as messages of at most ``piece`` bytes of buffers: a head, then the buffers' bytes in order.
 
     Where transport moves whole messages (Modal's generator items, each its
@@ -143,6 +144,7 @@ def _recv_buffer(sock: socket.socket, nbytes: int) -> Any:
     return buf
 
 
+numpy: Any
 try:
     import numpy
 except ImportError:  # pragma: no cover - numpy ships with every torch

@@ -19,76 +19,36 @@ been rebuilt (``LocalObjects.apply``), so a failure leaves nothing half-changed.
 
 from __future__ import annotations
 
-import functools
 import pickle
-import random
 import sys
 import types
 import zlib
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["RemoteInputs", "LocalObjects", "updatable", "update_in_place"]
+from .updates import Updates, array_type, is_array, is_tensor, random_states, state_access, storage_types, tensor_type
+
+__all__ = ["RemoteInputs", "LocalObjects"]
 
 _ALWAYS_REF = (types.FunctionType, types.BuiltinFunctionType, types.ModuleType, type, types.MethodType)
 _IMMUTABLE = frozenset({str, bytes, int, float, complex, bool, type(None), tuple, frozenset, range})
 
 
-def _tensor_type() -> type | tuple:
-    torch = sys.modules.get("torch")
-    return torch.Tensor if torch is not None else ()
-
-
-def _array_type() -> type | tuple:
-    numpy = sys.modules.get("numpy")
-    return numpy.ndarray if numpy is not None else ()
-
-
-def _storage_types() -> tuple:
-    torch = sys.modules.get("torch")
-    return (torch.UntypedStorage, torch.storage.TypedStorage) if torch is not None else ()
-
-
-_StateAccess = tuple[Callable[[Any], Any], Callable[[Any, Any], None]]
-
-
-def _random_states() -> dict[type, _StateAccess]:
-    """Random generators that keep their state in C, where neither pickling nor a ``__dict__`` update can
-    carry a change back into the notebook's object: how to read and set that state."""
-    return _random_states_with(sys.modules.get("numpy"), sys.modules.get("torch"))
-
-
-@functools.lru_cache(maxsize=None)
-def _random_states_with(numpy: types.ModuleType | None, torch: types.ModuleType | None) -> dict[type, _StateAccess]:
-    """``_random_states`` once numpy and torch are (or are not) imported: asked for every object updated."""
-    holders: dict[type, _StateAccess] = {random.Random: (random.Random.getstate, random.Random.setstate)}
-    if numpy is not None:
-        holders[numpy.random.Generator] = (lambda g: g.bit_generator.state,
-                                           lambda g, state: setattr(g.bit_generator, "state", state))
-        holders[numpy.random.RandomState] = (numpy.random.RandomState.get_state, numpy.random.RandomState.set_state)
-    if torch is not None:
-        holders[torch.Generator] = (torch.Generator.get_state, torch.Generator.set_state)
-    return holders
-
-
-def _state_access(obj: Any) -> _StateAccess | None:
-    holders = _random_states()
-    return next((holders[cls] for cls in type(obj).__mro__ if cls in holders), None)
-
-
 def _snapshot(obj: Any) -> Any:
     """What a tensor, array or random generator looked like on arrival (tensors: their version counter);
     a tensor's first item is its content (``_storage_unchanged`` compares just that)."""
-    if isinstance(obj, _tensor_type()):
+    if isinstance(obj, tensor_type()):
         grad = obj.grad if obj.is_leaf else None
         return ((obj._version, obj.data_ptr()), tuple(obj.shape), obj.requires_grad,
                 None if grad is None else (id(grad), grad._version))
-    if isinstance(obj, _array_type()):
+    if isinstance(obj, array_type()):
         if obj.dtype == object:
             return None  # an object array can change without its bytes changing
         return (obj.shape, obj.dtype.str, zlib.crc32(obj.data if obj.flags.c_contiguous else obj.tobytes()))
     if isinstance(obj, types.FunctionType):
         return _attributes(obj)
-    get_state, _ = _state_access(obj)
+    access = state_access(obj)
+    assert access is not None, "only tensors, arrays, functions and random states are measured on arrival"
+    get_state, _ = access
     return pickle.dumps(get_state(obj))  # comparable whatever the state holds (tuples of arrays...)
 
 
@@ -103,8 +63,8 @@ class RemoteInputs:
 
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo  # keeps every input object alive, so ids stay unique
-        measurable = (_tensor_type(), _array_type(), *_random_states())
-        storages = _storage_types()
+        measurable = (tensor_type(), array_type(), *random_states())
+        storages = storage_types()
         self._index: dict[int, int] = {}
         self.ids = self._index.keys()
         """The ids of the objects it may name: it answers None for any other (a sender in front of it checks)."""
@@ -116,7 +76,8 @@ class RemoteInputs:
                 self._arrival[id(obj)] = _snapshot(obj)
             elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
                 self._arrival[id(obj)] = _attributes(obj)
-            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF)) or hasattr(obj, "__dict__")):
+            elif not (isinstance(obj, (list, dict, set, bytearray, storages, *_ALWAYS_REF))
+                      or hasattr(obj, "__dict__")):
                 continue
             self._index[id(obj)] = index
         self._copies = _quiet_buffer_copies(memo.values())
@@ -153,12 +114,12 @@ class RemoteInputs:
         arrival = self._arrival.get(id(obj))
         if arrival is not None:
             return arrival == _snapshot(obj) and self.same_values(obj)
-        return isinstance(obj, _storage_types()) and self._storage_unchanged(obj)
+        return isinstance(obj, storage_types()) and self._storage_unchanged(obj)
 
     def _content_unchanged(self, obj: Any) -> bool:
         """Whether a tensor's or an array's values are as they arrived (whatever became of its ``grad``)."""
         arrival = self._arrival[id(obj)]
-        if not isinstance(obj, _tensor_type()):
+        if not isinstance(obj, tensor_type()):
             return arrival == _snapshot(obj)
         return arrival[0] == _snapshot(obj)[0] and self.same_values(obj)
 
@@ -183,9 +144,9 @@ class RemoteInputs:
         for obj in self._objects.values():
             if id(obj) not in self._arrival:
                 continue
-            if isinstance(obj, _tensor_type()):
+            if isinstance(obj, tensor_type()):
                 tensor = obj
-            elif isinstance(obj, _array_type()):
+            elif isinstance(obj, array_type()):
                 tensor = tensors.tensor_under(obj)
             else:
                 continue
@@ -211,7 +172,7 @@ class RemoteInputs:
         """Input arrays by themselves and by their base (what numpy makes the base of a view of them)."""
         found: dict[int, Any] = {}
         for obj in self._objects.values():
-            if isinstance(obj, _array_type()) and id(obj) in self._arrival:
+            if isinstance(obj, array_type()) and id(obj) in self._arrival:
                 found[id(obj)] = obj
                 if obj.base is not None and (obj.flags.c_contiguous or obj.flags.f_contiguous):
                     found.setdefault(id(obj.base), obj)
@@ -256,7 +217,7 @@ def _byte_bounds(array: Any) -> tuple[int, int]:
     """The first and one-past-the-last byte ``array`` can reach."""
     low = high = _address(array)
     if array.size:
-        for size, stride in zip(array.shape, array.strides):
+        for size, stride in zip(array.shape, array.strides, strict=True):
             if stride < 0:
                 low += (size - 1) * stride
             else:
@@ -298,9 +259,9 @@ class LocalObjects:
 
     def __init__(self, memo: dict[int, Any]) -> None:
         self._objects = memo
-        self._updates: list[tuple[Any, Any]] = []
+        self._updates = Updates("remotely")
         self._updated: list[int] = []  # the memo index of each update's object, for ``discard``
-        self.notes: list[str] = []
+        self.notes = self._updates.notes
 
     def persistent_load(self, pid: tuple) -> Any:
         kind, index, *rest = pid
@@ -309,22 +270,17 @@ class LocalObjects:
             return local
         new = rest[0]
         if type(local) is types.FunctionType:  # ``new`` is its attributes (``wrapper.calls += 1``)
-            self._updates.append((local.__dict__, new))
+            self._updates.defer(local.__dict__, new)
             self._updated.append(index)
             return local
-        if not updatable(local, new):
-            self.notes.append(f"a {type(local).__name__} changed remotely could not be updated in place; "
-                              "it was replaced (other references to the old one do not see the change)")
+        if self._updates.record(local, new) is not local:
             return new
-        self._updates.append((local, new))
         self._updated.append(index)
         return local
 
     def apply(self) -> None:
         """Copy the new contents into the notebook's objects (innermost first, as they were recorded)."""
-        for local, new in self._updates:
-            update_in_place(local, new)
-        self._updates.clear()
+        self._updates.apply()
         self._updated.clear()
 
     def discard(self) -> list[int]:
@@ -335,8 +291,8 @@ class LocalObjects:
         are compared with what came back; tensors, arrays and random states
         travel as updates only when they changed.
         """
-        changed = [index for index, (local, new) in zip(self._updated, self._updates) if _differs(local, new)]
-        self._updates.clear()
+        changed = [index for index, (local, new) in zip(self._updated, self._updates.discard(), strict=True)
+                   if _differs(local, new)]
         self._updated.clear()
         return changed
 
@@ -345,8 +301,8 @@ def _differs(local: Any, new: Any) -> bool:
     """Whether applying ``new`` would change ``local`` (the objects inside both are the notebook's own)."""
     if isinstance(local, (list, dict, set, bytearray)) and type(local) is type(new):
         return _unequal(local, new)
-    if hasattr(local, "__dict__") and hasattr(new, "__dict__") and not _is_tensor(local) and not _is_array(local) \
-            and _state_access(local) is None:
+    if hasattr(local, "__dict__") and hasattr(new, "__dict__") and not is_tensor(local) and not is_array(local) \
+            and state_access(local) is None:
         return _unequal(local.__dict__, new.__dict__)
     return True
 
@@ -362,64 +318,3 @@ def _stands_for(sent: Any) -> Any:
     """The notebook object a memo entry of the inputs names (a storage went as a stand-in holding its bytes)."""
     tensors = sys.modules.get("modal_magic.wire.tensors")
     return sent if tensors is None else tensors.stands_for(sent)
-
-
-def _is_tensor(obj: Any) -> bool:
-    return isinstance(obj, _tensor_type())
-
-
-def _is_array(obj: Any) -> bool:
-    return isinstance(obj, _array_type())
-
-
-def updatable(local: Any, new: Any) -> bool:
-    """Whether ``new``'s content can be copied into ``local`` (so that everything holding ``local`` sees it)."""
-    if type(local) is not type(new):
-        return False
-    if _is_array(local):
-        return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
-    if _is_tensor(local):
-        return local.layout == new.layout and not local.is_quantized and not local.is_nested
-    if isinstance(local, _storage_types()):
-        return local.nbytes() == new.nbytes()
-    return isinstance(local, (list, dict, set, bytearray)) or hasattr(local, "__dict__") \
-        or _state_access(local) is not None
-
-
-def update_in_place(local: Any, new: Any) -> None:
-    """Make ``local`` hold ``new``'s content, keeping ``local``'s identity (and its memory, where it can)."""
-    if _is_tensor(local):
-        _update_tensor(local, new)
-    elif isinstance(local, _storage_types()):
-        local.copy_(new)  # every tensor and array over the notebook's storage sees the new bytes
-    elif _is_array(local):
-        import numpy
-
-        numpy.copyto(local, new)
-    elif isinstance(local, (list, bytearray)):
-        local[:] = new
-    elif isinstance(local, (dict, set)):
-        local.clear()
-        local.update(new)
-    elif (access := _state_access(local)) is not None:
-        get_state, set_state = access
-        set_state(local, get_state(new))
-    if hasattr(local, "__dict__") and not _is_tensor(local) and local.__dict__ is not new.__dict__:
-        local.__dict__.clear()
-        local.__dict__.update(new.__dict__)
-
-
-def _update_tensor(local: Any, new: Any) -> None:
-    import torch
-
-    with torch.no_grad():
-        if local.shape == new.shape and local.dtype == new.dtype and local.device == new.device:
-            if local.data_ptr() != new.data_ptr():
-                local.copy_(new)  # the same memory: views and numpy arrays sharing it see the change
-        else:
-            local.data = new.data  # resized or re-typed remotely (`p.data = …`)
-    if local.is_leaf:
-        if local.requires_grad != new.requires_grad:
-            local.requires_grad_(new.requires_grad)
-        if local.grad is not new.grad:
-            local.grad = new.grad

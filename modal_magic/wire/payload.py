@@ -20,10 +20,10 @@ Public helpers:
 
 from __future__ import annotations
 
+import builtins as builtins_module
 import contextlib
 import functools
 import gc
-import builtins as builtins_module
 import importlib
 import io
 import pickle
@@ -32,8 +32,9 @@ import sys
 import sysconfig
 import types
 import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Protocol
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cloudpickle_internals
@@ -112,7 +113,7 @@ class Payload:
                 "skipped": self.skipped, "notes": self.notes}
 
     @classmethod
-    def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> "Payload":
+    def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> Payload:
         return cls(stream=meta["stream"], buffers=buffers, names=meta["names"], versions=meta["versions"],
                    skipped=dict(meta.get("skipped", {})), notes=list(meta.get("notes", [])))
 
@@ -221,8 +222,8 @@ def _exported_as(cls: type) -> tuple[str, str] | None:
     enums ``torch.nn.functional`` re-exports, which pickle cannot find by their qualified name and which
     cannot go by value. Only a class of neither ``__main__`` nor the user's own modules (those go by value)."""
     module = getattr(cls, "__module__", None)
-    attributes = _library_globals(module)
-    if attributes is None:
+    attributes = _library_globals(module) if isinstance(module, str) else None
+    if attributes is None or not isinstance(module, str):
         return None
     return next(((module, name) for name, value in list(attributes.items()) if value is cls), None)
 
@@ -321,7 +322,7 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
         position, first_buffer = stream.tell(), len(buffers)
         try:
             pickler.dump(value)
-        except Exception as exc:  # noqa: BLE001 - any pickling failure belongs to this variable
+        except Exception as exc:
             raise _VariableFailed(name, exc) from exc
         sizes[name] = stream.tell() - position + sum(b.nbytes for b in buffers[first_buffer:])
         notes.extend(f"{name}: {note}" for note in dict.fromkeys(pickler.notes))
@@ -436,7 +437,7 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu",
     unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location,
                            main=main)
     if persistent_load is not None:
-        unpickler.persistent_load = persistent_load
+        unpickler.persistent_load = persistent_load  # type: ignore[method-assign]  # pickle's documented hook
     result: dict[str, Any] = {}
     with _device_choice(map_location), warnings.catch_warnings():
         # torch's own rebuild functions (quantized, legacy blobs) touch TypedStorage and warn about it.
@@ -444,7 +445,7 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu",
         for name in payload.names:
             try:
                 result[name] = unpickler.load()
-            except Exception as exc:  # noqa: BLE001 - reported with the variable's name
+            except Exception as exc:
                 if main is not None:
                     main.undo()
                 raise UnpackError(name, _explain_load_failure(name, exc, payload.versions)) from exc

@@ -25,8 +25,9 @@ import array
 import importlib
 import sys
 import types
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 __all__ = ["State", "capture", "apply", "changed_since", "reducers"]
 
@@ -42,23 +43,23 @@ class _Setting:
     set: Callable[[types.ModuleType, Any], None]
 
 
-def _random_state(random: types.ModuleType) -> tuple:
+def _random_state(random: types.ModuleType) -> tuple[Any, ...]:
     """``random.getstate()`` with its 625 ints as bytes: pickling them as ints costs 50 µs a cell."""
     version, internal, gauss_next = random.getstate()
     return version, array.array("I", internal).tobytes(), gauss_next  # Mersenne Twister words: 32 bits
 
 
-def _set_random_state(random: types.ModuleType, state: tuple) -> None:
+def _set_random_state(random: types.ModuleType, state: tuple[Any, ...]) -> None:
     version, internal, gauss_next = state
     random.setstate((version, tuple(array.array("I", internal)), gauss_next))
 
 
-def _numpy_state(np_random: types.ModuleType) -> tuple:
+def _numpy_state(np_random: types.ModuleType) -> tuple[Any, ...]:
     name, keys, pos, has_gauss, gauss = np_random.get_state(legacy=True)
     return name, keys.tobytes(), pos, has_gauss, gauss
 
 
-def _set_numpy_state(np_random: types.ModuleType, state: tuple) -> None:
+def _set_numpy_state(np_random: types.ModuleType, state: tuple[Any, ...]) -> None:
     import numpy
 
     name, keys, pos, has_gauss, gauss = state

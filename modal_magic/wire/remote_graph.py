@@ -31,11 +31,11 @@ class _RemoteGraph(torch.autograd.Function):
         raise RuntimeError(MESSAGE)
 
 
-@functools.lru_cache(maxsize=None)
-def _function_named(grad_fn: str) -> type:
+@functools.cache
+def _function_named(grad_fn: str) -> type[_RemoteGraph]:
     """A subclass of ``_RemoteGraph`` whose backward node's type is called ``grad_fn``, as the remote one is."""
     function = type(f"_RemoteGraph_{grad_fn}", (_RemoteGraph,), {})
-    node = function._backward_cls
+    node = function._backward_cls  # type: ignore[attr-defined]  # made by torch's FunctionMeta, not in its stubs
     node.__name__ = node.__qualname__ = grad_fn
     node.__module__ = "builtins"  # its repr is <AddBackward0 object at …>, as torch's own nodes'
     return function
@@ -44,4 +44,5 @@ def _function_named(grad_fn: str) -> type:
 def stand_in(value: torch.Tensor, grad_fn: str) -> torch.Tensor:
     """``value`` as a non-leaf tensor whose ``grad_fn`` is named ``grad_fn`` (and raises ``MESSAGE`` when run)."""
     with torch.enable_grad():
-        return _function_named(grad_fn).apply(torch.zeros((), requires_grad=True), value)
+        tensor: torch.Tensor = _function_named(grad_fn).apply(torch.zeros((), requires_grad=True), value)
+        return tensor

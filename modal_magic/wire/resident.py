@@ -1,6 +1,6 @@
 """Tensors that stay where they are, named by keys the notebook and the remote session share.
 
-Issue 15 / DESIGN §5a. Every plain tensor that crosses gets a *key* and a
+The remote session (``docs/design.md``, ``docs/usage.md``). Every plain tensor that crosses gets a *key* and a
 *version*; both sides keep a ``Table`` of key → their own object, the version
 they agree it is at, and its fingerprint at that version (identity,
 ``_version``, memory, shape, ``requires_grad``, ``.grad``). A payload names such
@@ -36,10 +36,11 @@ import hashlib
 import itertools
 import sys
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from .identity import update_in_place, updatable
+from .updates import Updates
 
 __all__ = ["ALL", "Table", "Sender", "Receiver", "fingerprint", "is_resident_kind", "content_digest", "SMALL"]
 
@@ -82,7 +83,7 @@ def fingerprint(t: Any, summed: bool = True) -> tuple[tuple, tuple]:
     """
     leaf, requires_grad = t.is_leaf, t.requires_grad
     grad = t.grad if leaf else None
-    content = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
+    content: tuple = (t._version, t.data_ptr(), tuple(t.shape), t.stride())
     if summed and ((leaf and requires_grad) or t.nbytes <= SMALL):
         content += ((t.detach() if requires_grad else t).sum().item(),)
     return content, (requires_grad, None if grad is None else (id(grad), grad._version))
@@ -105,7 +106,10 @@ class Entry:
 
 
 class Table:
-    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side."""
+    """key → this side's object, its agreed version and fingerprint; ``weak`` on the notebook's side.
+
+    Compiled graphs keep their keys in tables of this type too (``compile/residency.py``, ``worker/store.py``),
+    with neither version nor fingerprint: there the notebook's version counter alone tells a change."""
 
     def __init__(self, prefix: str, *, weak: bool) -> None:
         self.weak = weak
@@ -142,7 +146,10 @@ class Table:
 
     def entry_of(self, obj: Any) -> Entry | None:
         entry = self._by_id.get(id(obj))
-        return entry if entry is not None and self.object(entry) is obj else None
+        if entry is None:
+            return None
+        held = entry.holder() if self.weak else entry.holder  # inline: asked for every tensor of every call
+        return entry if held is obj else None
 
     def put(self, key: str, obj: Any, version: str | None, print_now: tuple | None = None) -> Entry:
         """Record that ``key`` is ``obj`` at ``version``, as it is now (``print_now``: its fingerprint, if known)."""
@@ -191,8 +198,8 @@ class Table:
         """The entry of a tensor over ``storage`` (whose memory a new view or array shares), if any."""
         if self._by_storage is None:
             self._by_storage = {}
-            for entry in self.entries():
-                self._by_storage.setdefault(entry.storage, entry)
+            for known in self.entries():
+                self._by_storage.setdefault(known.storage, known)
         entry = self._by_storage.get(storage._cdata)
         if entry is None:
             return None
@@ -203,10 +210,10 @@ class Table:
         """The storage of a tensor here whose memory starts at ``address`` (a numpy array over it), if any."""
         if self._by_address is None:
             self._by_address = {}
-            for entry in self.entries():
-                obj = self.object(entry)
+            for known in self.entries():
+                obj = self.object(known)
                 if obj is not None and obj.device.type == "cpu":
-                    self._by_address.setdefault(obj.untyped_storage().data_ptr(), entry)
+                    self._by_address.setdefault(obj.untyped_storage().data_ptr(), known)
         entry = self._by_address.get(address)
         obj = None if entry is None else self.object(entry)
         storage = None if obj is None else obj.untyped_storage()
@@ -322,6 +329,7 @@ class Sender:
     def _tensor(self, t: Any) -> tuple:
         entry = self._table.entry_of(t)
         if entry is not None and self._current(entry, t) and not self._force(t):
+            assert entry.version is not None  # _current vouches for it
             pid = self._state[id(t)] = ("res", entry.key, entry.version)
             self.references[entry.key] = entry.version
             return pid
@@ -351,6 +359,7 @@ class Sender:
         t = self._table.object(owner)
         same = same and owner.version is not None and ALL not in self._missing and owner.key not in self._missing \
             and owner.print[0] == self.fingerprint(t)[0] and not self._force(t)
+        version: str | None
         if owner.key in self.sent:  # the owner goes as a value in this payload, at its new version
             same, version = False, self.sent[owner.key][1]
         else:
@@ -358,6 +367,7 @@ class Sender:
         pid = self._state[id(storage)] = ("stor", owner.key, version)
         if same:
             if owner.key not in self.sent:
+                assert version is not None  # `same` vouches for owner.version
                 self.references[owner.key] = version
             return pid
         self._pending.add(id(storage))
@@ -376,11 +386,11 @@ class Receiver:
     def __init__(self, table: Table, fallback: Callable[[Any], Any] | None = None, *, strict: bool = False) -> None:
         self._strict = strict
         self.missing: list[str] = []
-        self.notes: list[str] = []
+        self._updates = Updates("on the other side")
+        self.notes = self._updates.notes
         self._table = table
         self._fallback = fallback
         self._loaded: dict[str, Any] = {}  # what each key resolved to in this payload (digests: "#…")
-        self._updates: list[tuple[Any, Any]] = []
         self._versions: dict[str, str] = {}
         self._adopted: dict[str, tuple[Any, str]] = {}
 
@@ -426,15 +436,10 @@ class Receiver:
     def _set(self, key: str, version: str, value: Any) -> Any:
         entry = self._table.get(key)
         local = None if entry is None else self._table.object(entry)
-        if local is not None and not updatable(local, value):
-            self.notes.append(f"a {type(local).__name__} changed on the other side could not be updated in place; "
-                              "it was replaced (other references to the old one do not see the change)")
-            local = None
-        if local is None:
+        if local is None or self._updates.record(local, value) is not local:  # (noted when it cannot be updated)
             self._adopted[key] = (value, version)
             self._loaded[key] = value
             return value
-        self._updates.append((local, value))
         self._versions[key] = version
         self._loaded[key] = local
         return local
@@ -449,7 +454,7 @@ class Receiver:
         local = base.untyped_storage()
         if local.nbytes() != storage.nbytes():
             return storage
-        self._updates.append((local, storage))
+        self._updates.defer(local, storage)
         return local
 
     def _by_digest(self, digest: str, device: str) -> Any:
@@ -463,7 +468,7 @@ class Receiver:
         if storage is None or content_digest(host_bytes(storage)) != digest:
             self._table.digests.pop(digest, None)
             if self._strict:
-                raise KeyError(f"the result names a buffer by its digest, which this side does not hold")
+                raise KeyError("the result names a buffer by its digest, which this side does not hold")
             self.missing.append("#" + digest)
             return _MISSING
         copy = self._loaded["#" + digest] = placed_copy(storage, device)
@@ -471,8 +476,7 @@ class Receiver:
 
     def apply(self) -> None:
         """Copy the new contents into this side's objects, then record the versions they are now at."""
-        for local, new in self._updates:
-            update_in_place(local, new)
+        self._updates.apply()
         for key, version in self._versions.items():
             self._table.put(key, self._loaded[key], version)
         for key, (obj, version) in self._adopted.items():

@@ -7,8 +7,8 @@ Here a storage becomes one ``StorageData`` per storage per payload (pickle's
 memo keeps views and tied weights aliased), holding a protocol-5
 ``PickleBuffer`` over the host bytes; the receiver turns the received buffer
 *into* the storage (``torch.frombuffer``, no copy) and moves it to the target
-device only if that is not the CPU. See ``reference/torch_serialization.md``
-(approach d) for the measurements behind this.
+device only if that is not the CPU. ``docs/design.md`` ("The wire format") gives
+the measurements behind this.
 
 This module is imported only when torch already is: nothing here imports torch
 at module level for the sake of processes that never see a tensor.
@@ -20,12 +20,14 @@ import ctypes
 import io
 import pickle
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy
 import torch
 
-__all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location", "legacy_storage_loader", "rebuild_tensor_v3_compat"]
+__all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location",
+           "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
 # The receiving side's device choice, set by wire.unpack for the duration of one load.
 _target = threading.local()
@@ -104,7 +106,7 @@ def _host_view(host: torch.UntypedStorage) -> Any:
     if not nbytes:
         return b""
     view = (ctypes.c_uint8 * nbytes).from_address(host.data_ptr())
-    view.owner = host
+    view.owner = host  # type: ignore[attr-defined]  # a ctypes instance takes attributes; its stubs say none
     return view
 
 
@@ -177,14 +179,14 @@ class HostMemory:
         self._arrays: list[numpy.ndarray] = []  # arrays sent by numpy itself, not yet indexed:
         self._array_at: dict[int, numpy.ndarray] = {}  # (their addresses cost ~1.5 µs, paid only if a storage asks)
 
-    def storage(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | StorageData | _ArrayMemory":
+    def storage(self, storage: torch.UntypedStorage) -> torch.UntypedStorage | StorageData | _ArrayMemory:
         """How a tensor's or array's ``storage`` travels: an input's storage as itself (a view the cell made
         of a notebook tensor must arrive over the notebook's memory), any other by value."""
         if self.inputs is not None and self.inputs(storage):
             return storage
         return self.by_value(storage)
 
-    def by_value(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
+    def by_value(self, storage: torch.UntypedStorage) -> StorageData | _ArrayMemory:
         """``storage``'s bytes (the same object each time it is asked, for the pickle memo)."""
         key = storage._cdata
         sent = self._by_storage.get(key)
@@ -192,7 +194,7 @@ class HostMemory:
             sent = self._by_storage[key] = self._first_time(storage)
         return sent
 
-    def _first_time(self, storage: torch.UntypedStorage) -> "StorageData | _ArrayMemory":
+    def _first_time(self, storage: torch.UntypedStorage) -> StorageData | _ArrayMemory:
         nbytes = storage.nbytes()
         if nbytes and storage.device.type == "cpu":
             address = storage.data_ptr()
@@ -218,7 +220,8 @@ class HostMemory:
             storage = self.resident_at(_address(array))
         return storage if storage is not None and array.nbytes <= storage.nbytes() else None
 
-    def array_memory(self, storage: torch.UntypedStorage) -> "torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory":
+    def array_memory(
+            self, storage: torch.UntypedStorage) -> torch.UntypedStorage | SharedWithArray | StorageData | _ArrayMemory:
         """How the storage under a numpy array travels: as ``storage``, but an input's marked, because numpy
         writes to it leave no trace on a tensor's version counter: its bytes must go (``resident``)."""
         if self.inputs is not None and self.inputs(storage):

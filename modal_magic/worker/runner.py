@@ -9,12 +9,14 @@ applies that state, runs the cell through IPython (so ``!cmd``, ``%time`` and
 ``%pip`` run *here*), and emits events while it runs: ``stage``, ``stream``
 (stdout/stderr text as it is written), ``display`` and ``clear_output`` (rich
 output), and finally ``result`` with the outputs packed by ``wire`` and the
-state the cell changed. Nothing is printed to the process's own stdout.
+state the cell changed. Nothing is printed to the process's own stdout. What
+each of these holds is in ``modal_magic.protocol``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import re
@@ -27,23 +29,17 @@ from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
+from ..protocol import (ERROR, INPUTS, PLAIN, RESIDENT, VALUE, ClearOutputEvent, DisplayEvent, ErrorInfo,
+                        ResultFrame, RunRequest, StageEvent, StoreReport, StreamEvent)
 from ..wire import process_state
 from ..wire import payload as wire
 from ..wire.identity import RemoteInputs
-from .store import Store
+from .store import Store, this_process
 
-__all__ = ["Runner", "Emit", "VALUE", "ERROR", "INPUTS", "RESIDENT", "PLAIN", "color_scheme"]
+__all__ = ["Runner", "Emit", "color_scheme"]
 
-Emit = Callable[[dict[str, Any], list[Any]], None]
-"""Send one event: ``emit(meta, buffers)``."""
-
-VALUE = "<value>"  # payload slot of the last expression's value (not a valid identifier)
-ERROR = "<error>"  # payload slot of the exception the cell raised
-INPUTS = "<inputs>"  # payload slot carrying the inputs back, so in-place changes reach the notebook
-RESIDENT = "<resident>"  # payload slot carrying resident tensors the cell changed, named in it or not
-
-PLAIN = "nocolor"
-"""Tracebacks without ANSI colours; a name IPython 8 (case-insensitively) and IPython 9 both know."""
+Emit = Callable[[Any, list[Any]], None]
+"""Send one frame: ``emit(meta, buffers)``, ``meta`` an event (``protocol.Event``) or a result's."""
 
 _IPYTHON8_SCHEMES = ("NoColor", "Linux", "LightBG", "Neutral")
 
@@ -87,7 +83,7 @@ class _Stream(io.TextIOBase):
     def flush(self) -> None:
         if self._pending:
             text, self._pending = "".join(self._pending), []
-            self._emit({"kind": "stream", "name": self.name, "text": text}, [])
+            self._emit(StreamEvent(kind="stream", name=self.name, text=text), [])
 
     def isatty(self) -> bool:
         return False
@@ -110,12 +106,12 @@ class _EventPublisher(DisplayPublisher):
 
     def publish(self, data, metadata=None, source=None, *, transient=None, update=False, **kwargs) -> None:
         if self.emit is not None:
-            self.emit({"kind": "display", "data": data, "metadata": metadata or {},
-                       "transient": transient or {}, "update": update}, [])
+            self.emit(DisplayEvent(kind="display", data=data, metadata=metadata or {},
+                                   transient=transient or {}, update=update), [])
 
     def clear_output(self, wait: bool = False) -> None:
         if self.emit is not None:
-            self.emit({"kind": "clear_output", "wait": wait}, [])
+            self.emit(ClearOutputEvent(kind="clear_output", wait=wait), [])
 
 
 class Runner:
@@ -134,7 +130,7 @@ class Runner:
         self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)
         self._traceback: list[str] = []
-        self.store = Store()
+        self.store = this_process()
         """What the cells received and made, kept for later cells (``resident``); not used by ``fresh`` ones."""
 
     def _show_figures(self) -> None:
@@ -167,7 +163,7 @@ class Runner:
             self.shell.InteractiveTB.set_colors(scheme)
             self.shell.SyntaxTB.set_colors(scheme)
 
-    def _changed(self, before: dict[str, Any], only: list[str] | None) -> list[str]:
+    def _changed(self, before: dict[str, Any], only: tuple[str, ...] | None) -> list[str]:
         """Names the cell bound or rebound (however: assignment, ``%time x = …``, ``exec``)."""
         ns = self.shell.user_ns
         if only is not None:  # --out: exactly these, changed or not
@@ -177,44 +173,46 @@ class Runner:
             if (name not in before or before[name] is not value) and not _BOOKKEEPING.match(name)
         ]
 
-    def run(self, request: dict[str, Any], buffers: list[Any], emit: Emit) -> None:
-        """Run one cell; every outcome, including the cell raising, ends in one ``result`` event.
+    def report(self) -> StoreReport:
+        """What is resident (a ``ReportRequest``'s answer)."""
+        return self.store.report()  # type: ignore[return-value]  # the store's dict is a StoreReport
 
-        A ``report`` request is answered with what is resident; a cell whose inputs name resident values this
-        session lacks (a recycled worker) is answered with their keys, before it runs (``missing``)."""
-        if request.get("kind") == "report":
-            emit({"kind": "result", "report": self.store.report()}, [])
-            return
+    def run(self, request: RunRequest, inputs: wire.Payload, emit: Emit) -> None:
+        """Run one cell; every outcome, including the cell raising, ends in one ``result`` frame.
+
+        A cell whose inputs name resident values this session lacks (a recycled worker) is answered with their
+        keys, before it runs (``missing``). ``inputs`` holds a ``--map`` element's buffers after the shared ones."""
         started = time.perf_counter()
-        store = self.store if request.get("resident") else None  # a --fresh cell, or a client without a session
+        store = self.store if request.resident else None  # a --fresh cell, or a client without a session
         if store is not None:
-            store.begin(request.get("release") or (), resync=bool(request.get("resync")))
-            lacking = store.lacks(request.get("references") or {})
+            store.begin(request.release, resync=request.resync)
+            lacking = store.lacks(request.references)
             if lacking:  # (an empty store, a new worker or container, lacks everything: the notebook sends all)
-                emit({"kind": "result", "missing": lacking, "empty": not len(store.table)}, [])
+                emit(*ResultFrame(missing=tuple(lacking), empty=not len(store.table)).to_wire())
                 return
-        placed = self._place_inputs(request, buffers, store)
+        placed = self._place_inputs(request, inputs, store)
         if isinstance(placed, list):
-            emit({"kind": "result", "missing": placed, "empty": not len(store.table)}, [])
+            assert store is not None  # only a resident store lacks values
+            emit(*ResultFrame(missing=tuple(placed), empty=not len(store.table)).to_wire())
             return
-        inputs, arrived, before = placed
-        notebook_state = request.get("state") or {}
-        process_state.apply(notebook_state)  # the notebook's seeds and defaults, as one process
-        state_before = process_state.capture(known=notebook_state)
-        emit({"kind": "stage", "stage": "run"}, [])
+        values, arrived, before = placed
+        process_state.apply(request.state)  # the notebook's seeds and defaults, as one process
+        state_before = process_state.capture(known=request.state)
+        emit(StageEvent(kind="stage", stage="run"), [])
         outcome = self._execute(request, emit)
         state = process_state.changed_since(state_before)
         elapsed = time.perf_counter() - started
         error = outcome.error_before_exec or outcome.error_in_exec
         if isinstance(error, KeyboardInterrupt):  # stopped: nothing is packed, the notebook keeps its variables
-            emit({"kind": "result", "interrupted": True, "error": self._error_info(error), "elapsed": elapsed}, [])
+            emit(*ResultFrame(interrupted=True, error=self._error_info(error), elapsed=elapsed).to_wire())
             return
-        emit({"kind": "stage", "stage": "download"}, [])
-        meta, payload = self._collect(request, outcome, inputs, arrived, before, store)
-        emit({**meta, "elapsed": elapsed, "state": state}, payload.buffers)
+        emit(StageEvent(kind="stage", stage="download"), [])
+        result = self._collect(request, outcome, values, arrived, before, store)
+        result.elapsed, result.state = elapsed, state
+        emit(*result.to_wire())
 
     @wire.gc_paused()
-    def _place_inputs(self, request: dict[str, Any], buffers: list[Any],
+    def _place_inputs(self, request: RunRequest, inputs: wire.Payload,
                       store: Store | None) -> tuple[dict, RemoteInputs, dict] | list[str]:
         """A fresh namespace holding just the inputs (and placeholders for names only deleted), resident ones
         being this session's own objects; or the keys of those it lacks."""
@@ -223,12 +221,13 @@ class Runner:
         ns.clear()
         ns.update(self._baseline)
         main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
-        element = request.get("element")
-        shared = len(buffers) if element is None else element["first_buffer"]
+        element, buffers = request.element, inputs.buffers
+        shared = len(buffers) if element is None else element.first_buffer
         resident = None if store is None else store.receiver()
-        payload = wire.Payload.from_meta(request["inputs"], buffers[:shared])
+        payload = dataclasses.replace(inputs, buffers=buffers[:shared])
+        values: dict[str, Any] = {}
         try:
-            inputs = wire.unpack(payload, map_location="auto", memo=memo, main=main,
+            values = wire.unpack(payload, map_location="auto", memo=memo, main=main,
                                  persistent_load=None if resident is None else resident.persistent_load)
         except wire.UnpackError:
             if resident is None or not resident.missing:
@@ -240,18 +239,18 @@ class Runner:
                 ns.update(self._baseline)
                 return resident.missing
             resident.apply()
-        ns.update(inputs)
-        ns.update((name, _Placeholder()) for name in request.get("placeholders", ()))
+        ns.update(values)
+        ns.update((name, _Placeholder()) for name in request.placeholders)
         if element is not None:  # --map: this copy's element, packed apart so the inputs are packed once for all
-            ns.update(wire.unpack(wire.Payload.from_meta(element["payload"], buffers[shared:]),
+            ns.update(wire.unpack(wire.Payload.from_meta(element.payload, buffers[shared:]),
                                   map_location="auto", main=main))
-        return inputs, RemoteInputs(memo), dict(ns)
+        return values, RemoteInputs(memo), dict(ns)
 
-    def _execute(self, request: dict[str, Any], emit: Emit) -> Any:
+    def _execute(self, request: RunRequest, emit: Emit) -> Any:
         """Run the cell through IPython with its output turned into events."""
         self.shell.displayhook.value = None
-        self.shell.execution_count = request.get("execution_count") or 1
-        self._set_colors(request.get("colors") or PLAIN)
+        self.shell.execution_count = request.execution_count or 1
+        self._set_colors(request.colors or PLAIN)
         self._traceback = []
         saved = sys.stdout, sys.stderr
         streams = _Stream("stdout", emit), _Stream("stderr", emit)
@@ -264,25 +263,25 @@ class Runner:
         self.shell.display_pub.emit = emit_in_order
         sys.stdout, sys.stderr = streams
         try:
-            with _environment(request.get("env") or {}):
-                return self.shell.run_cell(request["code"], store_history=True)
+            with _environment(request.env):
+                return self.shell.run_cell(request.code, store_history=True)
         finally:
             for stream in streams:
                 stream.flush()
             sys.stdout, sys.stderr = saved
             self.shell.display_pub.emit = None
 
-    def _error_info(self, error: BaseException) -> dict[str, Any]:
+    def _error_info(self, error: BaseException) -> ErrorInfo:
         """The cell's exception as the notebook shows it: type, message, IPython's formatted traceback."""
-        return {"type": type(error).__name__, "message": str(error), "traceback": self._traceback}
+        return ErrorInfo(type=type(error).__name__, message=str(error), traceback=self._traceback)
 
     @wire.gc_paused()
-    def _collect(self, request: dict[str, Any], outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
-                 before: dict[str, Any], store: Store | None) -> tuple[dict[str, Any], wire.Payload]:
+    def _collect(self, request: RunRequest, outcome: Any, inputs: dict[str, Any], arrived: RemoteInputs,
+                 before: dict[str, Any], store: Store | None) -> ResultFrame:
         """What goes back: rebound names, inputs changed in place, deletions, the value or the error."""
         ns = self.shell.user_ns
         error = outcome.error_before_exec or outcome.error_in_exec
-        outputs = {name: ns[name] for name in self._changed(before, request.get("outputs"))}
+        outputs = {name: ns[name] for name in self._changed(before, request.outputs)}
         # Every mutable input goes back (as an update, or a reference when unchanged), whatever became
         # of its name: `a.append(1); a = []` must still change the list other notebook names hold.
         extra: dict[str, Any] = {INPUTS: [value for value in inputs.values() if arrived.is_input(value)]}
@@ -297,14 +296,12 @@ class Runner:
         payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs)
         if store is not None:
             store.settle(refs)
-        meta = {
-            "kind": "result",
-            "payload": payload.meta(),
-            "deleted": [name for name in before if name not in ns and name not in self._baseline],
-            "error": None if error is None else self._error_info(error),
-            "value_repr": _safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
-        }
-        return meta, payload
+        return ResultFrame(
+            payload=payload.meta(), buffers=payload.buffers,
+            deleted=tuple(name for name in before if name not in ns and name not in self._baseline),
+            error=None if error is None else self._error_info(error),
+            value_repr=_safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
+        )
 
 
 @contextlib.contextmanager

@@ -14,13 +14,18 @@ the worker, where the progress view counts it, not to uploading the inputs.
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import socket
 import sys
 import traceback
 from typing import Sequence
 
+from ..protocol import (InternalErrorFrame, InterruptedFrame, ReadyFrame, ReportRequest, report_to_wire,
+                        request_from_wire)
 from ..wire import frames
+from ..wire import payload as wire
+from . import lifeline
 
 
 def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
@@ -30,7 +35,7 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
     for module in preload:
         importlib.import_module(module)
     runner = Runner()
-    frames.send(sock, {"kind": "ready"})
+    frames.send(sock, ReadyFrame(kind="ready"))
     while True:
         try:
             request, buffers = frames.recv(sock)
@@ -39,17 +44,24 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
         except KeyboardInterrupt:  # an interrupt that arrived between cells
             continue
         try:
-            runner.run(request, buffers, lambda meta, bufs: frames.send(sock, meta, bufs))
+            parsed = request_from_wire(request)
+            if isinstance(parsed, ReportRequest):  # its own kind of request: nothing runs
+                frames.send(sock, report_to_wire(runner.report()))
+            else:
+                inputs = wire.Payload.from_meta(request["inputs"], buffers)
+                runner.run(parsed, inputs, lambda meta, bufs: frames.send(sock, meta, bufs))
         except KeyboardInterrupt:
-            frames.send(sock, {"kind": "interrupted"})
+            frames.send(sock, InterruptedFrame(kind="interrupted"))
         except Exception:  # noqa: BLE001 - reported to the notebook as our own failure
-            frames.send(sock, {"kind": "internal_error", "traceback": traceback.format_exc()})
+            frames.send(sock, InternalErrorFrame(kind="internal_error", traceback=traceback.format_exc()))
 
 
 def main() -> None:
     # A parent that ignores SIGINT hands that on, and Python then keeps it ignored: Modal's container
     # entrypoint ignores it while @modal.enter runs, which is when a container starts its worker.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if lifeline.PARENT in os.environ:
+        lifeline.hold(int(os.environ.pop(lifeline.PARENT)))
     sock = socket.socket(fileno=int(sys.argv[1]))
     try:
         serve(sock, sys.argv[2:])

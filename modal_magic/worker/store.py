@@ -1,18 +1,28 @@
-"""The worker's half of the remote-resident session: the tensors its cells received and made, kept across cells.
+"""What a worker process keeps across requests: the resident session's tensors, and compiled graphs' holdings.
 
-The protocol both sides speak (keys, versions, fingerprints; ``Table``, ``Sender``, ``Receiver``) is in
-``wire/resident.py``; this is what only the worker holds.
+One ``Store`` per process (``this_process``), with two namespaces of one table type (``wire.resident.Table``):
+
+* ``table``, the session's: the tensors cells received and made. The protocol both sides speak (keys,
+  versions, fingerprints; ``Sender``, ``Receiver``) is in ``wire/resident.py``. Retention: until the notebook
+  releases a key (its mirror died); unvouched for when a cell may have changed it unreported (``begin``).
+* ``compiled``, ``torch.compile``'s (``compile/remote.py``): graphs, and the parameters, buffers and saved
+  activations they run on, under keys the notebook minted (``compile/residency.py``). Retention: until a call
+  drops a key (the notebook's tensor died); never fingerprinted, since the notebook sends a tensor again when
+  its version counter moved and a call reports what this side lacks.
+
+Both die with the process: a recycled worker or container starts empty, and the notebook sends again what it
+is told is missing.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from ..wire.resident import Entry, Receiver, Sender, Table, fingerprint, torch_module
 
-__all__ = ["Store"]
+__all__ = ["Store", "Compiled", "this_process"]
 
 
 class Store:
@@ -25,6 +35,9 @@ class Store:
     def __init__(self) -> None:
         self.id = uuid.uuid4().hex[:8]
         self.table = Table(f"{self.id}.", weak=False)
+        """The session's namespace (see the module's docstring)."""
+        self.compiled = Compiled()
+        """``torch.compile``'s namespace (see the module's docstring)."""
         self._unsettled = False
         self._inputs: Receiver | None = None
         self._changed: list[Entry] = []
@@ -109,6 +122,51 @@ class Store:
         cuda = torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized()
         return {"store": self.id, "rows": rows, "host_bytes": totals["cpu"], "gpu_bytes": totals["cuda"],
                 "gpu_allocated": torch.cuda.memory_allocated() if cuda else None, "rss": _rss()}
+
+
+Kind = Literal["parameter", "buffer", "saved"]
+
+
+class Compiled:
+    """Compiled graphs' holdings in this process: graphs by (key, compiler), tensors by the notebook's keys.
+
+    A tensor is held as a ``parameter``, a ``buffer`` (compared by content after a run: batch norm's statistics
+    change without a version bump) or a ``saved`` activation (kept from a training forward; the notebook has only
+    a stand-in, so it never goes back as changed).
+    """
+
+    def __init__(self) -> None:
+        self.graphs: dict[tuple[str, str], Callable[..., Any]] = {}
+        """Compiled graphs by key (a hash of their code and constants) and compiler: a graph travels once."""
+        self.tensors = Table("", weak=False)  # the keys are the notebook's: this side never mints one
+        self._kinds: dict[str, Kind] = {}
+
+    def hold(self, key: str, tensor: Any, kind: Kind) -> None:
+        self.tensors.put(key, tensor, None, ())  # no version, no fingerprint: the notebook's key says it all
+        self._kinds[key] = kind
+
+    def drop(self, key: str) -> None:
+        self.tensors.drop(key)
+        self._kinds.pop(key, None)
+
+    def tensor(self, key: str) -> Any:
+        """The tensor held under ``key``, or ``None``."""
+        entry = self.tensors.get(key)
+        return None if entry is None else entry.holder
+
+    def kind(self, key: str | None) -> Kind | None:
+        return self._kinds.get(key) if key is not None else None
+
+
+_STORE: Store | None = None
+
+
+def this_process() -> Store:
+    """This process's store: the runner's and the compiled graphs', so that both namespaces share its life."""
+    global _STORE
+    if _STORE is None:
+        _STORE = Store()
+    return _STORE
 
 
 def _rss() -> int | None:

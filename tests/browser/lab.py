@@ -42,7 +42,9 @@ def skip_reason() -> str | None:
 
 def notebook7_missing() -> str | None:
     """Why Notebook 7 cannot be started here, or None."""
-    return None if _importable("notebook") and _importable("notebook.app") else "Notebook 7 not installed (pip install notebook)"
+    if _importable("notebook") and _importable("notebook.app"):
+        return None
+    return "Notebook 7 not installed (pip install notebook)"
 
 
 def _importable(module: str) -> bool:

@@ -70,12 +70,12 @@ class Function:
     name: str
     definition: api_pb2.Function | None = None     # set by FunctionCreate
     metadata: api_pb2.FunctionHandleMetadata | None = None
-    base: "Function | None" = None                 # for a bound variant: the function it binds
+    base: Function | None = None                   # for a bound variant: the function it binds
     options: api_pb2.FunctionOptions | None = None
     serialized_params: bytes = b""
 
     @property
-    def root(self) -> "Function":
+    def root(self) -> Function:
         return self.base or self
 
     def container_definition(self) -> api_pb2.Function:
@@ -204,7 +204,7 @@ class Apps:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"function {function_id} is not in app {app.id}")
             if self.functions[function_id].definition is None:
                 raise GRPCError(Status.FAILED_PRECONDITION, f"function {tag} ({function_id}) was never created")
-        for tag, class_id in request.class_ids.items():
+        for class_id in request.class_ids.values():
             if self.classes.get(class_id) != app.id:
                 raise GRPCError(Status.INVALID_ARGUMENT, f"class {class_id} is not in app {app.id}")
         app.functions, app.classes = dict(request.function_ids), dict(request.class_ids)

@@ -153,7 +153,7 @@ class Workers:
     async def _start_or_fail(self, container: Container) -> None:
         try:
             await self._start(container)
-        except Exception:  # a bug of the stand-in: fail the waiting inputs rather than leave them hanging
+        except Exception:  # noqa: BLE001 - a bug of the stand-in: fail the waiting inputs rather than leave them hanging
             import traceback
 
             self.state.errors.append(f"starting a container: {traceback.format_exc()}")

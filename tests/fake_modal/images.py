@@ -97,7 +97,7 @@ def parse_dockerfile(elements: list[str]) -> list[tuple[int, str, str]]:
 class Build:
     id: str
     layers: str
-    base: "Build | None"
+    base: Build | None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     ok: bool = False
     log: list[str] = field(default_factory=list)

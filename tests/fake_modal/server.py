@@ -166,10 +166,10 @@ class Dispatcher:
             except GRPCError:
                 self.state.save()
                 raise
-            except Exception:  # a bug of the stand-in: say so loudly, in the report and to the client
+            except Exception as exc:  # a bug of the stand-in: say so loudly, in the report and to the client
                 self.state.errors.append(f"{name}: {traceback.format_exc()}")
                 self.state.save()
-                raise GRPCError(Status.INTERNAL, f"fake Modal server bug in {name} (see report.json errors)")
+                raise GRPCError(Status.INTERNAL, f"fake Modal server bug in {name} (see report.json errors)") from exc
             self.state.save()
             await stream.send_message(reply)
 

@@ -5,6 +5,6 @@ from __future__ import annotations
 SCORE: list[str] = []
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     for line in SCORE:
         terminalreporter.write_line(line)

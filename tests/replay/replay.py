@@ -149,7 +149,8 @@ def compare_notebook(nb: corpus.Notebook, plain: list[dict], remote: list[dict])
         p = plain[i] if i < len(plain) else None
         r = remote[i] if i < len(remote) else None
         if p is None or r is None:
-            res.reasons.append(f"no result from the {'plain' if p is None else 'remote'} side (its kernel died or timed out)")
+            side = "plain" if p is None else "remote"
+            res.reasons.append(f"no result from the {side} side (its kernel died or timed out)")
             results.append(res)
             continue
         res.seconds = (p["seconds"], r["seconds"])
@@ -186,13 +187,14 @@ def compare_output(p: dict, r: dict) -> list[str]:
                 return "nothing" if e is None else f"{e['type']}: {_short(e['message'], 90)}"
             reasons.append(f"raised {what(pe)} locally, {what(re_)} remotely")
         else:
-            reasons.append(f"{pe['type']} message: {_short(pe['message'])!r} locally, {_short(re_['message'])!r} remotely")
+            reasons.append(f"{pe['type']} message: {_short(pe['message'])!r} locally, "
+                           f"{_short(re_['message'])!r} remotely")
     if p["stdout"] != r["stdout"]:
         reasons.append("stdout " + _first_difference(p["stdout"], r["stdout"]))
     if p["displays"] != r["displays"]:
         def kinds(ds):
-            return ", ".join(f"{'+'.join(d['mime'])}{' ' + d['png'] if 'png' in d else ''} {_short(d.get('text', ''), 40)!r}"
-                             for d in ds) or "nothing"
+            return ", ".join(f"{'+'.join(d['mime'])}{' ' + d['png'] if 'png' in d else ''} "
+                             f"{_short(d.get('text', ''), 40)!r}" for d in ds) or "nothing"
         reasons.append(f"displays: {kinds(p['displays'])} locally, {kinds(r['displays'])} remotely")
     return reasons
 
@@ -213,7 +215,7 @@ def compare_state(p: dict, r: dict) -> list[str]:
     ps, rs = p["shared"], r["shared"]
     for path in sorted(ps.keys() | rs.keys()):
         if ps.get(path) != rs.get(path):
-            def shares(s):
+            def shares(s, path=path):
                 return f"shares memory with {s[path]}" if path in s else "owns its memory"
             reasons.append(f"{path}: {shares(ps)} locally, {shares(rs)} remotely")
     for key in sorted(p["state"].keys() | r["state"].keys()):
@@ -242,20 +244,22 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
             if va is None or vb is None or len(va) != len(vb):
                 out.append(f"{path}: values differ")
             elif not _close(va, vb):
-                worst = max((abs(x - y) for x, y in zip(va, vb) if not (math.isnan(x) and math.isnan(y))), default=0)
+                worst = max((abs(x - y) for x, y in zip(va, vb, strict=True) if not (math.isnan(x) and math.isnan(y))),
+                            default=0)
                 out.append(f"{path}: values differ (max abs diff {worst:.3g})")
         for key in keys:
             if key in ("sha", "values", "t"):
                 continue
             sub = path if key in ("items", "fields", "params", "buffers", "groups", "attrs") else f"{path}.{key}"
             if key == "grad" and (key not in a or key not in b):
-                out.append(f"{path}.grad: {'set' if key in a else 'None'} locally, {'set' if key in b else 'None'} remotely")
+                out.append(f"{path}.grad: {'set' if key in a else 'None'} locally, "
+                           f"{'set' if key in b else 'None'} remotely")
                 continue
             _diff(a.get(key), b.get(key), sub, out)
         return
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         named = all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) for x in a + b)
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             if named:
                 sub = f"{path}[{x[0]}]" if x[0].startswith("'") else f"{path}.{x[0]}"
                 if x[0] != y[0]:
@@ -269,7 +273,7 @@ def _diff(a: Any, b: Any, path: str, out: list[str]) -> None:
 
 
 def _close(va: list[float], vb: list[float]) -> bool:
-    for x, y in zip(va, vb):
+    for x, y in zip(va, vb, strict=True):
         if math.isnan(x) and math.isnan(y):
             continue
         if not abs(x - y) <= ATOL + RTOL * abs(y):

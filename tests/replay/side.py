@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
     # What every notebook imports, imported once before forking (the children share it).
     import IPython  # noqa: F401
     import matplotlib
-    import matplotlib.pyplot  # noqa: F401
+    import matplotlib.pyplot
     import numpy  # noqa: F401
     import torch  # noqa: F401
 

@@ -82,7 +82,8 @@ class _Walk:
     def describe(self, obj: Any, path: str, depth: int = 0) -> Any:
         if isinstance(obj, _ATOMS):
             if isinstance(obj, (str, bytes)) and len(obj) > 2000:
-                return {"t": type(obj).__name__, "len": len(obj), "sha": _sha(obj.encode() if isinstance(obj, str) else obj)}
+                return {"t": type(obj).__name__, "len": len(obj),
+                        "sha": _sha(obj.encode() if isinstance(obj, str) else obj)}
             return {"t": type(obj).__name__, "v": repr(obj)}
         if id(obj) in self.seen:
             return {"same_as": self.seen[id(obj)]}
@@ -132,7 +133,8 @@ class _Walk:
                 extra["default_factory"] = _safe_repr(obj.default_factory)
             return {"t": _qualname(type(obj)), "len": len(obj), "items": items, **extra}
         if isinstance(obj, (set, frozenset)):
-            return {"t": _qualname(type(obj)), "len": len(obj), "items": sorted(_safe_repr(x) for x in obj)[:_MAX_ITEMS]}
+            return {"t": _qualname(type(obj)), "len": len(obj),
+                    "items": sorted(_safe_repr(x) for x in obj)[:_MAX_ITEMS]}
         if isinstance(obj, types.ModuleType):
             return {"t": "module", "name": obj.__name__}
         if isinstance(obj, (types.FunctionType, types.BuiltinFunctionType)):
@@ -153,7 +155,8 @@ class _Walk:
                  "attrs": sorted(k for k in vars(obj) if not k.startswith("__"))}
             if obj.__module__ == "__main__":  # class attributes are state too (Registry.items.append)
                 d["values"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(vars(obj).items())
-                               if not k.startswith("__") and not callable(v) and not isinstance(v, (classmethod, staticmethod, property))}
+                               if not k.startswith("__") and not callable(v)
+                               and not isinstance(v, (classmethod, staticmethod, property))}
             return d
         if isinstance(obj, types.GeneratorType):
             return {"t": "generator", "name": obj.__qualname__, "state": inspect.getgeneratorstate(obj)}
@@ -238,8 +241,10 @@ class _Walk:
 
     def _module(self, m: Any, path: str, depth: int) -> dict[str, Any]:
         d: dict[str, Any] = {"t": _qualname(type(m)), "training": m.training}
-        d["params"] = [[n, self.describe(p, f"{path}.{n}", depth + 1)] for n, p in m.named_parameters(remove_duplicate=False)]
-        d["buffers"] = [[n, self.describe(b, f"{path}.{n}", depth + 1)] for n, b in m.named_buffers(remove_duplicate=False)]
+        d["params"] = [[n, self.describe(p, f"{path}.{n}", depth + 1)]
+                       for n, p in m.named_parameters(remove_duplicate=False)]
+        d["buffers"] = [[n, self.describe(b, f"{path}.{n}", depth + 1)]
+                        for n, b in m.named_buffers(remove_duplicate=False)]
         d["modules"] = [[n, _qualname(type(c)), c.training] for n, c in m.named_modules() if n]
         own = {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"}
         d["attrs"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(own.items())}
@@ -254,7 +259,8 @@ class _Walk:
         for gi, group in enumerate(opt.param_groups):
             for pi, p in enumerate(group["params"]):
                 if p in opt.state:
-                    state.append([f"{gi}.{pi}", self.describe(dict(opt.state[p]), f"{path}.state[{gi}.{pi}]", depth + 1)])
+                    state.append([f"{gi}.{pi}",
+                                  self.describe(dict(opt.state[p]), f"{path}.state[{gi}.{pi}]", depth + 1)])
         return {"t": _qualname(type(opt)), "groups": groups, "state": state,
                 "defaults": self.describe(dict(opt.defaults), f"{path}.defaults", depth + 1)}
 
@@ -275,7 +281,8 @@ class _Walk:
                     "patches": len(obj.patches), "collections": len(obj.collections)}
         if isinstance(obj, Line2D):
             x, y = obj.get_data()
-            return {"t": "Line2D", "label": obj.get_label(), "x": _safe_repr(list(x))[:500], "y": _safe_repr(list(y))[:500]}
+            return {"t": "Line2D", "label": obj.get_label(), "x": _safe_repr(list(x))[:500],
+                    "y": _safe_repr(list(y))[:500]}
         return None
 
 

@@ -64,7 +64,8 @@ def test_values_compare_with_a_tolerance() -> None:
     base = torch.tensor([1.0, 2.0], dtype=torch.float64)
     assert differences({"x": base}, {"x": base + 1e-12}) == []
     assert differences({"x": base}, {"x": base + 1e-3}) == ["x: values differ (max abs diff 0.001)"]
-    assert differences({"x": base}, {"x": base.float()}) == ["x.dtype: 'torch.float64' locally, 'torch.float32' remotely"]
+    assert differences({"x": base}, {"x": base.float()}) == [
+        "x.dtype: 'torch.float64' locally, 'torch.float32' remotely"]
 
 
 def test_a_missing_name_and_a_function_reading_other_globals() -> None:

@@ -58,8 +58,10 @@ def test_notebook_replays_as_locally(report: Report, notebook: str) -> None:
         elif cell.ok and listed is not None:
             problems.append(f"{cell.id} now matches: remove it from {KNOWN.name} (was: {listed})")
         elif listed is not None and listed.startswith("carried over") and carried_sources(listed) != cell.carried_from:
-            now = f"from {cell.carried_from}" if cell.carried_from else f"introducing a difference: {cell.summary(limit=6)}"
-            problems.append(f"{cell.id} is listed as carried over from {carried_sources(listed)}, but is now carried over {now}"
-                            if cell.carried_from else f"{cell.id} is listed as carried over, but it introduces a difference: "
-                            f"{cell.summary(limit=6)}")
+            now = (f"from {cell.carried_from}" if cell.carried_from
+                   else f"introducing a difference: {cell.summary(limit=6)}")
+            problems.append(f"{cell.id} is listed as carried over from {carried_sources(listed)}, "
+                            f"but is now carried over {now}"
+                            if cell.carried_from else f"{cell.id} is listed as carried over, but it introduces a "
+                            f"difference: {cell.summary(limit=6)}")
     assert not problems, "\n".join(problems)

@@ -33,16 +33,19 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Iterator, cast
 
 import numpy
 
+from ...protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
+                         StoreReport, TickEvent, report_from_wire)
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
 from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
 from ...notebook.view.progress import format_bytes
-from ..base import Availability, Backend, Description, OnEvent, ResultFrame
+from ..base import Availability, Backend, Description
 from .errors import UNCHANGED, explain, preflight
 from .container import GRACE, RERUNS, STOP, executor_class, partition
 
@@ -147,6 +150,8 @@ class ModalBackend(Backend):
         return ImageSpec.for_this_kernel(tuple(pip)).describe()
 
     def __init__(self) -> None:
+        self._last = Resources()
+        """What the last cell asked for: where ``resident_report`` asks (that GPU type's container)."""
         self._stack: contextlib.ExitStack | None = None
         self._executor: Any = None
         self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
@@ -162,27 +167,42 @@ class ModalBackend(Backend):
         return self._executor is not None
 
     # ------------------------------------------------------------------ a cell
-    def run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent,
-            *, timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
-        try:
-            return self._run(request, inputs, on_event, timeout, stop, first_try=True)
-        except _AppGone:  # the cell never reached a container, so running it now runs it once
-            on_event({"kind": "stage", "stage": "start", "warm": False,
-                      "note": "Modal had stopped the app (a laptop sleep, a lost network): starting a fresh one"})
-            return self._run(request, inputs, on_event, timeout, stop, first_try=False)
+    def run(self, request: RunRequest, inputs: wire.Payload, on_event: OnEvent, *, resources: Resources = Resources(),
+            timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
+        self._last = resources
+        return ResultFrame.from_wire(*self._call(request.to_wire(), inputs, on_event, resources, timeout, stop,
+                                                 fan_out=False))
+
+    def resident_report(self) -> StoreReport | None:
+        """Asked of the container of the last cell's GPU type (another type's container has a store of its own)."""
+        if not self.running:
+            return None
+        meta, _ = self._call(ReportRequest().to_wire(), wire.pack({}), lambda event: None, self._last, None, None,
+                             fan_out=False)
+        return report_from_wire(meta)
 
     def lanes(self, wanted: int) -> list[Backend]:
-        """This backend, once per call a fan-out keeps in flight: Modal spreads the calls over containers."""
-        return [self] * max(1, min(wanted, _FAN_OUT_CALLS))
+        """One lane per call a fan-out keeps in flight, on the fan-out's own pool: Modal spreads the calls over
+        its containers. A single call is an ordinary cell."""
+        count = max(1, min(wanted, _FAN_OUT_CALLS))
+        return [self] if count == 1 else [_FanOutLane(self)] * count
 
-    def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, timeout: float | None,
-             stop: threading.Event | None, *, first_try: bool) -> ResultFrame:
-        resources = request.get("resources", {})
-        gpus = tuple(resources.get("gpu", ()))
-        shape = AppShape(ImageSpec.for_this_kernel(tuple(resources.get("pip", ()))), gpus if len(gpus) > 1 else None)
+    def _call(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
+              timeout: float | None, stop: threading.Event | None, *, fan_out: bool) -> Frame:
+        """Run one request (as it goes on the wire); its ``result`` frame. A stopped app is replaced once."""
+        try:
+            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=True)
+        except _AppGone:  # the cell never reached a container, so running it now runs it once
+            on_event(StageEvent(kind="stage", stage="start", warm=False, note="Modal had stopped the app "
+                                "(a laptop sleep, a lost network): starting a fresh one"))
+            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=False)
+
+    def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
+             timeout: float | None, stop: threading.Event | None, *, fan_out: bool, first_try: bool) -> Frame:
+        gpus = resources.gpu
+        shape = AppShape(ImageSpec.for_this_kernel(resources.pip), gpus if len(gpus) > 1 else None)
         gpu = gpus[0] if len(gpus) == 1 else None
-        cpu, memory = resources.get("cpu"), resources.get("memory")
-        fan_out = resources.get("parallel", 1) > 1  # one of a --map's calls: the fan-out's own pool
+        cpu, memory = resources.cpu, resources.memory_mib
         if fan_out and inputs.nbytes > _INLINE:
             raise UsageProblem(f"--map on Modal sends the inputs with each call, and they come to "
                                f"{format_bytes(inputs.nbytes)}, over {format_bytes(_INLINE)}; load the big data "
@@ -198,7 +218,7 @@ class ModalBackend(Backend):
                 note = "a new app, for other --pip packages or GPU fallbacks"
             else:
                 note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
-            on_event({"kind": "stage", "stage": "start", "where": where, "warm": reuse and pool.warm, "note": note})
+            on_event(StageEvent(kind="stage", stage="start", where=where, warm=reuse and pool.warm, note=note))
             executor = self._ensure_app(shape)
             if not reuse:
                 pool = self._pools[gpu, fan_out] = _Pool.grown(pool, cpu, memory,
@@ -208,8 +228,8 @@ class ModalBackend(Backend):
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
         # Until the container has the cell, the cell waits for one (a GPU queue, a container booting): that is
         # starting, not uploading, whose bytes (when they go ahead in pieces) are told by their own events.
-        on_event({"kind": "stage", "stage": "start", "where": where,
-                  "note": f"waiting for a container ({' or '.join(gpus) or 'CPU'})"})
+        on_event(StageEvent(kind="stage", stage="start", where=where,
+                            note=f"waiting for a container ({' or '.join(gpus) or 'CPU'})"))
         stream = _Stream.nothing_yet()
         try:
             options = pool.options(gpu)
@@ -233,7 +253,7 @@ class ModalBackend(Backend):
         return result
 
     def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None,
-                stop: threading.Event | None = None) -> ResultFrame:
+                stop: threading.Event | None = None) -> Frame:
         """Read the cell's frames to its last one, forwarding events.
 
         An interrupt stops the cell in band and keeps reading, so the last frame
@@ -252,7 +272,7 @@ class ModalBackend(Backend):
 
         def wait() -> None:
             check_stop()
-            on_event({"kind": "tick"})
+            on_event(TickEvent(kind="tick"))
 
         while True:
             try:
@@ -263,17 +283,17 @@ class ModalBackend(Backend):
                     if kind == "call":
                         call_id = stream.call_id = meta["id"]
                         if meta.get("attempt", 1) > 1:
-                            on_event({"kind": "stage", "stage": "run", "note": "the container was restarted "
-                                      "(preempted or crashed): the cell runs again from the start"})
+                            on_event(StageEvent(kind="stage", stage="run", note="the container was restarted "
+                                                "(preempted or crashed): the cell runs again from the start"))
                     elif kind == "result":  # its buffers follow in pieces
                         result = frames.Pieces(meta)
                     elif kind == "piece" and result is not None:
                         result.add(buffers)
-                        on_event({"kind": "stage", "stage": "download", "bytes": result.received, "of": result.total})
+                        on_event(StageEvent(kind="stage", stage="download", bytes=result.received, of=result.total))
                     elif kind in _LAST_FRAMES:
                         return _ending(meta, buffers, stopped=stopping, timeout=timeout)
                     elif kind != "pad":  # pads only fill the indices a re-run's first frames would reuse
-                        on_event(meta)
+                        on_event(cast(Event, meta))
                     if result is not None and result.complete:
                         return _ending(result.meta, result.buffers, stopped=stopping, timeout=timeout)
                 break
@@ -373,6 +393,28 @@ class ModalBackend(Backend):
                 stack.close()
 
 
+class _FanOutLane(Backend):
+    """One of a ``--map``'s calls in flight: a cell of the Modal backend, on the fan-out's own pool of containers
+    (as many as Modal gives, warm from one ``--map`` to the next), so that the session's container stays free."""
+
+    name = ModalBackend.name
+
+    def __init__(self, backend: ModalBackend) -> None:
+        self._backend = backend
+
+    def run(self, request: RunRequest, inputs: wire.Payload, on_event: OnEvent, *, resources: Resources = Resources(),
+            timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
+        return ResultFrame.from_wire(*self._backend._call(request.to_wire(), inputs, on_event, resources, timeout,
+                                                          stop, fan_out=True))
+
+    def resident_report(self) -> StoreReport | None:
+        return None  # a fan-out's copies run fresh: their containers keep nothing
+
+    @property
+    def running(self) -> bool:
+        return self._backend.running
+
+
 class _AppGone(Exception):
     """Modal refused the call because the app had stopped; the cell never reached a container."""
 
@@ -392,7 +434,7 @@ def _means_app_gone(exc: BaseException) -> bool:
 _LAST_FRAMES = ("interrupted", "stuck", "worker_failed", "inputs_lost", "internal_error")
 
 
-def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout: float | None) -> ResultFrame:
+def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout: float | None) -> Frame:
     """What the cell's last frame means here: its result, or the error that says how it ended.
 
     An interrupted result the notebook did not ask for was the cell's
@@ -440,7 +482,7 @@ def _send_inputs(instance: Any, request: dict[str, Any], inputs: wire.Payload,
         calls.append(instance.put.spawn(request["token"], index, piece))
         sent += len(piece)
         del piece
-        on_event({"kind": "stage", "stage": "upload", "bytes": sent, "of": inputs.nbytes})
+        on_event(StageEvent(kind="stage", stage="upload", bytes=sent, of=inputs.nbytes))
     for call in calls:
         call.get()
     return head, []

@@ -30,8 +30,12 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Any, Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
+from ...protocol import (CallFrame, Ending, Event, Frame, InputsLostFrame, InternalErrorFrame, InterruptedFrame,
+                         PadFrame, ReportRequest, Request, StuckFrame, WorkerFailedFrame, report_to_wire,
+                         request_from_wire)
 from ...wire import frames
 from ...wire import payload as wire
 from ...errors import ModalMagicError
@@ -44,7 +48,7 @@ RERUNS = "reruns"   # the control queue's partition where a re-run names its cel
 GRACE = 20.0        # seconds a stopped cell gets to unwind before its worker is replaced (inside Modal's 30 s)
 _RERUN_ANSWER = 60.0  # seconds a re-run waits for the notebook to say how many frames it has
 _RERUN_MARGIN = 1000  # frames of a first run the notebook may not have read yet when it answers
-_PAD = frames.encode({"kind": "pad"})
+_PAD = frames.encode(PadFrame(kind="pad"))
 _POLL = 0.2         # seconds between checks of the stop flag and the deadline while a cell runs
 _WATCH = 10.0       # seconds one long-poll of the control queue waits
 CONTAINER = uuid.uuid4().hex[:12]  # this container process, so the notebook can tell a new one
@@ -87,17 +91,17 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     worker = start_worker()
     meta, _ = frames.decode(head)
     attempt = yield from _catch_up(control, meta.get("token"))  # first: a re-run's own frames must not be lost
-    yield frames.encode({"kind": "call", "id": call_id, "container": CONTAINER, "attempt": attempt})
+    yield frames.encode(CallFrame(kind="call", id=call_id, container=CONTAINER, attempt=attempt))
     if "_pieces" in meta:  # the inputs went ahead in pieces (``put``)
         buffers = _take_pieces(meta)
         if buffers is None:
-            yield frames.encode({"kind": "inputs_lost"})
+            yield frames.encode(InputsLostFrame(kind="inputs_lost"))
             return
         meta.pop("_pieces")
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
     stop = threading.Event()
-    cell = threading.Thread(target=_run, args=(worker, meta, inputs, events, stop), daemon=True,
+    cell = threading.Thread(target=_run, args=(worker, request_from_wire(meta), inputs, events, stop), daemon=True,
                             name="modal_magic-cell")
     cell.start()
     if control is not None and meta.get("token"):
@@ -140,7 +144,7 @@ def _take_pieces(head: dict[str, Any]) -> list[Any] | None:
     return pieces.buffers
 
 
-def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
+def _catch_up(control: Any, token: str | None) -> Generator[bytes, None, int]:
     """Which run of this input this is; on a re-run, first the frames the notebook already has.
 
     Modal re-runs the input of a container that crashed or was preempted, on a
@@ -162,22 +166,29 @@ def _catch_up(control: Any, token: str | None) -> Iterator[bytes]:
     return runs + 1
 
 
-def _run(worker: LocalBackend, request: dict[str, Any], inputs: wire.Payload,
+def _run(worker: LocalBackend, request: Request, inputs: wire.Payload,
          events: "queue.Queue[bytes | None]", stop: threading.Event) -> None:
-    """The cell on the worker, every event and the result put on ``events``, then ``None``."""
-    def forward(event: dict[str, Any]) -> None:
+    """The request on the worker, every event and the result put on ``events``, then ``None``."""
+    def forward(event: Event) -> None:
         if event["kind"] != "tick" and event.get("stage") not in ("start", "upload"):  # the notebook says those
             events.put(frames.encode(event))
 
     try:
-        for piece in frames.encode_pieces(*worker.run(request, inputs, forward, stop=stop)):
+        if isinstance(request, ReportRequest):  # answered as a result with no buffers, as a cell's is
+            report = worker.resident_report()
+            assert report is not None  # the container's worker is up (``start_worker``)
+            frame: Frame = report_to_wire(report), []
+        else:
+            frame = worker.run(request, inputs, forward, stop=stop).to_wire()
+        for piece in frames.encode_pieces(*frame):
             events.put(piece)
     except KeyboardInterrupt:  # stopped outside the cell, or (no worker left) not within the grace
-        events.put(frames.encode({"kind": "interrupted"} if worker.pid is not None else {"kind": "stuck"}))
+        ending: Ending = InterruptedFrame(kind="interrupted") if worker.pid is not None else StuckFrame(kind="stuck")
+        events.put(frames.encode(ending))
     except ModalMagicError as exc:  # the worker died under the cell (a crash, the OOM killer)
-        events.put(frames.encode({"kind": "worker_failed", "error": type(exc).__name__, "message": str(exc)}))
+        events.put(frames.encode(WorkerFailedFrame(kind="worker_failed", error=type(exc).__name__, message=str(exc))))
     except Exception:  # noqa: BLE001 - our own failure, reported to the notebook
-        events.put(frames.encode({"kind": "internal_error", "traceback": traceback.format_exc()}))
+        events.put(frames.encode(InternalErrorFrame(kind="internal_error", traceback=traceback.format_exc())))
     finally:
         events.put(None)
 

@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from ...errors import UsageProblem
 
@@ -109,15 +110,15 @@ def modal_credentials() -> str | None:
     return " and ".join(dict.fromkeys(sources))
 
 
-def _read_toml(path: Path) -> dict:
+def _read_toml(path: Path) -> dict[str, Any]:
     text = path.read_text()
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ImportError:  # Python 3.10: modal depends on `toml`
-        import toml
 
-        return toml.loads(text)
-    return tomllib.loads(text)
+        return tomllib.loads(text)
+    import toml  # Python 3.10: modal depends on `toml`
+
+    return toml.loads(text)
 
 
 def _dist_name(requirement: str) -> str:
@@ -169,7 +170,7 @@ class ImageSpec:
     extra: tuple[str, ...] = field(default=())
 
     @classmethod
-    def for_this_kernel(cls, extra: tuple[str, ...] = ()) -> "ImageSpec":
+    def for_this_kernel(cls, extra: tuple[str, ...] = ()) -> ImageSpec:
         torch_version = _version("torch") or "2.13.0"
         base, _, local = torch_version.partition("+")
         # A CUDA build names its wheel index; for a CPU/unsuffixed build, PyPI's Linux wheels ship CUDA.

@@ -11,8 +11,9 @@ for 40.
 from __future__ import annotations
 
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["Item", "Returned", "describe_returned"]
 
@@ -108,6 +109,7 @@ def _parameter_count(value: Any) -> int | None:
     if not callable(parameters) or isinstance(value, type):
         return None
     try:
-        return sum(p.numel() for p in parameters())
+        count: int = sum(p.numel() for p in parameters())
+        return count
     except Exception:  # noqa: BLE001 - not a model after all: described as any object
         return None

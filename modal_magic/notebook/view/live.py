@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
+from ...protocol import Event
 from .progress import Progress
 from .html import line_html, meter_html, summary_html
 
 __all__ = ["TextView", "WidgetView", "make_view"]
 
-View = Callable[[dict[str, Any], float], None]
+View = Callable[[Event, float], None]
 """A view takes each event with the moment (``time.monotonic``) it arrived."""
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -39,9 +41,9 @@ class TextView:
         self._noted = ""
         self._write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
 
-    def __call__(self, event: dict[str, Any], now: float | None = None) -> None:
+    def __call__(self, event: Event, now: float | None = None) -> None:
         self.progress.update(event, now)
-        if event.get("kind") == "stage":
+        if event["kind"] == "stage":
             note = event.get("note", "")
             cold = self.progress.warm is False
             # News: a cold start and its waits; any note outside starting (a re-run after a preemption, values
@@ -50,7 +52,7 @@ class TextView:
             if event["stage"] == "start" and event.get("warm") is False or news:
                 self._write(f"modal_gpu: {self.progress.doing()}…\n")
             self._noted = note or self._noted
-        if event.get("kind") == "done":
+        if event["kind"] == "done":
             self._write("\n".join(self.progress.summary_lines()) + "\n")
 
 
@@ -72,7 +74,7 @@ class WidgetView:
                                               "version_minor": 0}},
                                raw=True, display_id=True)
 
-    def __call__(self, event: dict[str, Any], now: float | None = None) -> None:
+    def __call__(self, event: Event, now: float | None = None) -> None:
         if not self.progress.update(event, now):
             return
         if self.progress.done:
@@ -90,7 +92,7 @@ class WidgetView:
             widget.close()
 
 
-def make_view(quiet: bool) -> Callable[[dict[str, Any]], None]:
+def make_view(quiet: bool) -> Callable[[Event], None]:
     """The widget view in a kernel with ipywidgets, the text view elsewhere, nothing when quiet.
 
     The view appears only once the backend starts: a cell refused before that
@@ -100,14 +102,14 @@ def make_view(quiet: bool) -> Callable[[dict[str, Any]], None]:
     """
     if quiet:
         return lambda event: None
-    held: list[tuple[dict[str, Any], float]] = []
+    held: list[tuple[Event, float]] = []
     view: list[View] = []
 
-    def listen(event: dict[str, Any]) -> None:
+    def listen(event: Event) -> None:
         now = time.monotonic()
         if view:
             view[0](event, now)
-        elif event.get("kind") == "stage" and event["stage"] == "start":
+        elif event["kind"] == "stage" and event["stage"] == "start":
             view.append(_new_view())
             for earlier, when in held:
                 view[0](earlier, when)

@@ -15,9 +15,10 @@ one that has none reports no fraction at all: a view shows it as activity.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
 
+from ...protocol import Event, StageEvent
 from .came_back import Returned, describe_returned
 
 __all__ = ["Progress", "format_bytes", "format_parts"]
@@ -92,26 +93,25 @@ class Progress:
     def done(self) -> bool:
         return self.ended is not None
 
-    def update(self, event: dict[str, Any], now: float | None = None) -> bool:
+    def update(self, event: Event, now: float | None = None) -> bool:
         """Take one event that arrived at ``now`` (monotonic; default: this moment); True when a view must redraw."""
         now = self.clock() if now is None else now
-        kind = event.get("kind")
-        if kind == "stage":
+        if event["kind"] == "stage":
             self._stage(event, now)
             return True
-        if kind == "note":  # news within the stage (a fan-out's counts)
+        if event["kind"] == "note":  # news within the stage (a fan-out's counts)
             self.note = event["note"]
             return True
-        if kind == "done":
+        if event["kind"] == "done":
             self.ended, self.ok = now, event["ok"]
             self.error = event.get("error", "").removesuffix(": ")  # an exception without a message
             self.returned = describe_returned(event.get("injected", {}))
             self.elements = dict(event.get("elements", {}))
             self.measure = None
             return True
-        return kind == "tick"
+        return event["kind"] == "tick"
 
-    def _stage(self, event: dict[str, Any], now: float) -> None:
+    def _stage(self, event: StageEvent, now: float) -> None:
         stage = event["stage"]
         part = _PART_OF_STAGE.get(stage, stage)
         if not self.timeline:

@@ -1,0 +1,202 @@
+"""The stages every cell goes through on the notebook's side, shared by the single cell and ``--map``.
+
+``prepare`` is everything that can fail before anything runs: the cell is
+analysed, the inputs it reads are chosen and checked (secrets held back, the
+size limit) and packed, and the request is built. ``rebuild`` turns what the
+worker sent back into objects here — the names the cell bound, its value or
+its exception, and the lines to warn with — without touching the namespace:
+the caller decides what reaches it (``driver``: one cell's values;
+``fanout``: one list per name, once every element is in).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, MutableMapping
+
+from IPython.core.inputtransformer2 import TransformerManager
+
+from . import analysis
+from ..errors import RemoteError, UsageProblem, with_remote_traceback
+from ..protocol import ERROR, INPUTS, PLAIN, RESIDENT, SLOTS, VALUE, ErrorInfo, Resources, ResultFrame, RunRequest
+from ..wire import payload as wire
+from ..wire import process_state
+from ..wire.identity import LocalObjects
+from .cell import NO_VALUE, CellOptions
+from .extension import current
+from .options import check_device
+from .secrets import credential_reason
+from .session import Crossing
+from .view.progress import format_bytes
+
+__all__ = ["Prepared", "prepare", "Rebuilt", "rebuild", "Stopwatch", "one_line"]
+
+_transformer = TransformerManager()
+
+PersistentLoad = Callable[[Any], Any]
+
+
+class Stopwatch:
+    """Seconds spent per stage, for the outcome (the view times the parts it shows from the events)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage], self._last = now - self._last, now
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as the view's summary names it."""
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+# ------------------------------------------------------------------ before it runs
+@dataclass
+class Prepared:
+    """A cell ready to go: the names it sends, its crossing (the packed inputs), its request and resources."""
+
+    names: list[str]
+    crossing: Crossing
+    request: RunRequest
+    resources: Resources
+
+
+def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
+            header: str | None, clock: Stopwatch, *, execution_count: int | None = None,
+            colors: str = PLAIN) -> Prepared:
+    """Analyse the cell and pack what it reads: everything that can fail before anything runs.
+
+    ``header`` (the cell's ``%%`` line) goes above the code as a comment, so line numbers match the cell shown.
+    """
+    check_device(options.device)
+    found = _analyze(source, 0 if header is None else 1)
+    names = _input_names(found, namespace, options, hidden)
+    # A name the cell deletes without reading still has to exist there for `del` to work.
+    placeholders = tuple(n for n in found.deletes if n in namespace and n not in names)
+    clock.lap("analyse")
+
+    _hold_back_secrets(names, namespace, options.inputs)
+    env = _forwarded_env(options.env)
+    try:
+        crossing = current().session.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
+    except wire.PackError as exc:
+        raise UsageProblem(str(exc)) from None
+    _check_size(crossing.inputs, options.max_input_bytes)
+    clock.lap("pack")
+    request = RunRequest(code=source if header is None else f"# {header}\n{source}", outputs=options.outputs,
+                         placeholders=placeholders, env=env, state=process_state.capture(),
+                         execution_count=execution_count, colors=colors)
+    resources = Resources(gpu=options.gpu, cpu=options.cpu, memory_mib=options.memory_mib, pip=options.pip)
+    return Prepared(names, crossing, request, resources)
+
+
+def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:
+    held = {n: why for n in names if n not in named and (why := credential_reason(n, namespace[n]))}
+    if held:
+        listed = "; ".join(f"{n!r} ({why})" for n, why in held.items())
+        raise UsageProblem(f"held back {listed}: nothing was sent and the cell did not run. "
+                           f"If the cell needs it, name it: --in {','.join(held)}")
+
+
+def _forwarded_env(names: Collection[str]) -> dict[str, str]:
+    missing = [n for n in names if n not in os.environ]
+    if missing:
+        raise UsageProblem(f"--env names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           "not set in this kernel's environment.")
+    return {n: os.environ[n] for n in names}
+
+
+def _check_size(inputs: wire.Payload, limit: int | None) -> None:
+    if limit is None or inputs.nbytes <= limit:
+        return
+    biggest = sorted(inputs.sizes.items(), key=lambda item: -item[1])[:5]
+    listed = ", ".join(f"{n} ({format_bytes(size)})" for n, size in biggest)
+    raise UsageProblem(f"the inputs come to {format_bytes(inputs.nbytes)}, over the limit of {format_bytes(limit)}: "
+                       f"{listed}. Nothing was sent. Raise the limit with --max-input SIZE (e.g. 20GB), "
+                       "or leave the big variables out of the cell.")
+
+
+def _analyze(source: str, line_offset: int) -> analysis.CellAnalysis:
+    if not source.strip():
+        raise UsageProblem("the cell is empty: there is nothing to run remotely.")
+    try:
+        return analysis.analyze(_transformer.transform_cell(source))
+    except SyntaxError as exc:
+        if exc.lineno is not None:
+            exc.lineno += line_offset
+        raise exc from None
+
+
+def _input_names(found: analysis.CellAnalysis, namespace: MutableMapping[str, Any],
+                 options: CellOptions, hidden: Collection[str]) -> list[str]:
+    missing = [n for n in options.inputs if n not in namespace]
+    if missing:
+        raise UsageProblem(f"--in names {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                           "not defined in the notebook.")
+    detected = [n for n in found.reads if n in namespace and n not in hidden]
+    return list(dict.fromkeys([*detected, *options.inputs]))
+
+
+# ------------------------------------------------------------------ after it ran
+@dataclass
+class Rebuilt:
+    """One result, rebuilt here; nothing of it has reached the namespace yet."""
+
+    values: dict[str, Any]
+    """The names the cell bound (the payload's ``SLOTS`` taken out)."""
+    value: Any
+    """The last expression's value (``NO_VALUE``: none; a repr stand-in when it could not travel)."""
+    error: BaseException | None
+    """The cell's own exception, with its remote traceback."""
+    payload: wire.Payload
+    objects: LocalObjects
+    """The notebook's objects the results name, with the cell's in-place changes to them, not applied yet."""
+    warnings: list[str]
+    """A line for each name that could not come back, the payload's notes and the objects' notes."""
+
+
+def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wire.MainGlobals | None,
+            resident: Callable[[PersistentLoad], PersistentLoad] | None = None) -> Rebuilt:
+    """Rebuild a cell's ``result`` (sent against ``inputs``), its tensors on ``device``.
+
+    ``resident`` wraps the references' loader where the session takes part (``Crossing.persistent_load``).
+    Raises ``wire.UnpackError`` when the results cannot be rebuilt here.
+    """
+    assert result.payload is not None, "a result that ran"
+    payload = wire.Payload.from_meta(result.payload, result.buffers)
+    objects = LocalObjects(inputs.memo)
+    load = objects.persistent_load if resident is None else resident(objects.persistent_load)
+    values = wire.unpack(payload, map_location=device, main=main, persistent_load=load)
+    # The inputs' and resident tensors' slots only carried in-place updates, applied by whoever unpacked them.
+    values.pop(INPUTS, None)
+    values.pop(RESIDENT, None)
+    error = _rebuild_error(result.error, values.pop(ERROR, None))
+    value = values.pop(VALUE, NO_VALUE)
+    if value is NO_VALUE and result.value_repr is not None:
+        value = _ReprOnly(result.value_repr)
+    warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
+                if name not in SLOTS] + list(payload.notes) + objects.notes
+    return Rebuilt(values, value, error, payload, objects, warnings)
+
+
+def _rebuild_error(info: ErrorInfo | None, exc: BaseException | None) -> BaseException | None:
+    if info is None:
+        return None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(info["type"], info["message"])
+    return with_remote_traceback(exc, info.get("traceback") or [])
+
+
+class _ReprOnly:
+    """The last expression's value could not travel; show its remote repr instead."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def __repr__(self) -> str:
+        return self._text
