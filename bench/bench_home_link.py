@@ -99,7 +99,6 @@ def main() -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     from modal_magic.backends.modal.backend import ModalBackend
-
     from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()

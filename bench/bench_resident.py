@@ -103,9 +103,7 @@ def main() -> None:
     from IPython.core.interactiveshell import InteractiveShell
 
     from modal_magic.backends.local import LocalBackend
-
     from modal_magic.backends.modal.backend import ModalBackend
-
     from modal_magic.notebook.extension import current
 
     shell = InteractiveShell.instance()

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from .errors import BackendUnavailable, CellTimeout, InternalError, ModalMagicError, RemoteError, WorkerDied
     from .notebook.cell import NO_VALUE, CellOptions, CellOutcome
     from .notebook.driver import run_cell
-    from .notebook.magic import load_ipython_extension, unload_ipython_extension
     from .notebook.fanout import MapFailed, MapSpec
+    from .notebook.magic import load_ipython_extension, unload_ipython_extension
 
 
 def __getattr__(name: str) -> Any:

@@ -14,11 +14,11 @@ from torch import nn
 
 import modal_magic
 from modal_magic.backends.local import LocalBackend
-from modal_magic.notebook.extension import current
 from modal_magic.compile import RemoteGraphError
 from modal_magic.compile.residency import key
 from modal_magic.errors import UsageProblem
 from modal_magic.notebook.driver import CellOptions, run_cell
+from modal_magic.notebook.extension import current
 
 
 @pytest.fixture(autouse=True)

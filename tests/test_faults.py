@@ -13,8 +13,8 @@ import pytest
 
 from modal_magic import wire
 from modal_magic.backends.local import LocalBackend
-from modal_magic.notebook.extension import current
 from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
+from modal_magic.notebook.extension import current
 from modal_magic.protocol import RunRequest
 
 from .conftest import run

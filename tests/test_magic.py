@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from modal_magic.notebook.extension import current
 from modal_magic.errors import WorkerDied
+from modal_magic.notebook.extension import current
 
 from .conftest import run
 

@@ -24,7 +24,7 @@ from ..wire import payload as wire
 from ..wire import process_state
 from .cell import NO_VALUE, CellOptions, CellOutcome
 from .extension import current
-from .fanout import MapSpec, run_mapped
+from .fanout import run_mapped
 from .output import show_event
 from .session import Crossing
 from .stages import Stopwatch, one_line, prepare, rebuild
@@ -66,7 +66,8 @@ def run_cell(
     crossing = cell.crossing
     on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=crossing.inputs.nbytes))
     try:
-        result = crossing.run(current().backends.get(options.backend), cell.request, cell.resources, on_event, options.timeout)
+        backend = current().backends.get(options.backend)
+        result = crossing.run(backend, cell.request, cell.resources, on_event, options.timeout)
         clock.lap("remote")
         if result.interrupted:  # as a local interrupt: the cell's own line, the namespace untouched
             assert result.error is not None

@@ -402,6 +402,10 @@ class _FanOutLane(Backend):
     def __init__(self, backend: ModalBackend) -> None:
         self._backend = backend
 
+    @classmethod
+    def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
+        return ModalBackend.describe(gpu=gpu, lanes=lanes)  # a --map's progress names Modal, as a cell's does
+
     def run(self, request: RunRequest, inputs: wire.Payload, on_event: OnEvent, *, resources: Resources = Resources(),
             timeout: float | None = None, stop: threading.Event | None = None) -> ResultFrame:
         return ResultFrame.from_wire(*self._backend._call(request.to_wire(), inputs, on_event, resources, timeout,
