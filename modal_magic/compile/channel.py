@@ -77,7 +77,7 @@ class Place:
         resident = {position: (key(arg), arg) for position, arg in enumerate(args)
                     if position in plan.resident or self.stands_in(arg)}
         standins = [torch.empty(0) for _ in plan.kept]
-        keep = tuple((position, key(standin)) for position, standin in zip(plan.kept, standins))
+        keep = tuple((position, key(standin)) for position, standin in zip(plan.kept, standins, strict=True))
         stats = self.last_call = CallStats()
         try:
             reply = self._call(plan, args, resident, keep, stats)
@@ -96,7 +96,7 @@ class Place:
             if position in resident:
                 self.tensors.held(*resident[position])
         outputs = list(reply.outputs)  # type: ignore[arg-type]
-        for (position, name), standin in zip(keep, standins):
+        for (position, name), standin in zip(keep, standins, strict=True):
             outputs[position] = self._kept[name] = standin
             self.tensors.held(name, standin)
         return tuple(outputs)

@@ -9,7 +9,8 @@ container's tensors one level down.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from ..backends.registry import running
 from ..protocol import StoreReport, StoreRow
