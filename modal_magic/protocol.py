@@ -30,8 +30,9 @@ ignores them.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Literal, Mapping, TypedDict, Union
+from typing import Any, ClassVar, Literal, TypedDict
 
 __all__ = [
     "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "Frame", "Resources", "Element",
@@ -120,7 +121,7 @@ class RunRequest:
                                                                 "first_buffer": self.element.first_buffer}})}
 
     @classmethod
-    def from_wire(cls, meta: Mapping[str, Any]) -> "RunRequest":
+    def from_wire(cls, meta: Mapping[str, Any]) -> RunRequest:
         """The request a frame holds; keys a client left out take their defaults (an older or a bare client)."""
         element = meta.get("element")
         outputs = meta.get("outputs")
@@ -143,7 +144,7 @@ class ReportRequest:
         return {"kind": self.kind}
 
 
-Request = Union[RunRequest, ReportRequest]
+Request = RunRequest | ReportRequest
 
 
 def request_from_wire(meta: Mapping[str, Any]) -> Request:
@@ -201,7 +202,7 @@ class ResultFrame:
         return meta, self.buffers
 
     @classmethod
-    def from_wire(cls, meta: Mapping[str, Any], buffers: list[Any]) -> "ResultFrame":
+    def from_wire(cls, meta: Mapping[str, Any], buffers: list[Any]) -> ResultFrame:
         return cls(payload=meta.get("payload"), buffers=buffers, deleted=tuple(meta.get("deleted") or ()),
                    error=meta.get("error"), value_repr=meta.get("value_repr"), elapsed=meta.get("elapsed"),
                    state=dict(meta.get("state") or {}), missing=tuple(meta.get("missing") or ()),
@@ -323,7 +324,7 @@ class DoneEvent(_DoneKind, total=False):
     """``--map``: seconds per element, or their spread."""
 
 
-Event = Union[StageEvent, StreamEvent, DisplayEvent, ClearOutputEvent, TickEvent, NoteEvent, DoneEvent]
+Event = StageEvent | StreamEvent | DisplayEvent | ClearOutputEvent | TickEvent | NoteEvent | DoneEvent
 OnEvent = Callable[[Event], None]
 """Takes each event as it comes."""
 
@@ -362,7 +363,7 @@ class InputsLostFrame(TypedDict):
     kind: Literal["inputs_lost"]
 
 
-Ending = Union[InterruptedFrame, InternalErrorFrame, WorkerFailedFrame, StuckFrame, InputsLostFrame]
+Ending = InterruptedFrame | InternalErrorFrame | WorkerFailedFrame | StuckFrame | InputsLostFrame
 """How a cell ends when no ``result`` comes."""
 
 

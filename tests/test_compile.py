@@ -36,7 +36,8 @@ def _remote(**options):
 def _remote_count() -> int:
     """How many tensors the worker keeps for compiled graphs (parameters, buffers, saved activations)."""
     namespace: dict = {}
-    run_cell("from modal_magic.worker.store import this_process\nheld = len(this_process().compiled.tensors)", namespace,
+    run_cell("from modal_magic.worker.store import this_process\nheld = len(this_process().compiled.tensors)",
+             namespace,
              CellOptions(backend="local", quiet=True), on_event=lambda event: None)
     return namespace["held"]
 

@@ -115,7 +115,7 @@ class Backend(abc.ABC):
         (it runs in this kernel's environment). Raises ``UsageProblem`` for packages it would refuse."""
         return None
 
-    def lanes(self, wanted: int) -> list["Backend"]:
+    def lanes(self, wanted: int) -> list[Backend]:
         """Up to ``wanted`` backends whose ``run`` calls may go on at the same time, one per thread (``--map``).
 
         A backend that can run one cell at a time gives itself: the copies then run one after another.
@@ -127,5 +127,5 @@ class Backend(abc.ABC):
         """Whether something is up that holds state (a worker process, an app)."""
         return False
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a backend that holds nothing has nothing to release
         """Release what the backend holds (processes, apps). Idempotent."""

@@ -21,14 +21,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Callable, cast
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
-from ..protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
-                        StoreReport, TickEvent, report_from_wire)
+from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
+from ..protocol import (
+    Event,
+    Frame,
+    OnEvent,
+    ReportRequest,
+    Resources,
+    ResultFrame,
+    RunRequest,
+    StageEvent,
+    StoreReport,
+    TickEvent,
+    report_from_wire,
+)
 from ..wire import frames
 from ..wire import payload as wire
-from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
 from ..worker.lifeline import PARENT
 from .base import Backend, Description
 

@@ -1,7 +1,8 @@
 """``torch.compile`` on the session's remote GPU: ``torch.compile(model, backend=modal_magic.remote())``.
 
 Notebook side: ``backend.py`` (the dynamo backend), ``training.py`` (forward
-and backward through AOTAutograd), ``graph.py`` (a captured graph ready to travel), ``channel.py`` (a call's round trip, as a session
+and backward through AOTAutograd), ``graph.py`` (a captured graph ready to travel), ``channel.py`` (a call's
+round trip, as a session
 cell), ``residency.py`` (which parameters the remote side holds). Remote side:
 ``remote.py`` (execution; what it keeps between calls is the compile namespace of
 the worker's store, ``worker/store.py``). ``protocol.py`` is what the two say to

@@ -15,15 +15,16 @@ opt-in to run a failed call's graph here instead, with one warning per backend.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.fx
 
+from ..errors import UsageProblem
 from ..notebook import options as settings
 from ..notebook.driver import CellOptions
 from ..notebook.extension import current
-from ..errors import UsageProblem
 from .channel import CallStats, Place
 from .graph import GraphPlan, static_inputs
 from .protocol import AUTO, EAGER, RemoteGraphError

@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from ..backends import registry
-from ..notebook.driver import CellOptions, run_cell
 from ..errors import ModalMagicError, UsageProblem
+from ..notebook.driver import CellOptions, run_cell
 from ..notebook.output import show_event
+from ..protocol import Event
 from .graph import GraphPlan
 from .protocol import Call, RemoteGraphError, Reply
 from .residency import ResidentTensors, existing_key, key
@@ -63,7 +65,7 @@ class Place:
         self.tensors = ResidentTensors()
         self.graphs: set[str] = set()
         self.last_call: CallStats | None = None
-        self._kept: "weakref.WeakValueDictionary[str, torch.Tensor]" = weakref.WeakValueDictionary()
+        self._kept: weakref.WeakValueDictionary[str, torch.Tensor] = weakref.WeakValueDictionary()
         """Stand-ins for the saved activations kept there, by key, while autograd holds them."""
 
     def where(self) -> str:
@@ -76,7 +78,7 @@ class Place:
         resident = {position: (key(arg), arg) for position, arg in enumerate(args)
                     if position in plan.resident or self.stands_in(arg)}
         standins = [torch.empty(0) for _ in plan.kept]
-        keep = tuple((position, key(standin)) for position, standin in zip(plan.kept, standins))
+        keep = tuple((position, key(standin)) for position, standin in zip(plan.kept, standins, strict=True))
         stats = self.last_call = CallStats()
         try:
             reply = self._call(plan, args, resident, keep, stats)
@@ -95,7 +97,7 @@ class Place:
             if position in resident:
                 self.tensors.held(*resident[position])
         outputs = list(reply.outputs)  # type: ignore[arg-type]
-        for (position, name), standin in zip(keep, standins):
+        for (position, name), standin in zip(keep, standins, strict=True):
             outputs[position] = self._kept[name] = standin
             self.tensors.held(name, standin)
         return tuple(outputs)
@@ -136,11 +138,11 @@ class Place:
                                "under every call?)")
 
     def _round_trip(self, call: Call, stats: CallStats) -> Reply:
-        def on_event(event: dict[str, Any]) -> None:
-            if event.get("stage") == "pack":
-                stats.sent_bytes += event["bytes"]
-            elif event.get("stage") == "unpack":
-                stats.received_bytes += event["bytes"]
+        def on_event(event: Event) -> None:
+            if event["kind"] == "stage" and event["stage"] == "pack":
+                stats.sent_bytes += event.get("bytes", 0)
+            elif event["kind"] == "stage" and event["stage"] == "unpack":
+                stats.received_bytes += event.get("bytes", 0)
             show_event(event)  # what the remote side prints (a compiler's warnings) shows as a cell's would
 
         namespace: dict[str, Any] = {"_mm_call": call}

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -36,10 +37,11 @@ class GraphPlan:
 
     @classmethod
     def of(cls, module: torch.fx.GraphModule, resident: frozenset[int], role: str,
-           kept: tuple[int, ...] = ()) -> "GraphPlan":
+           kept: tuple[int, ...] = ()) -> GraphPlan:
         if any(True for _ in module.parameters()):
             raise UsageProblem(f"this torch ({torch.__version__}) hands parameters to compile backends as graph "
-                               "attributes; modal_magic.remote needs a torch that passes them as graph inputs (2.5 or later)")
+                               "attributes; modal_magic.remote needs a torch that passes them as graph inputs "
+                               "(2.5 or later)")
         travelling = torch.fx.GraphModule(module, module.graph)  # only what the code uses: no dynamo bookkeeping
         ops = sum(node.op.startswith("call_") for node in module.graph.nodes)
         compile_id = torch._guards.CompileContext.current_compile_id()
@@ -51,7 +53,8 @@ class GraphPlan:
 def static_inputs(module: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> frozenset[int]:
     """Positions of a dynamo graph's parameters and buffers: the inputs dynamo marks static (read off modules)."""
     placeholders = [node for node in module.graph.nodes if node.op == "placeholder"]
-    return frozenset(position for position, (node, example) in enumerate(zip(placeholders, example_inputs))
+    pairs = zip(placeholders, example_inputs, strict=False)  # one example per placeholder, as dynamo hands them
+    return frozenset(position for position, (node, example) in enumerate(pairs)
                      if isinstance(example, torch.nn.Parameter)
                      or "_dynamo_static_input_type" in (node.meta.get("tensor_dict") or {}))
 
@@ -68,7 +71,7 @@ def _key(module: torch.fx.GraphModule) -> str:
 
 def _tensor_attributes(module: torch.fx.GraphModule) -> list[tuple[str, torch.Tensor]]:
     """Tensors the graph reads with ``get_attr`` that are plain attributes (dynamo's lifted constants)."""
-    found = []
+    found: list[tuple[str, torch.Tensor]] = []
     for node in module.graph.nodes:
         if node.op == "get_attr":
             value = module

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 import weakref
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -36,7 +36,7 @@ __all__ = ["ResidentTensors", "key", "existing_key"]
 
 _KEYS = Table(f"{uuid.uuid4().hex[:8]}.", weak=True)  # this kernel: keys from two notebooks never meet remotely
 """Every tensor object given a key, held weakly: its death releases the key (``Table.released``)."""
-_places: "weakref.WeakSet[ResidentTensors]" = weakref.WeakSet()
+_places: weakref.WeakSet[ResidentTensors] = weakref.WeakSet()
 
 
 def key(tensor: torch.Tensor) -> str:

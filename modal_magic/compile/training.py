@@ -16,7 +16,8 @@ parameters; the changed parameters travel again with the next forward.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.fx
@@ -36,18 +37,20 @@ def needs_autograd(example_inputs: Sequence[Any]) -> bool:
     return torch.is_grad_enabled() and any(isinstance(x, torch.Tensor) and x.requires_grad for x in example_inputs)
 
 
-def training_graphs(module: torch.fx.GraphModule, example_inputs: Sequence[Any], make_run: MakeRun) -> Callable[..., Any]:
+def training_graphs(module: torch.fx.GraphModule, example_inputs: Sequence[Any],
+                    make_run: MakeRun) -> Callable[..., Any]:
     """The callable dynamo runs: AOTAutograd's, with both graphs run remotely by what ``make_run`` returns."""
     parameters = static_inputs(module, example_inputs)
     arity = len(example_inputs)
 
-    def forward(graph: torch.fx.GraphModule, inputs: Sequence[Any]) -> Callable[..., Any]:
+    # The compilers' parameters are named as AOTAutograd's AOTDispatchCompiler protocol names them.
+    def forward(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
         # The forward's inputs are dynamo's, in order (parameters are graph inputs, not attributes).
-        resident = parameters if len(inputs) == arity else frozenset()
-        return make_boxed_func(make_run(graph, GraphPlan.of(graph, resident, "forward", kept=graph.meta[_KEPT])))
+        resident = parameters if len(example_inputs) == arity else frozenset()
+        return make_boxed_func(make_run(gm, GraphPlan.of(gm, resident, "forward", kept=gm.meta[_KEPT])))
 
-    def backward(graph: torch.fx.GraphModule, inputs: Sequence[Any]) -> Callable[..., Any]:
-        return make_boxed_func(make_run(graph, GraphPlan.of(graph, frozenset(), "backward")))
+    def backward(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Callable[..., Any]:
+        return make_boxed_func(make_run(gm, GraphPlan.of(gm, frozenset(), "backward")))
 
     return aot_module_simplified(module, example_inputs, fw_compiler=forward, bw_compiler=backward,
                                  partition_fn=_partition)

@@ -46,7 +46,7 @@ class CellOptions:
     """Extra packages for the container image."""
     fresh: bool = False
     """Run without the remote-resident session (``--fresh``): every input goes as a value, nothing stays."""
-    mapping: "MapSpec | None" = None
+    mapping: MapSpec | None = None
     """``--map``: run one copy of the cell per element (``fanout.py``)."""
 
 

@@ -16,7 +16,8 @@ would leave things.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, MutableMapping
+from typing import Any
 
 from ..errors import ResultsLost, with_remote_traceback
 from ..protocol import INPUTS, PLAIN, RESIDENT, DoneEvent, Event, ResultFrame, StageEvent

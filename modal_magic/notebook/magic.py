@@ -8,9 +8,9 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import parse_argstring
 
-from . import driver, dry_run, extension, options
 from ..errors import UsageProblem
 from ..protocol import Event
+from . import driver, dry_run, extension, options
 from .fanout import MapFailed, MapSpec
 from .output import show_event
 from .report import resident_report
@@ -62,6 +62,7 @@ class ModalMagics(Magics, options.Defaults):
     def _run(self, args: Any, line: str, cell: str) -> Any:
         cell_options = driver.CellOptions(**options.for_cell(vars(args), self), mapping=_mapping(args))
         shell = self.shell
+        assert shell is not None  # registered magics always have their shell
         hidden = {k for k, v in shell.user_ns_hidden.items() if shell.user_ns.get(k, _ABSENT) is v}
         if args.dry_run:
             print("\n".join(dry_run.plan_cell(cell, shell.user_ns, cell_options, hidden=hidden)))
@@ -90,6 +91,7 @@ class ModalMagics(Magics, options.Defaults):
     @line_magic
     def modal_resident(self, line: str = "") -> None:
         """Show what the remote session keeps for this notebook (by variable name), and the memory it holds."""
+        assert self.shell is not None
         print("\n".join(resident_report(self.shell.user_ns, extension.current())))
 
     @line_magic

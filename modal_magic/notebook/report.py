@@ -9,7 +9,8 @@ container's tensors one level down.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..protocol import StoreReport, StoreRow
 from ..wire.resident import is_resident_kind

@@ -14,7 +14,8 @@ then records the versions both sides now agree on.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InternalError
 from ..protocol import OnEvent, Resources, ResultFrame, RunRequest, StageEvent
@@ -41,7 +42,7 @@ class Session:
         self.resync = False
         """A result could not be rebuilt here: the remote side must stop vouching for what it holds."""
 
-    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> "Crossing":
+    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> Crossing:
         return Crossing(self, variables, fresh=fresh)
 
     def forget(self) -> None:
@@ -71,7 +72,7 @@ class Crossing:
         self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
         self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
 
-    def run(self, backend: "Backend", request: RunRequest, resources: Resources, on_event: OnEvent,
+    def run(self, backend: Backend, request: RunRequest, resources: Resources, on_event: OnEvent,
             timeout: float | None) -> ResultFrame:
         """``backend.run`` the cell; when the remote side lacks some keys, send those as values and run again."""
         missing: tuple[str, ...] = ()

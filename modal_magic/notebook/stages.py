@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, MutableMapping
+from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from . import analysis
 from ..errors import RemoteError, UsageProblem, with_remote_traceback
 from ..protocol import ERROR, INPUTS, PLAIN, RESIDENT, SLOTS, VALUE, ErrorInfo, Resources, ResultFrame, RunRequest
 from ..wire import payload as wire
 from ..wire import process_state
 from ..wire.identity import LocalObjects
+from . import analysis
 from .cell import NO_VALUE, CellOptions
 from .extension import current
 from .options import check_device

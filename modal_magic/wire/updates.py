@@ -56,12 +56,12 @@ class Updates:
         return pending
 
 
-def tensor_type() -> type | tuple:
+def tensor_type() -> Any:
     torch = sys.modules.get("torch")
     return torch.Tensor if torch is not None else ()
 
 
-def array_type() -> type | tuple:
+def array_type() -> Any:
     numpy = sys.modules.get("numpy")
     return numpy.ndarray if numpy is not None else ()
 

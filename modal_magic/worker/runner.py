@@ -22,17 +22,31 @@ import os
 import re
 import sys
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
-from ..protocol import (ERROR, INPUTS, PLAIN, RESIDENT, VALUE, ClearOutputEvent, DisplayEvent, ErrorInfo,
-                        ResultFrame, RunRequest, StageEvent, StoreReport, StreamEvent)
-from ..wire import process_state
+from ..protocol import (
+    ERROR,
+    INPUTS,
+    PLAIN,
+    RESIDENT,
+    VALUE,
+    ClearOutputEvent,
+    DisplayEvent,
+    ErrorInfo,
+    ResultFrame,
+    RunRequest,
+    StageEvent,
+    StoreReport,
+    StreamEvent,
+)
 from ..wire import payload as wire
+from ..wire import process_state
 from ..wire.identity import RemoteInputs
 from .store import Store, this_process
 
@@ -122,7 +136,10 @@ class Runner:
         config.HistoryManager.enabled = False  # never touch the user's history database
         self.shell = InteractiveShell.instance(config=config, displayhook_class=_ValueHook,
                                                display_pub_class=_EventPublisher)
-        self.shell.system = self.shell.system_piped  # `!cmd` output through sys.stdout, as in Jupyter
+        hook, publisher = self.shell.displayhook, self.shell.display_pub
+        assert isinstance(hook, _ValueHook) and isinstance(publisher, _EventPublisher), "the classes asked for above"
+        self._hook, self._publisher = hook, publisher
+        self.shell.system = self.shell.system_piped  # type: ignore[method-assign]  # `!cmd` output through sys.stdout, as in Jupyter
         # No GUI event loop here: `%matplotlib inline` (a notebook's first cell, often) needs none, and
         # figures come back as PNGs. The base shell's enable_gui refuses every GUI, `inline` included.
         self.shell.enable_gui = lambda gui=None: None  # type: ignore[method-assign]
@@ -248,7 +265,7 @@ class Runner:
 
     def _execute(self, request: RunRequest, emit: Emit) -> Any:
         """Run the cell through IPython with its output turned into events."""
-        self.shell.displayhook.value = None
+        self._hook.value = None
         self.shell.execution_count = request.execution_count or 1
         self._set_colors(request.colors or PLAIN)
         self._traceback = []
@@ -260,7 +277,7 @@ class Runner:
                 stream.flush()
             emit(meta, buffers)
 
-        self.shell.display_pub.emit = emit_in_order
+        self._publisher.emit = emit_in_order
         sys.stdout, sys.stderr = streams
         try:
             with _environment(request.env):
@@ -269,7 +286,7 @@ class Runner:
             for stream in streams:
                 stream.flush()
             sys.stdout, sys.stderr = saved
-            self.shell.display_pub.emit = None
+            self._publisher.emit = None
 
     def _error_info(self, error: BaseException) -> ErrorInfo:
         """The cell's exception as the notebook shows it: type, message, IPython's formatted traceback."""
@@ -290,9 +307,9 @@ class Runner:
             refs, extra[RESIDENT] = store.results(arrived, arrived.same_values)
         if error is not None:
             extra[ERROR] = error
-        elif self.shell.displayhook.value is not None:
-            extra[VALUE] = self.shell.displayhook.value
-        self.shell.displayhook.value = None
+        elif self._hook.value is not None:
+            extra[VALUE] = self._hook.value
+        self._hook.value = None
         payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs)
         if store is not None:
             store.settle(refs)

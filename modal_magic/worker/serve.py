@@ -19,10 +19,16 @@ import signal
 import socket
 import sys
 import traceback
-from typing import Sequence
+from collections.abc import Sequence
 
-from ..protocol import (InternalErrorFrame, InterruptedFrame, ReadyFrame, ReportRequest, report_to_wire,
-                        request_from_wire)
+from ..protocol import (
+    InternalErrorFrame,
+    InterruptedFrame,
+    ReadyFrame,
+    ReportRequest,
+    report_to_wire,
+    request_from_wire,
+)
 from ..wire import frames
 from ..wire import payload as wire
 from . import lifeline

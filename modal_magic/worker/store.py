@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from typing import Any, Callable, Iterable, Literal
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
 
 from ..wire.resident import Entry, Receiver, Sender, Table, fingerprint, torch_module
 

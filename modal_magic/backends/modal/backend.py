@@ -32,22 +32,33 @@ import queue
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Sequence
-from typing import Any, Callable, Iterator, cast
+from typing import Any, cast
 
 import numpy
 
-from ...protocol import (Event, Frame, OnEvent, ReportRequest, Resources, ResultFrame, RunRequest, StageEvent,
-                         StoreReport, TickEvent, report_from_wire)
+from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
+from ...notebook.view.progress import format_bytes
+from ...protocol import (
+    Event,
+    Frame,
+    OnEvent,
+    ReportRequest,
+    Resources,
+    ResultFrame,
+    RunRequest,
+    StageEvent,
+    StoreReport,
+    TickEvent,
+    report_from_wire,
+)
 from ...wire import frames
 from ...wire import payload as wire
-from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
-from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
-from ...notebook.view.progress import format_bytes
 from ..base import Availability, Backend, Description
-from .errors import UNCHANGED, explain, preflight
 from .container import GRACE, RERUNS, STOP, executor_class, partition
+from .errors import UNCHANGED, explain, preflight
+from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 
@@ -58,7 +69,7 @@ _SLICE = 0.2               # seconds between progress ticks while waiting for a 
 _INLINE = 32 << 20         # bytes of inputs sent within the run call; more go ahead in pieces
 _RERUN_POLL = 10.0         # seconds one long poll for re-runs waits
 _FAN_OUT_CALLS = 100       # calls a --map keeps in flight when --max-parallel does not say (a thread each here)
-_SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so the pool stays warm from one --map to the next
+_SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so it stays warm from one --map to the next
 _CLOSING = "closing"       # wakes the re-run answerer when the app closes
 
 
@@ -100,8 +111,8 @@ class _Pool:
         return (cpu is None or (self.cpu or 0) >= cpu) and (memory is None or (self.memory or 0) >= memory)
 
     @classmethod
-    def grown(cls, previous: "_Pool | None", cpu: float | None, memory: int | None,
-              max_containers: int | None) -> "_Pool":
+    def grown(cls, previous: _Pool | None, cpu: float | None, memory: int | None,
+              max_containers: int | None) -> _Pool:
         """A pool with what the cell asks for and at least what ``previous`` had, so pools never flip-flop."""
         if previous is None:
             return cls(cpu, memory, max_containers)
@@ -217,10 +228,11 @@ class ModalBackend(Backend):
             elif not app_warm:
                 note = "a new app, for other --pip packages or GPU fallbacks"
             else:
-                note = "" if reuse and pool.warm else "a new container"  # the view says cold or warm
-            on_event(StageEvent(kind="stage", stage="start", where=where, warm=reuse and pool.warm, note=note))
+                note = "" if pool is not None and reuse and pool.warm else "a new container"  # the view: cold or warm
+            warm = pool is not None and reuse and pool.warm
+            on_event(StageEvent(kind="stage", stage="start", where=where, warm=warm, note=note))
             executor = self._ensure_app(shape)
-            if not reuse:
+            if pool is None or not reuse:
                 pool = self._pools[gpu, fan_out] = _Pool.grown(pool, cpu, memory,
                                                                _SCALE_OUT_CONTAINERS if fan_out else None)
             app = self._stack
@@ -252,7 +264,7 @@ class ModalBackend(Backend):
         pool.last_used = time.monotonic()
         return result
 
-    def _follow(self, stream: "_Stream", token: str, on_event: OnEvent, timeout: float | None,
+    def _follow(self, stream: _Stream, token: str, on_event: OnEvent, timeout: float | None,
                 stop: threading.Event | None = None) -> Frame:
         """Read the cell's frames to its last one, forwarding events.
 
@@ -340,7 +352,7 @@ class ModalBackend(Backend):
         stack = contextlib.ExitStack()
         try:
             app = modal.App("modal-magic")
-            gpu = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
+            gpu: dict[str, Any] = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
             executor = app.cls(serialized=True, image=build_image(shape.image), timeout=MAX_TIMEOUT,
                                scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
@@ -510,7 +522,7 @@ class _Stream:
             threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
 
     @classmethod
-    def nothing_yet(cls) -> "_Stream":
+    def nothing_yet(cls) -> _Stream:
         """A stream of a call not made yet (so a failure before it can ask ``call_id``)."""
         return cls(None)
 

@@ -33,12 +33,25 @@ import uuid
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from ...protocol import (CallFrame, Ending, Event, Frame, InputsLostFrame, InternalErrorFrame, InterruptedFrame,
-                         PadFrame, ReportRequest, Request, StuckFrame, WorkerFailedFrame, report_to_wire,
-                         request_from_wire)
+from ...errors import ModalMagicError
+from ...protocol import (
+    CallFrame,
+    Ending,
+    Event,
+    Frame,
+    InputsLostFrame,
+    InternalErrorFrame,
+    InterruptedFrame,
+    PadFrame,
+    ReportRequest,
+    Request,
+    StuckFrame,
+    WorkerFailedFrame,
+    report_to_wire,
+    request_from_wire,
+)
 from ...wire import frames
 from ...wire import payload as wire
-from ...errors import ModalMagicError
 from ..local import LocalBackend
 
 __all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "RERUNS", "GRACE"]
@@ -93,10 +106,11 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     attempt = yield from _catch_up(control, meta.get("token"))  # first: a re-run's own frames must not be lost
     yield frames.encode(CallFrame(kind="call", id=call_id, container=CONTAINER, attempt=attempt))
     if "_pieces" in meta:  # the inputs went ahead in pieces (``put``)
-        buffers = _take_pieces(meta)
-        if buffers is None:
+        pieces = _take_pieces(meta)
+        if pieces is None:
             yield frames.encode(InputsLostFrame(kind="inputs_lost"))
             return
+        buffers = pieces
         meta.pop("_pieces")
     inputs = wire.Payload.from_meta(meta.pop("inputs"), buffers)
     events: queue.Queue[bytes | None] = queue.Queue()
@@ -167,7 +181,7 @@ def _catch_up(control: Any, token: str | None) -> Generator[bytes, None, int]:
 
 
 def _run(worker: LocalBackend, request: Request, inputs: wire.Payload,
-         events: "queue.Queue[bytes | None]", stop: threading.Event) -> None:
+         events: queue.Queue[bytes | None], stop: threading.Event) -> None:
     """The request on the worker, every event and the result put on ``events``, then ``None``."""
     def forward(event: Event) -> None:
         if event["kind"] != "tick" and event.get("stage") not in ("start", "upload"):  # the notebook says those

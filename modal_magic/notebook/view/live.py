@@ -19,8 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ...protocol import Event
-from .progress import Progress
 from .html import line_html, meter_html, summary_html
+from .progress import Progress
 
 __all__ = ["TextView", "WidgetView", "make_view"]
 
