@@ -40,6 +40,7 @@ from ..protocol import DoneEvent, Element, Event, NoteEvent, Resources, ResultFr
     StreamEvent, TickEvent
 from ..wire import payload as wire
 from .cell import NO_VALUE, CellOptions, CellOutcome
+from .secrets import Guard, credential_reason, held_back
 # The stages of every cell: a --map cell is analysed, packed and its results rebuilt as a single cell's are.
 from .stages import Stopwatch, one_line, prepare, rebuild
 
@@ -128,10 +129,14 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
     clock = Stopwatch()
     on_event(StageEvent(kind="stage", stage="analyse"))
     elements = [_Element(value) for value in _elements(spec, namespace)]
+    # `--in NAME` lets the elements go as they are; the name is the elements', not a notebook variable to send.
+    inputs_named = tuple(name for name in options.inputs if name != spec.name)
+    if len(inputs_named) == len(options.inputs):
+        _hold_back_elements(spec, elements, namespace, options.inputs)
     # The copies run on workers or containers of their own, not the session's: their inputs go as values
     # (a resident reference names an object of the session's one worker), and nothing stays behind.
-    cell = prepare(source, namespace, dataclasses.replace(options, fresh=True), {*hidden, spec.name}, header, clock,
-                   execution_count=execution_count, colors=colors)
+    cell = prepare(source, namespace, dataclasses.replace(options, fresh=True, inputs=inputs_named),
+                   {*hidden, spec.name}, header, clock, execution_count=execution_count, colors=colors)
     inputs = cell.crossing.inputs
     packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
     on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=inputs.nbytes))
@@ -177,6 +182,17 @@ def _elements(spec: MapSpec, namespace: MutableMapping[str, Any]) -> list[Any]:
     if not elements:
         raise UsageProblem(f"{spec.label}: the iterable is empty, so there is nothing to run; nothing was changed.")
     return elements
+
+
+def _hold_back_elements(spec: MapSpec, elements: list[_Element], namespace: MutableMapping[str, Any],
+                        named: Collection[str]) -> None:
+    """Refuse, with the cell's own sentence, to send an element that holds a credential (the first one found):
+    each element goes to the cell as ``spec.name``, so it is looked at as that variable would be."""
+    guard = Guard(namespace, named)
+    for index, element in enumerate(elements):
+        found = guard.find(spec.name, element.value)
+        if found is not None:
+            raise held_back({f"element [{index}] of {spec.label}": found}, [spec.name])
 
 
 def _pack_element(spec: MapSpec, index: int, value: Any) -> wire.Payload:
@@ -423,7 +439,8 @@ def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | 
     for index, element in failed:
         exc = element.error
         assert isinstance(exc, Exception)
-        where = f"[{index}] {spec.name}={_short(element.value)}"
+        shown = "'…'" if credential_reason(spec.name, element.value) else _short(element.value)  # sent with --in
+        where = f"[{index}] {spec.name}={shown}"
         line = _cell_line(exc, code)
         if hasattr(exc, "add_note"):  # what Python's own display of the group shows under each exception
             exc.add_note(f"in element {where}{line}")
