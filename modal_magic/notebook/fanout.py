@@ -23,6 +23,7 @@ interrupt lands in: an interrupt stops every element and changes nothing.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import keyword
 import queue
 import re
@@ -31,16 +32,28 @@ import statistics
 import sys
 import threading
 import time
+from collections.abc import Callable, Collection, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, MutableMapping
+from typing import Any
 
 from ..backends.registry import Backend, get_backend
 from ..errors import BackendUnavailable, RemoteError, UsageProblem
-from ..protocol import DoneEvent, Element, Event, NoteEvent, Resources, ResultFrame, RunRequest, StageEvent, \
-    StreamEvent, TickEvent
+from ..protocol import (
+    DoneEvent,
+    Element,
+    Event,
+    NoteEvent,
+    Resources,
+    ResultFrame,
+    RunRequest,
+    StageEvent,
+    StreamEvent,
+    TickEvent,
+)
 from ..wire import payload as wire
 from .cell import NO_VALUE, CellOptions, CellOutcome
 from .secrets import Guard, credential_reason, held_back
+
 # The stages of every cell: a --map cell is analysed, packed and its results rebuilt as a single cell's are.
 from .stages import Stopwatch, one_line, prepare, rebuild
 
@@ -62,7 +75,7 @@ class MapSpec:
     fail_fast: bool = False
 
     @classmethod
-    def parse(cls, text: str, *, max_parallel: int | None = None, fail_fast: bool = False) -> "MapSpec":
+    def parse(cls, text: str, *, max_parallel: int | None = None, fail_fast: bool = False) -> MapSpec:
         """``NAME=EXPR`` or ``NAME``, quoted or not; a bad one is a ``UsageProblem`` saying what is expected."""
         text = text.strip()
         if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":  # IPython keeps a flag's quotes
@@ -170,7 +183,7 @@ def _elements(spec: MapSpec, namespace: MutableMapping[str, Any]) -> list[Any]:
     else:
         scope = namespace if isinstance(namespace, dict) else dict(namespace)
         try:
-            iterable = eval(compile(spec.expression, "<--map>", "eval"), scope)  # noqa: S307 - the user's own code
+            iterable = eval(compile(spec.expression, "<--map>", "eval"), scope)
         except Exception as exc:  # noqa: BLE001 - the user's expression: say what it raised, in one line
             raise UsageProblem(f"{spec.label}: evaluating {spec.expression!r} in the notebook raised "
                                f"{type(exc).__name__}: {exc}") from None
@@ -204,7 +217,7 @@ def _pack_element(spec: MapSpec, index: int, value: Any) -> wire.Payload:
 
 
 # ------------------------------------------------------------------ running
-def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: RunRequest, resources: Resources,
+def _run_on_lanes(lanes: list[Backend], handler: _Handler, request: RunRequest, resources: Resources,
                   inputs: wire.Payload, packed: list[wire.Payload], timeout: float | None) -> None:
     """Run every element on the lanes, ``handler`` taking their reports on this thread."""
     elements, stop, on_event = handler.elements, handler.stop, handler.on_event
@@ -259,8 +272,8 @@ def _run_on_lanes(lanes: list[Backend], handler: "_Handler", request: RunRequest
         raise handler.fatal
 
 
-def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int], tuple[RunRequest, wire.Payload]],
-          resources: Resources, reports: "queue.SimpleQueue[tuple[int | None, str, Any]]", stop: threading.Event,
+def _lane(backend: Backend, todo: queue.SimpleQueue[int], job: Callable[[int], tuple[RunRequest, wire.Payload]],
+          resources: Resources, reports: queue.SimpleQueue[tuple[int | None, str, Any]], stop: threading.Event,
           timeout: float | None, fail_fast: bool) -> None:
     """One lane's thread: take the next element, run it on ``backend``, report; until none is left or stopped.
 
@@ -275,7 +288,7 @@ def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int],
             reports.put((index, "started", time.perf_counter()))
             try:
                 request, payload = job(index)
-                result = backend.run(request, payload, lambda event, i=index: reports.put((i, "event", event)),
+                result = backend.run(request, payload, functools.partial(_report_event, reports, index),
                                      resources=resources, timeout=timeout, stop=stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the calling thread, which decides
                 # Raised while the others were being stopped: this one was cancelled too, whatever it raised.
@@ -288,6 +301,11 @@ def _lane(backend: Backend, todo: "queue.SimpleQueue[int]", job: Callable[[int],
                 stop.set()
     finally:
         reports.put((None, "lane done", None))
+
+
+def _report_event(reports: queue.SimpleQueue[tuple[int | None, str, Any]], index: int, event: Event) -> None:
+    """An element's event, to the calling thread."""
+    reports.put((index, "event", event))
 
 
 class _Handler:
@@ -377,7 +395,7 @@ class _Handler:
         """The notebook names whose objects (or objects within them) a copy changed in place."""
         ends, names = self.inputs.memo_ends, self.inputs.names
         for memo_index in indices:
-            owner = next((name for name, end in zip(names, ends) if memo_index < end), None)
+            owner = next((name for name, end in zip(names, ends, strict=False) if memo_index < end), None)
             if owner is not None:
                 self.changed[owner] = None
 
@@ -401,7 +419,7 @@ def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: Stopw
     """One list per bound name into the namespace (``None`` where an element failed); the notes, once each."""
     elements, spec = handler.elements, handler.spec
     succeeded = [e for e in elements if e.values is not None]
-    bound = list(dict.fromkeys(name for e in succeeded for name in e.values))
+    bound = list(dict.fromkeys(name for e in succeeded for name in e.values or {}))
     results = [e.result for e in elements]
     outcome = CellOutcome(value=NO_VALUE if all(r is NO_VALUE for r in results)
                           else [None if r is NO_VALUE else r for r in results])
