@@ -97,7 +97,7 @@ class MapSpec:
         return f"--map {self.name}" + (f"={self.expression}" if self.expression is not None else "")
 
 
-class MapFailed(ExceptionGroup if sys.version_info >= (3, 11) else Exception):  # type: ignore[misc]  # noqa: F821
+class MapFailed(ExceptionGroup if sys.version_info >= (3, 11) else Exception):  # type: ignore[misc,name-defined]  # noqa: F821
     """Some elements failed: ``exceptions`` holds each one's exception (``indices`` says which element).
 
     An ``ExceptionGroup`` where Python has one: IPython hands groups to
@@ -222,8 +222,8 @@ def _run_on_lanes(lanes: list[Backend], handler: _Handler, request: RunRequest, 
     """Run every element on the lanes, ``handler`` taking their reports on this thread."""
     elements, stop, on_event = handler.elements, handler.stop, handler.on_event
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
-    for index in range(len(elements)):
-        todo.put(index)
+    for number in range(len(elements)):
+        todo.put(number)
     reports: queue.SimpleQueue[tuple[int | None, str, Any]] = queue.SimpleQueue()
 
     def job(index: int) -> tuple[RunRequest, wire.Payload]:
