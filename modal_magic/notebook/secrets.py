@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import reprlib
 import types
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -151,13 +152,12 @@ class _Walk:
             return None
         self.seen.add(id(value))
         try:
-            parts = self._parts(value, where)
+            for part, part_where, part_name in self._parts(value, where):
+                found = self.visit(part, part_where, part_name, depth + 1)
+                if found is not None:
+                    return found
         except Exception:  # noqa: BLE001 - an object that will not be looked into is not walked; pickle decides
             return None
-        for part, part_where, part_name in parts:
-            found = self.visit(part, part_where, part_name, depth + 1)
-            if found is not None:
-                return found
         return None
 
     def _text(self, value: str | bytes | bytearray, where: str, name: str | None) -> Finding | None:
@@ -177,8 +177,7 @@ class _Walk:
     def _parts(self, value: Any, where: str) -> Iterator[tuple[Any, str, str | None]]:
         """What pickle would send of ``value``: (part, where, its name), at most what is left of the budget."""
         if isinstance(value, dict):
-            items = islice(dict.items(value), self.left)
-            return ((v, f"{where}[{k!r}]", k if isinstance(k, str) else None) for k, v in items)
+            return self._items(value, where)
         if isinstance(value, (list, tuple)):
             return ((v, f"{where}[{i}]", None) for i, v in enumerate(islice(value, self.left)))
         if isinstance(value, (set, frozenset)):
@@ -193,6 +192,25 @@ class _Walk:
         if isinstance(value, type):
             return _class_parts(value, where)
         return _object_parts(value, where)
+
+
+    def _items(self, mapping: dict[Any, Any], where: str) -> Iterator[tuple[Any, str, str | None]]:
+        """A dict's values under their keys; a key that is text is looked at too (pickle sends it alike)."""
+        for key, part in islice(dict.items(mapping), self.left):
+            if isinstance(key, (str, bytes)):
+                yield key, f"a key of {where}", None
+            yield part, f"{where}[{self._key(key)}]", key if isinstance(key, str) else None
+
+    def _key(self, key: Any) -> str:
+        """A key as a path shows it: short, and never a credential (one held as a key is a finding of its own)."""
+        text = _text(key)
+        if text is not None and (_pattern(text) is not None or text in self.guard.known):
+            return "'…'"
+        return _SHORT.repr(key)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 40
 
 
 def _function_parts(function: types.FunctionType, where: str,
@@ -242,7 +260,10 @@ def _class_parts(cls: type, where: str) -> Iterator[tuple[Any, str, str | None]]
 def _object_parts(value: Any, where: str) -> Iterator[tuple[Any, str, str | None]]:
     """An object's attributes (what pickle sends of most objects), then its class when that goes by value.
     An array's or a tensor's contents are no attribute: they are never read."""
-    attributes = getattr(value, "__dict__", None)
+    try:  # as the object's own: a class's __getattr__ (a proxy's) is not asked
+        attributes = object.__getattribute__(value, "__dict__")
+    except AttributeError:
+        attributes = None
     if isinstance(attributes, dict):
         for attribute, part in list(attributes.items()):
             yield part, f"{where}.{attribute}", attribute
