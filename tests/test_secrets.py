@@ -45,6 +45,10 @@ def assert_held_back(shell, capsys, cell: str, expected: list[str], value: str) 
                  "client = Client('plain-value-1234')", "n = 1 if client else 0",
                  ["held back 'client'", "a name that suggests a credential at client.api_key", "--in client"],
                  "plain-value-1234", id="attribute"),
+    pytest.param("from dataclasses import dataclass\n@dataclass(slots=True)\nclass Creds:\n    user: str\n"
+                 "    password: str\ncreds = Creds('ada', 'plain-value-1234')", "n = len(creds.user)",
+                 ["held back 'creds'", "a name that suggests a credential at creds.password"], "plain-value-1234",
+                 id="slot"),
     pytest.param(f"def complete(prompt, key={OPENAI!r}):\n    return prompt", "n = len(complete('hi'))",
                  ["held back 'complete'", "looks like an OpenAI/Anthropic-style API key at complete(key=…)",
                   "--in complete"], OPENAI, id="default"),

@@ -196,7 +196,6 @@ class _Walk:
             return _class_parts(value, where)
         return _object_parts(value, where)
 
-
     def _items(self, mapping: dict[Any, Any], where: str) -> Iterator[tuple[Any, str, str | None]]:
         """A dict's values under their keys; a key that is text is looked at too (pickle sends it alike)."""
         for key, part in islice(dict.items(mapping), self.left):
@@ -261,16 +260,32 @@ def _class_parts(cls: type, where: str) -> Iterator[tuple[Any, str, str | None]]
 
 
 def _object_parts(value: Any, where: str) -> Iterator[tuple[Any, str, str | None]]:
-    """An object's attributes (what pickle sends of most objects), then its class when that goes by value.
-    An array's or a tensor's contents are no attribute: they are never read."""
-    try:  # as the object's own: a class's __getattr__ (a proxy's) is not asked
+    """An object's attributes and slots (what pickle sends of most objects), then its class when that goes by
+    value. Each is read as the object's own: a class's ``__getattr__`` (a proxy's) is never asked. An array's
+    or a tensor's contents are no attribute: they are never read."""
+    try:
         attributes = object.__getattribute__(value, "__dict__")
     except AttributeError:
         attributes = None
     if isinstance(attributes, dict):
-        for attribute, part in list(attributes.items()):
+        for attribute, part in islice(attributes.items(), BUDGET):
             yield part, f"{where}.{attribute}", attribute
+    for slot in _slots(type(value)):
+        try:
+            part = object.__getattribute__(value, slot)
+        except AttributeError:  # not set
+            continue
+        yield part, f"{where}.{slot}", slot
     yield type(value), f"type({where})", None
+
+
+def _slots(cls: type) -> Iterator[str]:
+    """The slot names ``cls`` and its bases declare (``__dict__`` and ``__weakref__`` are no state)."""
+    for klass in cls.__mro__:
+        declared = klass.__dict__.get("__slots__", ())
+        for slot in (declared,) if isinstance(declared, str) else declared:
+            if slot not in ("__dict__", "__weakref__"):
+                yield slot
 
 
 def _by_reference(obj: types.FunctionType | type) -> bool:
