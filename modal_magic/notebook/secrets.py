@@ -53,7 +53,7 @@ _SECRET_VALUE = [
 ]
 _ANY_VALUE = re.compile(r"^(sk-|gh[opus]_|github_pat_|hf_|AKIA|xox|ak-|as-|eyJ)|-----BEGIN")
 """What every pattern above starts with: one search tells most strings apart from them all."""
-_READ = 1 << 20
+_READ = 1 << 16
 """Characters of a string (bytes of a bytes object) the patterns look at: a credential sits at the start."""
 _KNOWN_LENGTH = 6
 """A named secret shorter than this is not looked for elsewhere: 'on', 'yes' would turn up everywhere."""
