@@ -53,6 +53,7 @@ from ..protocol import (
 from ..wire import payload as wire
 from .cell import NO_VALUE, CellOptions, CellOutcome
 from .extension import current
+from .secrets import Guard, credential_reason, held_back
 
 # The stages of every cell: a --map cell is analysed, packed and its results rebuilt as a single cell's are.
 from .stages import Stopwatch, one_line, prepare, rebuild
@@ -142,10 +143,14 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
     clock = Stopwatch()
     on_event(StageEvent(kind="stage", stage="analyse"))
     elements = [_Element(value) for value in _elements(spec, namespace)]
+    # `--in NAME` lets the elements go as they are; the name is the elements', not a notebook variable to send.
+    inputs_named = tuple(name for name in options.inputs if name != spec.name)
+    if len(inputs_named) == len(options.inputs):
+        _hold_back_elements(spec, elements, namespace, options.inputs)
     # The copies run on workers or containers of their own, not the session's: their inputs go as values
     # (a resident reference names an object of the session's one worker), and nothing stays behind.
-    cell = prepare(source, namespace, dataclasses.replace(options, fresh=True), {*hidden, spec.name}, header, clock,
-                   execution_count=execution_count, colors=colors)
+    cell = prepare(source, namespace, dataclasses.replace(options, fresh=True, inputs=inputs_named),
+                   {*hidden, spec.name}, header, clock, execution_count=execution_count, colors=colors)
     inputs = cell.crossing.inputs
     packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
     on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=inputs.nbytes))
@@ -191,6 +196,17 @@ def _elements(spec: MapSpec, namespace: MutableMapping[str, Any]) -> list[Any]:
     if not elements:
         raise UsageProblem(f"{spec.label}: the iterable is empty, so there is nothing to run; nothing was changed.")
     return elements
+
+
+def _hold_back_elements(spec: MapSpec, elements: list[_Element], namespace: MutableMapping[str, Any],
+                        named: Collection[str]) -> None:
+    """Refuse, with the cell's own sentence, to send an element that holds a credential (the first one found):
+    each element goes to the cell as ``spec.name``, so it is looked at as that variable would be."""
+    guard = Guard(namespace, named)
+    for index, element in enumerate(elements):
+        found = guard.find(spec.name, element.value)
+        if found is not None:
+            raise held_back({f"element [{index}] of {spec.label}": found}, [spec.name])
 
 
 def _pack_element(spec: MapSpec, index: int, value: Any) -> wire.Payload:
@@ -258,11 +274,6 @@ def _run_on_lanes(lanes: list[Backend], handler: _Handler, request: RunRequest, 
         raise handler.fatal
 
 
-def _forward(reports: queue.SimpleQueue[tuple[int | None, str, Any]], index: int, event: Event) -> None:
-    """A lane's event, to the calling thread's queue with its element's index."""
-    reports.put((index, "event", event))
-
-
 def _lane(backend: Backend, todo: queue.SimpleQueue[int], job: Callable[[int], tuple[RunRequest, wire.Payload]],
           resources: Resources, reports: queue.SimpleQueue[tuple[int | None, str, Any]], stop: threading.Event,
           timeout: float | None, fail_fast: bool) -> None:
@@ -279,7 +290,7 @@ def _lane(backend: Backend, todo: queue.SimpleQueue[int], job: Callable[[int], t
             reports.put((index, "started", time.perf_counter()))
             try:
                 request, payload = job(index)
-                result = backend.run(request, payload, functools.partial(_forward, reports, index),
+                result = backend.run(request, payload, functools.partial(_report_event, reports, index),
                                      resources=resources, timeout=timeout, stop=stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the calling thread, which decides
                 # Raised while the others were being stopped: this one was cancelled too, whatever it raised.
@@ -292,6 +303,11 @@ def _lane(backend: Backend, todo: queue.SimpleQueue[int], job: Callable[[int], t
                 stop.set()
     finally:
         reports.put((None, "lane done", None))
+
+
+def _report_event(reports: queue.SimpleQueue[tuple[int | None, str, Any]], index: int, event: Event) -> None:
+    """An element's event, to the calling thread."""
+    reports.put((index, "event", event))
 
 
 class _Handler:
@@ -443,7 +459,8 @@ def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | 
     for index, element in failed:
         exc = element.error
         assert isinstance(exc, Exception)
-        where = f"[{index}] {spec.name}={_short(element.value)}"
+        shown = "'…'" if credential_reason(spec.name, element.value) else _short(element.value)  # sent with --in
+        where = f"[{index}] {spec.name}={shown}"
         line = _cell_line(exc, code)
         if hasattr(exc, "add_note"):  # what Python's own display of the group shows under each exception
             exc.add_note(f"in element {where}{line}")

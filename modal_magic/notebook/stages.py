@@ -28,7 +28,7 @@ from . import analysis
 from .cell import NO_VALUE, CellOptions
 from .extension import current
 from .options import check_device
-from .secrets import credential_reason
+from .secrets import hold_back
 from .session import Crossing
 from .view.progress import format_bytes
 
@@ -81,7 +81,7 @@ def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptio
     placeholders = tuple(n for n in found.deletes if n in namespace and n not in names)
     clock.lap("analyse")
 
-    _hold_back_secrets(names, namespace, options.inputs)
+    hold_back(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
     try:
         crossing = current().session.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
@@ -94,14 +94,6 @@ def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptio
                          execution_count=execution_count, colors=colors)
     resources = Resources(gpu=options.gpu, cpu=options.cpu, memory_mib=options.memory_mib, pip=options.pip)
     return Prepared(names, crossing, request, resources)
-
-
-def _hold_back_secrets(names: list[str], namespace: MutableMapping[str, Any], named: Collection[str]) -> None:
-    held = {n: why for n in names if n not in named and (why := credential_reason(n, namespace[n]))}
-    if held:
-        listed = "; ".join(f"{n!r} ({why})" for n, why in held.items())
-        raise UsageProblem(f"held back {listed}: nothing was sent and the cell did not run. "
-                           f"If the cell needs it, name it: --in {','.join(held)}")
 
 
 def _forwarded_env(names: Collection[str]) -> dict[str, str]:

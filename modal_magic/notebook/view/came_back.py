@@ -5,7 +5,8 @@ what does not need reading (the modules it imported, loop counters): the
 first are described one by one (shapes, dtypes, devices; a scalar's value),
 the rest are counted by kind, and past a handful of entries the remainder is
 counted too ("and 31 more: …"), so the line reads the same for 2 names and
-for 40.
+for 40. A string that looks like a credential, by its name or its value, is
+never shown: the summary is saved into the notebook.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..secrets import credential_reason
+
 __all__ = ["Item", "Returned", "describe_returned"]
 
 SHOWN = 6
 """Entries described one by one; the rest are counted by kind."""
 _SCALARS = (bool, int, float, complex, str, bytes, type(None))
 _SHORT = 24  # characters of a scalar's repr worth showing; longer ones show their type only
+HIDDEN = "= '…' (hidden: looks like a credential)"
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,8 @@ def _describe(name: str, value: Any) -> Item:
     if parameters is not None:
         return Item(name, 0, kind, f"{kind} ({parameters:,} parameters)")
     if isinstance(value, _SCALARS):
+        if credential_reason(name, value) is not None:
+            return Item(name, 2, kind, HIDDEN)
         text = repr(value)
         return Item(name, 2, kind, f"= {text}" if len(text) <= _SHORT else kind)
     try:
