@@ -23,13 +23,18 @@ so stdout and stderr interleave as they were written. The deadline sends whole
 lines (up to the last ``'\\n'`` or ``'\\r'``) and keeps a line still being
 written, so a ``print`` of several arguments stays one piece; that rest goes at
 the next deadline. One lock orders the cell's threads' writes and the flusher.
+
+A process the cell forks (a DataLoader's workers) has no flusher and may have
+copied that lock while it was held: there each write goes out as it comes.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import StreamEvent
@@ -58,6 +63,7 @@ class CellOutput:
         self.stdout, self.stderr = _Stream("stdout", self), _Stream("stderr", self)
         self._flusher = threading.Thread(target=self._flush_on_deadlines, daemon=True, name="modal_magic-output")
         self._flusher.start()
+        _live.add(self)
 
     def write(self, name: str, text: str) -> None:
         with self._ready:
@@ -126,6 +132,23 @@ class CellOutput:
                     self._send(whole_lines=True)
                 except OSError:  # the notebook went away: the cell's own next write will say so
                     return
+
+
+    def _unbatch(self) -> None:
+        """In a forked child: a fresh lock, nothing pending (the parent sends that), every write sent at once."""
+        self._ready = threading.Condition(threading.RLock())
+        self._pending, self._size, self._since, self._closed = [], 0, None, True
+
+
+_live: weakref.WeakSet[CellOutput] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for output in list(_live):
+        output._unbatch()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _Stream(io.TextIOBase):

@@ -51,6 +51,10 @@ class Channel:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock, self._lock = sock, threading.Lock()
+        os.register_at_fork(after_in_child=self._new_lock)  # a child of the cell may copy it held
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def send(self, meta: Mapping[str, Any], buffers: Sequence[Any] = ()) -> None:
         with self._lock, _interrupts_deferred():
