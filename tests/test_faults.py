@@ -229,7 +229,8 @@ def test_a_thread_printing_while_the_cell_prints_a_large_string_corrupts_nothing
                "threading.Thread(target=spam, daemon=True).start()")
     try:
         assert run(shell, f"%%modal_gpu\n{spammer}").success
-        result = run(shell, "%%modal_gpu\nprint('y' * 30_000_000)\nbig_printed = True")
+        result = run(shell, "%%modal_gpu\nimport time\ntime.sleep(0.1)\nprint('y' * 30_000_000)\ntime.sleep(0.1)\n"
+                            "big_printed = True")
         assert result.success, result.error_in_exec
         out = capsys.readouterr().out
         assert "y" * 30_000_000 in out and "tick\n" in out
@@ -238,3 +239,4 @@ def test_a_thread_printing_while_the_cell_prints_a_large_string_corrupts_nothing
         assert shell.user_ns["big_printed"] is True
     finally:
         run(shell, "%modal_stop")  # the spamming thread goes with its worker
+
