@@ -199,3 +199,29 @@ class TestCellOutput:
             assert sent == [("stdout", "x\n"), ("stdout", "y" * LIMIT)]
         finally:
             output.close()
+
+    def _wait_for(self, sent: list, count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(sent) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def test_the_line_being_written_goes_at_the_next_deadline_with_nothing_more_written(self) -> None:
+        output, sent = self._output()
+        try:
+            output.stdout.write("done\nnext: ")     # after a quiet spell: the whole line goes at once
+            assert sent == [("stdout", "done\n")]
+            self._wait_for(sent, 2)
+            assert sent[1] == ("stdout", "next: ")  # the rest, by the flusher, though nothing followed
+        finally:
+            output.close()
+
+    def test_a_progress_bars_latest_redraw_is_never_split_from_its_carriage_return(self) -> None:
+        output, sent = self._output()
+        try:
+            output.stdout.write("\r1")              # after a quiet spell: at once
+            output.stdout.write("\r2")
+            output.stdout.write("\r3")
+            self._wait_for(sent, 3)
+            assert sent == [("stdout", "\r1"), ("stdout", "\r2"), ("stdout", "\r3")]  # no bare "\r" alone
+        finally:
+            output.close()

@@ -20,9 +20,10 @@ one event:
 
 A batch holds one stream's text: a write to the other stream sends it first,
 so stdout and stderr interleave as they were written. The deadline sends whole
-lines (up to the last ``'\\n'`` or ``'\\r'``) and keeps a line still being
-written, so a ``print`` of several arguments stays one piece; that rest goes at
-the next deadline. One lock orders the cell's threads' writes and the flusher.
+lines and keeps the line still being written (after the last ``'\\n'``, or a
+progress bar's redraw from its ``'\\r'``), so a ``print`` of several arguments
+stays one piece; that rest goes at the next deadline. One lock orders the
+cell's threads' writes and the flusher.
 
 A process the cell forks (a DataLoader's workers) has no flusher and may have
 copied that lock while it was held: there each write goes out as it comes.
@@ -103,17 +104,20 @@ class CellOutput:
         self._flusher.join()
 
     def _send(self, whole_lines: bool = False) -> None:
-        """The pending batch as one event (with ``whole_lines``, up to its last line end; the rest waits)."""
+        """The pending batch as one event; with ``whole_lines``, only up to the last line still being written
+        (after the last ``'\\n'``, or from the last ``'\\r'``: a progress bar's latest redraw), which waits."""
         if not self._pending:
             return
         text = "".join(self._pending)
-        cut = max(text.rfind("\n"), text.rfind("\r")) + 1 if whole_lines else len(text)
-        if cut == 0:  # no line ended yet: it goes when it is INTERVAL old itself
+        cut = max(text.rfind("\n") + 1, text.rfind("\r")) if whole_lines else len(text)
+        if cut <= 0:  # all of it is the line being written: it goes, it is INTERVAL old (or after a quiet spell)
             cut = len(text)
         rest = text[cut:]
         self._pending, self._size = ([rest], len(rest)) if rest else ([], 0)
-        self._since = time.monotonic() if rest else None
         self._sent = time.monotonic()
+        self._since = self._sent if rest else None
+        if rest:
+            self._ready.notify()  # the flusher sends the rest at its own deadline
         assert self._name is not None  # set with the first pending write
         self._emit(StreamEvent(kind="stream", name=self._name, text=text[:cut]), [])
 
@@ -132,7 +136,6 @@ class CellOutput:
                     self._send(whole_lines=True)
                 except OSError:  # the notebook went away: the cell's own next write will say so
                     return
-
 
     def _unbatch(self) -> None:
         """In a forked child: a fresh lock, nothing pending (the parent sends that), every write sent at once."""
