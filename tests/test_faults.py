@@ -203,3 +203,41 @@ def test_session_default_timeout_is_enforced_and_flags_win(shell) -> None:
     finally:
         shell.run_line_magic("config", "ModalMagics.timeout = None")
     assert_next_cell_works(shell)
+
+
+def test_timeout_stops_a_cell_that_prints_all_the_time(shell) -> None:
+    """A cell that prints every 50 ms is never quiet: the deadline must hold whatever arrives (review N1)."""
+    run(shell, "state = 'before'")
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --timeout 1\nstate = 'after'\nimport time\n"
+                        "for i in range(6000):\n    print(i)\n    time.sleep(0.05)")
+    elapsed = time.monotonic() - started
+    assert isinstance(result.error_in_exec, CellTimeout)
+    assert elapsed < 30                                    # the loop alone takes 300 s
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_a_thread_printing_while_the_cell_prints_a_large_string_corrupts_nothing(shell, capsys) -> None:
+    """Issue 26's crash: a thread of an earlier cell prints in a loop while the next prints 30 MB at once. Both
+    writes went to the worker's socket at the same time: a ``UnicodeDecodeError``, then a bare ``MemoryError``
+    in every later cell."""
+    spammer = ("import sys, threading\n"
+               "def spam(sys=sys):\n"
+               "    while True:\n"
+               "        if sys.stdout is not sys.__stdout__:  # only while a cell runs\n"
+               "            print('tick')\n"
+               "threading.Thread(target=spam, daemon=True).start()")
+    try:
+        assert run(shell, f"%%modal_gpu\n{spammer}").success
+        result = run(shell, "%%modal_gpu\nimport time\ntime.sleep(0.1)\nprint('y' * 30_000_000)\ntime.sleep(0.1)\n"
+                            "big_printed = True")
+        assert result.success, result.error_in_exec
+        out = capsys.readouterr().out
+        assert "y" * 30_000_000 in out and "tick\n" in out
+        for _ in range(3):
+            assert_next_cell_works(shell)
+        assert shell.user_ns["big_printed"] is True
+    finally:
+        run(shell, "%modal_stop")  # the spamming thread goes with its worker
+

@@ -30,3 +30,37 @@ def test_more_bytes_than_announced_is_refused() -> None:
     rebuilt = frames.Pieces(head)
     with pytest.raises(ValueError, match="more bytes"):
         rebuilt.add([b"abcd"])
+
+
+def test_the_workers_frames_go_out_whole_even_when_an_interrupt_lands_mid_frame() -> None:
+    """SIGINT while a 50 MB frame waits on a full socket: the frame is finished, then the interrupt raised, so
+    the notebook never reads half a frame followed by the next one (``worker/serve.py``'s ``Channel``)."""
+    import os
+    import signal
+    import socket
+    import threading
+    import time
+
+    from modal_magic.worker.serve import Channel
+
+    ours, theirs = socket.socketpair()
+    received: list[dict] = []
+
+    def read() -> None:
+        time.sleep(0.5)  # the interrupt comes while the sender waits for room
+        received.extend(frames.recv(theirs)[0] for _ in range(2))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+    channel = Channel(ours)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            channel.send({"kind": "stream", "text": "y" * 50_000_000})
+        channel.send({"kind": "after"})
+    finally:
+        reader.join(30)
+        ours.close()
+        theirs.close()
+    assert [meta["kind"] for meta in received] == ["stream", "after"]
+    assert received[0]["text"] == "y" * 50_000_000

@@ -173,6 +173,21 @@ def test_timeout_stops_the_cell(fresh, shell) -> None:
     assert shell.user_ns["state"] == "before"
 
 
+def test_timeout_stops_a_cell_that_prints_all_the_time(fresh, shell) -> None:
+    """The container checked the deadline only after 0.2 s without output: a cell printing every 50 ms ran to
+    its end whatever its --timeout (review N1)."""
+    from modal_magic.errors import CellTimeout
+
+    assert run(shell, "%%modal_gpu --backend modal\nwarm = 1").success  # the container's start is not timed
+    run(shell, "state = 'before'")
+    started = time.monotonic()
+    result = run(shell, "%%modal_gpu --backend modal --timeout 2\nstate = 'after'\nimport time\n"
+                        "for i in range(6000):\n    print(i)\n    time.sleep(0.05)")
+    assert isinstance(result.error_in_exec, CellTimeout), result.error_in_exec
+    assert time.monotonic() - started < 120  # the loop alone takes 300 s
+    assert shell.user_ns["state"] == "before"
+
+
 @pytest.mark.parametrize("fault, error, fragments", [
     ("internal", "WorkerDied", ["stopped before the cell finished", "usually out of memory"]),
     ("auth", "BackendUnavailable", ["did not accept the credentials (Token rejected", "run `modal setup`"]),

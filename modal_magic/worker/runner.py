@@ -7,8 +7,8 @@ request carries the cell, its inputs and the notebook's process-wide state
 (``process_state``); the runner places the inputs in a fresh namespace,
 applies that state, runs the cell through IPython (so ``!cmd``, ``%time`` and
 ``%pip`` run *here*), and emits events while it runs: ``stage``, ``stream``
-(stdout/stderr text as it is written), ``display`` and ``clear_output`` (rich
-output), and finally ``result`` with the outputs packed by ``wire`` and the
+(stdout/stderr text, batched as ``worker/output.py`` says), ``display`` and
+``clear_output`` (rich output), and finally ``result`` with the outputs packed by ``wire`` and the
 state the cell changed. Nothing is printed to the process's own stdout. What
 each of these holds is in ``modal_magic.protocol``.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import os
 import re
 import sys
@@ -43,11 +42,11 @@ from ..protocol import (
     RunRequest,
     StageEvent,
     StoreReport,
-    StreamEvent,
 )
 from ..wire import payload as wire
 from ..wire import process_state
 from ..wire.identity import RemoteInputs
+from .output import CellOutput
 from .store import Store, this_process
 
 __all__ = ["Runner", "Emit", "color_scheme"]
@@ -70,37 +69,6 @@ def color_scheme(name: str) -> str:
     except ImportError:
         return {known.lower(): known for known in _IPYTHON8_SCHEMES}.get(name.lower(), "NoColor")
     return name.lower() if name.lower() in theme_table else PLAIN
-
-
-class _Stream(io.TextIOBase):
-    """sys.stdout/sys.stderr replacement that turns writes into ``stream`` events.
-
-    Line-buffered: a ``print`` is one event, not one per argument; ``\r``
-    (progress bars) and explicit flushes send at once, and every other event
-    flushes first, so the order of output is kept.
-    """
-
-    def __init__(self, name: str, emit: Emit) -> None:
-        self.name, self._emit = name, emit
-        self._pending: list[str] = []
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if text:
-            self._pending.append(text)
-            if "\n" in text or "\r" in text:
-                self.flush()
-        return len(text)
-
-    def flush(self) -> None:
-        if self._pending:
-            text, self._pending = "".join(self._pending), []
-            self._emit(StreamEvent(kind="stream", name=self.name, text=text), [])
-
-    def isatty(self) -> bool:
-        return False
 
 
 class _ValueHook(DisplayHook):
@@ -270,23 +238,16 @@ class Runner:
         self._set_colors(request.colors or PLAIN)
         self._traceback = []
         saved = sys.stdout, sys.stderr
-        streams = _Stream("stdout", emit), _Stream("stderr", emit)
-
-        def emit_in_order(meta: dict[str, Any], buffers: list[Any]) -> None:
-            for stream in streams:
-                stream.flush()
-            emit(meta, buffers)
-
-        self._publisher.emit = emit_in_order
-        sys.stdout, sys.stderr = streams
+        output = CellOutput(emit)  # batched; displays go after the text written before them
+        self._publisher.emit = output.emit
+        sys.stdout, sys.stderr = output.stdout, output.stderr
         try:
             with _environment(request.env):
                 return self.shell.run_cell(request.code, store_history=True)
         finally:
-            for stream in streams:
-                stream.flush()
             sys.stdout, sys.stderr = saved
             self._publisher.emit = None
+            output.close()  # the last of the text, before the result
 
     def _error_info(self, error: BaseException) -> ErrorInfo:
         """The cell's exception as the notebook shows it: type, message, IPython's formatted traceback."""

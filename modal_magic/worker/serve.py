@@ -13,13 +13,16 @@ the worker, where the progress view counts it, not to uploading the inputs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
 import socket
 import sys
+import threading
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from ..protocol import (
     InternalErrorFrame,
@@ -34,6 +37,46 @@ from ..wire import payload as wire
 from . import lifeline
 
 
+class Channel:
+    """Where every frame leaves the worker (the local backend's, and so a Modal container's): one at a time, whole.
+
+    Not only the cell's main thread sends: the output's flusher does, and so does
+    any thread the cell started that prints through a stream it kept. Two frames
+    written at once interleave on the socket, and the notebook reads garbage,
+    then every later frame misaligned (issue 26: a ``UnicodeDecodeError``, then
+    a bare ``MemoryError`` in every cell until ``%modal_stop``). So each frame
+    goes out under one lock, and an interrupt that arrives while it does (a
+    30 MB ``print`` takes a while) is raised once the frame is whole.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock, self._lock = sock, threading.Lock()
+        os.register_at_fork(after_in_child=self._new_lock)  # a child of the cell may copy it held
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def send(self, meta: Mapping[str, Any], buffers: Sequence[Any] = ()) -> None:
+        with self._lock, _interrupts_deferred():
+            frames.send(self._sock, meta, buffers)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold SIGINT's handler back until the block ends (in the main thread, the only one it interrupts)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    arrived: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: arrived.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if arrived and callable(previous):
+            previous(signal.SIGINT, None)  # the cell's KeyboardInterrupt (or its own handler), now
+
+
 def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
     """Import ``preload``, then answer requests until the notebook closes the socket."""
     from .runner import Runner
@@ -41,7 +84,8 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
     for module in preload:
         importlib.import_module(module)
     runner = Runner()
-    frames.send(sock, ReadyFrame(kind="ready"))
+    channel = Channel(sock)
+    channel.send(ReadyFrame(kind="ready"))
     while True:
         try:
             request, buffers = frames.recv(sock)
@@ -52,14 +96,14 @@ def serve(sock: socket.socket, preload: Sequence[str] = ()) -> None:
         try:
             parsed = request_from_wire(request)
             if isinstance(parsed, ReportRequest):  # its own kind of request: nothing runs
-                frames.send(sock, report_to_wire(runner.report()))
+                channel.send(report_to_wire(runner.report()))
             else:
                 inputs = wire.Payload.from_meta(request["inputs"], buffers)
-                runner.run(parsed, inputs, lambda meta, bufs: frames.send(sock, meta, bufs))
+                runner.run(parsed, inputs, channel.send)
         except KeyboardInterrupt:
-            frames.send(sock, InterruptedFrame(kind="interrupted"))
+            channel.send(InterruptedFrame(kind="interrupted"))
         except Exception:  # noqa: BLE001 - reported to the notebook as our own failure
-            frames.send(sock, InternalErrorFrame(kind="internal_error", traceback=traceback.format_exc()))
+            channel.send(InternalErrorFrame(kind="internal_error", traceback=traceback.format_exc()))
 
 
 def main() -> None:

@@ -124,11 +124,11 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     deadline = None if meta.get("timeout") is None else time.monotonic() + meta["timeout"]
     try:
         while True:
+            if deadline is not None and time.monotonic() > deadline:  # on every pass: a printing cell is
+                stop.set()                                              # never quiet for a whole _POLL (N1)
             try:
                 item = events.get(timeout=_POLL)
             except queue.Empty:
-                if deadline is not None and time.monotonic() > deadline:
-                    stop.set()
                 continue
             if item is None:
                 return
