@@ -207,8 +207,10 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in (
     Setting("fresh", "run without the remote session's resident values: every input is sent, nothing is kept",
             default=False, flag={"action": "store_true"}),
 )}
-SESSION_OPTIONS: dict[str, Setting] = {name: setting for name, setting in SETTINGS.items() if setting.is_session}
+_SESSION_ORDER = ("backend", "gpu", "device", "timeout", "max_input")  # as %modal_config has always listed them
+SESSION_OPTIONS: dict[str, Setting] = {name: SETTINGS[name] for name in _SESSION_ORDER}
 """The options a session can change (``%modal_config``, ``%config ModalMagics.<name>``, ``remote()``)."""
+assert set(SESSION_OPTIONS) == {name for name, setting in SETTINGS.items() if setting.is_session}
 
 
 class Defaults(Configurable):
