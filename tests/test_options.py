@@ -22,7 +22,7 @@ from modal_magic.notebook.fanout import MapSpec
 def test_modal_config_changes_nothing_when_an_item_is_bad(shell) -> None:
     with pytest.raises(UsageError) as refused:
         shell.run_line_magic("modal_config", "gpu=H100 timout=3")
-    assert "'timout=3'" in str(refused.value) and "backend, device, timeout, max_input, gpu" in str(refused.value)
+    assert "'timout=3'" in str(refused.value) and "backend, gpu, device, timeout, max_input" in str(refused.value)
     assert current().defaults.gpu == "L4"  # the good item before it was not set either
     for line, named, accepted in [("backend=local timeout=-1", "timeout=-1", "positive number of seconds"),
                                   ("timeout=5 device=tpu", "device=tpu", "choose one of cpu, auto, cuda"),
