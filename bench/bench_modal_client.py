@@ -56,8 +56,10 @@ from tests.fake_modal.testing import Server  # noqa: E402 - the stand-in the tes
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MiB = 2**20
-# RPCs that come with time, not with a cell: held long polls and heartbeats.
+# RPCs that come with time, not with a cell: heartbeats, and on the notebook's side our re-run answerer's
+# long poll of the control queue (``backends/modal/backend.py``, ``_answer_reruns``: one QueueGet per 10 s).
 _PERIODIC = {"AppHeartbeat", "ContainerHeartbeat", "QueueHeartbeat", "DictHeartbeat"}
+_PERIODIC_NOTEBOOK = _PERIODIC | {"QueueGet"}
 
 
 def rss() -> int:
@@ -109,6 +111,7 @@ class RpcClock:
     def __init__(self) -> None:
         self.calls: collections.Counter[str] = collections.Counter()
         self.seconds: collections.Counter[str] = collections.Counter()
+        self.timeline: list[tuple[float, str]] | None = None  # (when, what), while one call is traced
 
     def install(self) -> None:
         from modal._grpc_client import UnaryStreamWrapper, UnaryUnaryWrapper
@@ -126,6 +129,7 @@ class RpcClock:
             began = clock.start(wrapper.name)
             try:
                 async for response in unary_stream(wrapper, request, metadata):
+                    clock.mark(f"{wrapper.name.rsplit('/', 1)[-1]} item {getattr(response, 'index', '?')}")
                     yield response
             finally:
                 clock.end(wrapper.name, began)
@@ -135,10 +139,27 @@ class RpcClock:
 
     def start(self, path: str) -> float:
         self.calls[path.rsplit("/", 1)[-1]] += 1
+        self.mark(path.rsplit("/", 1)[-1] + " sent")
         return time.perf_counter()
 
     def end(self, path: str, began: float) -> None:
         self.seconds[path.rsplit("/", 1)[-1]] += time.perf_counter() - began
+        self.mark(path.rsplit("/", 1)[-1] + " answered")
+
+    def mark(self, what: str) -> None:
+        if self.timeline is not None:
+            self.timeline.append((time.perf_counter(), what))
+
+    def trace(self, fn: Callable[[], object]) -> list[tuple[float, str]]:
+        """What the notebook's client sent and got, in ms from the start of one ``fn()`` (and 0.2 s after)."""
+        self.timeline = []
+        began = time.perf_counter()
+        fn()
+        self.mark("-- returned --")
+        time.sleep(0.2)
+        timeline, self.timeline = self.timeline, None
+        return [((when - began) * 1e3, what) for when, what in timeline
+                if not what.startswith(tuple(_PERIODIC_NOTEBOOK))]
 
     def snapshot(self) -> tuple[collections.Counter[str], collections.Counter[str]]:
         return collections.Counter(self.calls), collections.Counter(self.seconds)
@@ -164,10 +185,8 @@ class Rpcs:
 
     def per_cell(self, periodic: bool = False) -> tuple[float, float]:
         """(notebook's, containers') RPCs per call, without the periodic ones unless asked."""
-        def keep(name: str) -> bool:
-            return periodic or name not in _PERIODIC
-        return (sum(v for k, v in self.notebook.items() if keep(k)),
-                sum(v for k, v in self.container.items() if keep(k)))
+        return (sum(v for k, v in self.notebook.items() if periodic or k not in _PERIODIC_NOTEBOOK),
+                sum(v for k, v in self.container.items() if periodic or k not in _PERIODIC))
 
 
 # ---------------------------------------------------------------------- plain Modal
@@ -248,6 +267,18 @@ async def _modal_blob_round_trip(stub: Any, data: bytes) -> tuple[float, float]:
     return wrote, read
 
 
+def hash_rates(data: bytes) -> tuple[float, float]:
+    """(MD5, SHA-256) seconds over ``data`` on one core: Modal's client computes both before every blob upload
+    (``get_upload_hashes``), and the stand-in checks a multipart upload with four MD5 passes (each part as it
+    comes, the completion's ETags twice, the whole) and one SHA-256."""
+    began = time.perf_counter()
+    hashlib.md5(data).digest()
+    md5 = time.perf_counter() - began
+    began = time.perf_counter()
+    hashlib.sha256(data).digest()
+    return md5, time.perf_counter() - began
+
+
 async def _hello(stub: Any, count: int) -> float:
     """Median seconds of one ClientHello: a gRPC round trip to the stand-in and its report write."""
     from google.protobuf import empty_pb2
@@ -316,13 +347,15 @@ def standing() -> Iterator[Server]:
 
 def print_rpcs(what: str, ours: Rpcs, plain: Rpcs) -> None:
     print(f"\n  {what}: wall {_ms(ours.wall)} ours, {_ms(plain.wall)} plain Modal. Notebook ms: time inside Modal's"
-          " client stub (calls overlap, long polls included); * periodic, with time not cells")
+          " client stub (calls overlap, long polls included); * periodic, with time not cells;"
+          " + periodic on the notebook's side (our re-run answerer's long poll), per cell in the containers")
     table = Table()
     table.add("RPC", "ours: notebook", "ms", "containers", "plain: notebook", "ms", "containers")
     names = sorted({*ours.notebook, *ours.container, *plain.notebook, *plain.container},
                    key=lambda n: (n in _PERIODIC, -(ours.notebook.get(n, 0) + ours.container.get(n, 0))))
     for name in names:
-        table.add(name + ("*" if name in _PERIODIC else ""), f"{ours.notebook.get(name, 0):.1f}",
+        table.add(name + ("*" if name in _PERIODIC else "+" if name in _PERIODIC_NOTEBOOK else ""),
+                  f"{ours.notebook.get(name, 0):.1f}",
                   f"{ours.notebook_ms.get(name, 0):.1f}", f"{ours.container.get(name, 0):.1f}",
                   f"{plain.notebook.get(name, 0):.1f}", f"{plain.notebook_ms.get(name, 0):.1f}",
                   f"{plain.container.get(name, 0):.1f}")
@@ -375,11 +408,12 @@ def main() -> None:
                       ratio(ours, local))
             ours_rpcs = Rpcs(clock, server, cell("modal", "y = x * 2"), args.repeat)
             plain_rpcs = Rpcs(clock, server, lambda: double.remote(x), args.repeat)
+            traces = clock.trace(cell("modal", "y = x * 2")), clock.trace(lambda: double.remote(x))
             (ours_nb, ours_ct), (plain_nb, plain_ct) = ours_rpcs.per_cell(), plain_rpcs.per_cell()
             table.add("  RPCs per warm cell: notebook + containers", f"{ours_nb:.1f} + {ours_ct:.1f}",
                       f"{plain_nb:.1f} + {plain_ct:.1f}", "0", ratio(ours_nb + ours_ct, plain_nb + plain_ct), "")
 
-            floors: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
+            floors: dict[int, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {}
             for mib in sizes:
                 shell.user_ns["big"] = torch.ones(mib * MiB // 4)  # float32: mib MiB
                 runs: dict[str, list[tuple[float, int]]] = {"modal": [], "plain": [], "local": []}
@@ -403,7 +437,8 @@ def main() -> None:
                 raw = [on_modal_loop(_raw_round_trip, data) for _ in range(args.payload_repeat)]
                 blob = [on_modal_loop(_modal_blob_round_trip, data) for _ in range(args.payload_repeat)]
                 floors[mib] = ((statistics.median(w for w, _ in raw), statistics.median(r for _, r in raw)),
-                               (statistics.median(w for w, _ in blob), statistics.median(r for _, r in blob)))
+                               (statistics.median(w for w, _ in blob), statistics.median(r for _, r in blob)),
+                               hash_rates(data))
                 del data
             hello = on_modal_loop(_hello, 50)
         table.print()
@@ -412,16 +447,21 @@ def main() -> None:
               " notebook -> store -> container, and back):")
         floor = Table()
         floor.add("", "write", "read", "write + read")
-        for mib, ((raw_w, raw_r), (blob_w, blob_r)) in floors.items():
+        for mib, ((raw_w, raw_r), (blob_w, blob_r), (md5, sha256)) in floors.items():
             floor.add(f"{mib} MiB, raw HTTP to the store (no client hashing)", _transfer(raw_w, mib),
                       _transfer(raw_r, mib), f"{raw_w + raw_r:.2f} s")
             floor.add(f"{mib} MiB, Modal's blob_upload / blob_download", _transfer(blob_w, mib),
                       _transfer(blob_r, mib), f"{blob_w + blob_r:.2f} s")
+            floor.add(f"{mib} MiB, hashing alone, one core", f"MD5 {mib / md5:.0f} MiB/s",
+                      f"SHA-256 {mib / sha256:.0f} MiB/s", f"{md5 + sha256:.2f} s")
         floor.add("one gRPC round trip (ClientHello, median of 50)", _ms(hello), "", "")
         floor.print()
 
         print_rpcs(f"one warm cell, RPC by RPC (per cell, mean of {args.repeat})", ours_rpcs, plain_rpcs)
         print_rpcs(f"one {sizes[-1]} MiB round trip, RPC by RPC", *big_rpcs)
+        print("\n  one warm cell as the notebook's Modal client saw it (ms from the start; periodic RPCs left out)")
+        for name, trace in zip(("ours", "plain Modal"), traces, strict=True):
+            print(f"    {name}: " + ", ".join(f"{when:.1f} {what}" for when, what in trace))
 
         report = server.report()
         print(f"\n  containers started: {report['containers']}, multipart uploads: {report['multipart_uploads']}")
