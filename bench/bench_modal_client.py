@@ -60,6 +60,7 @@ MiB = 2**20
 # long poll of the control queue (``backends/modal/backend.py``, ``_answer_reruns``: one QueueGet per 10 s).
 _PERIODIC = {"AppHeartbeat", "ContainerHeartbeat", "QueueHeartbeat", "DictHeartbeat"}
 _PERIODIC_NOTEBOOK = _PERIODIC | {"QueueGet"}
+_RETURNED = "-- returned --"
 
 
 def rss() -> int:
@@ -155,7 +156,7 @@ class RpcClock:
         self.timeline = []
         began = time.perf_counter()
         fn()
-        self.mark("-- returned --")
+        self.mark(_RETURNED)
         time.sleep(0.2)
         timeline, self.timeline = self.timeline, None
         return [((when - began) * 1e3, what) for when, what in timeline
@@ -169,12 +170,18 @@ class Rpcs:
     """RPCs per call of ``fn``, both sides: the notebook's (counted and timed here) and the stand-in's total."""
 
     def __init__(self, clock: RpcClock, server: Server, fn: Callable[[], object], count: int) -> None:
+        """``count`` 1: also ``timeline``, what the notebook's client sent and got during the call."""
         calls, seconds = clock.snapshot()
         served = collections.Counter(server.report()["rpcs"])
         began = time.perf_counter()
-        for _ in range(count):
-            fn()
-        self.wall = (time.perf_counter() - began) / count
+        self.timeline: list[tuple[float, str]] = []
+        if count == 1:
+            self.timeline = clock.trace(fn)
+            self.wall = next(when for when, what in self.timeline if what == _RETURNED) / 1e3
+        else:
+            for _ in range(count):
+                fn()
+            self.wall = (time.perf_counter() - began) / count
         time.sleep(0.2)  # the containers' last RPCs of the last call (FunctionPutOutputs) land in the report
         after_calls, after_seconds = clock.snapshot()
         self.notebook = {k: v / count for k, v in (after_calls - calls).items()}
@@ -291,6 +298,21 @@ async def _hello(stub: Any, count: int) -> float:
     return statistics.median(times)
 
 
+def queue_len_put(count: int) -> float:
+    """Median seconds of a ``modal.Queue`` ``len`` then ``put`` on one partition, from this process: what our
+    container does before each cell's first frame (``backends/modal/container.py``, ``_catch_up``)."""
+    import modal
+
+    times = []
+    with modal.Queue.ephemeral() as control:
+        for n in range(count):
+            began = time.perf_counter()
+            control.len(partition=f"bench{n}.runs")
+            control.put("container", partition=f"bench{n}.runs")
+            times.append(time.perf_counter() - began)
+    return statistics.median(times)
+
+
 def on_modal_loop(coroutine_function: Callable[..., Any], *args: Any) -> Any:
     """Run ``coroutine_function(stub, *args)`` on the event loop of Modal's client (its stub lives there)."""
     from modal._utils.async_utils import synchronizer
@@ -401,26 +423,36 @@ def main() -> None:
             table.add("first cell / call (app, image, container)", f"{first:.2f} s", f"{plain_first:.2f} s",
                       f"{local_first:.2f} s", ratio(first, plain_first), ratio(first, local_first))
 
+            # Each column's cells one after another: a local cell between two Modal cells re-mints the mirrors'
+            # keys (each side's own), so the next Modal cell would first be told what it lacks: one more round trip.
             ours = median(cell("modal", "y = x * 2"), args.repeat)
+            ours_rpcs = Rpcs(clock, server, cell("modal", "y = x * 2"), args.repeat)
+            ours_trace = clock.trace(cell("modal", "y = x * 2"))
             plain = median(lambda: double.remote(x), args.repeat)
+            plain_rpcs = Rpcs(clock, server, lambda: double.remote(x), args.repeat)
+            plain_trace = clock.trace(lambda: double.remote(x))
             local = median(cell("local", "y = x * 2"), args.repeat)
             table.add("warm trivial cell (y = x * 2)", _ms(ours), _ms(plain), _ms(local), ratio(ours, plain),
                       ratio(ours, local))
-            ours_rpcs = Rpcs(clock, server, cell("modal", "y = x * 2"), args.repeat)
-            plain_rpcs = Rpcs(clock, server, lambda: double.remote(x), args.repeat)
-            traces = clock.trace(cell("modal", "y = x * 2")), clock.trace(lambda: double.remote(x))
             (ours_nb, ours_ct), (plain_nb, plain_ct) = ours_rpcs.per_cell(), plain_rpcs.per_cell()
             table.add("  RPCs per warm cell: notebook + containers", f"{ours_nb:.1f} + {ours_ct:.1f}",
                       f"{plain_nb:.1f} + {plain_ct:.1f}", "0", ratio(ours_nb + ours_ct, plain_nb + plain_ct), "")
 
             floors: dict[int, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {}
             for mib in sizes:
-                shell.user_ns["big"] = torch.ones(mib * MiB // 4)  # float32: mib MiB
+                def new_big() -> None:
+                    """A tensor of ``mib`` MiB never sent before (new content: the session sends a buffer it sent
+                    before as its digest), made before the clock starts."""
+                    shell.user_ns.pop("big", None)
+                    shell.user_ns["big"] = torch.rand(mib * MiB // 4)  # noqa: B023 - called within this pass
+
                 runs: dict[str, list[tuple[float, int]]] = {"modal": [], "plain": [], "local": []}
+                cells = {"modal": cell("modal", "big.mul_(2);"), "plain": lambda: double.remote(shell.user_ns["big"]),
+                         "local": cell("local", "big.mul_(2);")}
                 for _ in range(args.payload_repeat):
-                    runs["modal"].append(peak_extra(cell("modal", "big.mul_(2);")))
-                    runs["plain"].append(peak_extra(lambda: double.remote(shell.user_ns["big"])))
-                    runs["local"].append(peak_extra(cell("local", "big.mul_(2);")))
+                    for column, run in cells.items():
+                        new_big()
+                        runs[column].append(peak_extra(run))
                 seconds = {k: statistics.median(t for t, _ in v) for k, v in runs.items()}
                 peaks = {k: statistics.median(p for _, p in v) / (mib * MiB) for k, v in runs.items()}
                 table.add(f"{mib} MiB out and back", _transfer(seconds["modal"], mib), _transfer(seconds["plain"], mib),
@@ -430,8 +462,10 @@ def main() -> None:
                           f"{peaks['plain']:.2f}x payload", f"{peaks['local']:.2f}x payload",
                           ratio(peaks["modal"], peaks["plain"]), ratio(peaks["modal"], peaks["local"]))
                 if mib == sizes[-1]:  # once more, alone, so its RPCs are counted
-                    big_rpcs = (Rpcs(clock, server, cell("modal", "big.mul_(2);"), 1),
-                                Rpcs(clock, server, lambda: double.remote(shell.user_ns["big"]), 1))
+                    new_big()
+                    ours_big = Rpcs(clock, server, cells["modal"], 1)
+                    new_big()
+                    big_rpcs = ours_big, Rpcs(clock, server, cells["plain"], 1)
                 del shell.user_ns["big"]
                 data = os.urandom(mib * MiB)
                 raw = [on_modal_loop(_raw_round_trip, data) for _ in range(args.payload_repeat)]
@@ -440,7 +474,7 @@ def main() -> None:
                                (statistics.median(w for w, _ in blob), statistics.median(r for _, r in blob)),
                                hash_rates(data))
                 del data
-            hello = on_modal_loop(_hello, 50)
+            hello, queue = on_modal_loop(_hello, 50), queue_len_put(20)
         table.print()
 
         print("\n  the stand-in alone, one blob each way (a round trip above goes through the store twice each way:"
@@ -455,13 +489,16 @@ def main() -> None:
             floor.add(f"{mib} MiB, hashing alone, one core", f"MD5 {mib / md5:.0f} MiB/s",
                       f"SHA-256 {mib / sha256:.0f} MiB/s", f"{md5 + sha256:.2f} s")
         floor.add("one gRPC round trip (ClientHello, median of 50)", _ms(hello), "", "")
+        floor.add("modal.Queue len + put (as our container before each cell)", _ms(queue), "", "")
         floor.print()
 
         print_rpcs(f"one warm cell, RPC by RPC (per cell, mean of {args.repeat})", ours_rpcs, plain_rpcs)
         print_rpcs(f"one {sizes[-1]} MiB round trip, RPC by RPC", *big_rpcs)
-        print("\n  one warm cell as the notebook's Modal client saw it (ms from the start; periodic RPCs left out)")
-        for name, trace in zip(("ours", "plain Modal"), traces, strict=True):
-            print(f"    {name}: " + ", ".join(f"{when:.1f} {what}" for when, what in trace))
+        print("\n  as the notebook's Modal client saw it (ms from the start; periodic RPCs left out)")
+        big_traces = [rpcs.timeline for rpcs in big_rpcs]
+        for what, pair in (("warm cell", (ours_trace, plain_trace)), (f"{sizes[-1]} MiB", big_traces)):
+            for name, trace in zip(("ours", "plain Modal"), pair, strict=True):
+                print(f"    {what}, {name}: " + ", ".join(f"{when:.1f} {event}" for when, event in trace))
 
         report = server.report()
         print(f"\n  containers started: {report['containers']}, multipart uploads: {report['multipart_uploads']}")
