@@ -17,16 +17,18 @@ One table puts four columns side by side, so each figure of ours has its floor:
 * **the stand-in alone**: its blob store written and read over the HTTP
   endpoints Modal's client uses (BlobCreate's URLs, parts in parallel, no
   client-side hashing), the same through Modal's own ``blob_utils`` (hashes
-  and all, no pickling, no container), and one gRPC round trip (ClientHello).
+  and all, no pickling, no container), MD5 and SHA-256 on one core, one gRPC
+  round trip (ClientHello) and a ``modal.Queue`` ``len`` + ``put``.
 
 Rows: the first cell (app start, image layers — the stand-in runs each ``RUN``
 line —, mount, container start); a warm cell ``y = x * 2`` (plain Modal: the
 same as a function of ``x``); a tensor of each size sent, updated in place and
 brought back (plain Modal: returned), with the notebook's peak memory above
 what it held before (sampled RSS) as a multiple of the payload. Then, RPC by
-RPC, what one warm cell costs: calls per cell on the notebook's side (timed
-here, by wrapping Modal's client stub) and on the containers' side (the
-stand-in's ``report.json`` counts, less the notebook's).
+RPC, what one warm cell and one round trip of the largest size cost: calls per
+cell on the notebook's side (timed here, by wrapping Modal's client stub) and on
+the containers' side (the stand-in's ``report.json`` counts, less the
+notebook's), and the same calls as a timeline (ms from the start of the cell).
 
 The machine may be shared: the load average is printed before and after.
 """
