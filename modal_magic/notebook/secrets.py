@@ -29,9 +29,8 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from cloudpickle import cloudpickle as _cloudpickle_internals
-
 from ..errors import UsageProblem
+from ..wire.payload import travels_by_value
 
 __all__ = ["Finding", "Guard", "credential_reason", "held_back", "hold_back"]
 
@@ -219,7 +218,7 @@ def _function_parts(function: types.FunctionType, where: str,
                     named: Collection[str]) -> Iterator[tuple[Any, str, str | None]]:
     """A notebook function's defaults, closure, attributes and the globals its code names: what cloudpickle sends
     of a function it pickles by value (one it pickles by reference, a library's, goes as its name)."""
-    if _by_reference(function):
+    if not travels_by_value(function):
         return
     code = function.__code__
     positional = code.co_varnames[:code.co_argcount]
@@ -252,7 +251,7 @@ def _code_names(code: types.CodeType) -> Iterator[str]:
 
 def _class_parts(cls: type, where: str) -> Iterator[tuple[Any, str, str | None]]:
     """A notebook class's attributes and methods (it goes by value); an importable one goes by name."""
-    if _by_reference(cls):
+    if not travels_by_value(cls):
         return
     for attribute, part in list(vars(cls).items()):
         if not (attribute.startswith("__") and attribute.endswith("__")):
@@ -286,14 +285,6 @@ def _slots(cls: type) -> Iterator[str]:
         for slot in (declared,) if isinstance(declared, str) else declared:
             if slot not in ("__dict__", "__weakref__"):
                 yield slot
-
-
-def _by_reference(obj: types.FunctionType | type) -> bool:
-    """Whether cloudpickle sends ``obj`` by its importable name (nothing of it travels), as it decides."""
-    try:
-        return bool(_cloudpickle_internals._should_pickle_by_reference(obj))
-    except Exception:  # noqa: BLE001 - cloudpickle could not say: assume it travels, and look
-        return False
 
 
 def _text(value: Any) -> str | None:

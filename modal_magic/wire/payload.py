@@ -237,6 +237,18 @@ _IMPORTABLE = (types.FunctionType, type, types.ModuleType)
 """What cloudpickle pickles by reference to an importable module (unless sent by value)."""
 
 
+def travels_by_value(obj: types.FunctionType | type) -> bool:
+    """Whether ``pack`` sends ``obj``'s code and what it holds, not its importable name: the user's own modules'
+    functions and classes (``_users_modules``), and whatever cloudpickle itself sends by value (``__main__``'s).
+    The credential guard asks this, so it looks into exactly what leaves the machine."""
+    if _top_package(obj) in _users_modules():
+        return True
+    try:
+        return not _cloudpickle_internals._should_pickle_by_reference(obj)
+    except Exception:  # noqa: BLE001 - cloudpickle could not say: it will try to send it by value
+        return True
+
+
 def _top_package(obj: Any) -> str | None:
     """The top-level package ``obj`` (a function, class or module) belongs to."""
     name = obj.__name__ if isinstance(obj, types.ModuleType) else getattr(obj, "__module__", None)
