@@ -13,7 +13,7 @@ import pytest
 
 from modal_magic import wire
 from modal_magic.backends.local import LocalBackend
-from modal_magic.errors import BackendUnavailable, CellTimeout, ResultsLost, WorkerDied
+from modal_magic.errors import BackendUnavailable, CellTimeout, WorkerDied
 from modal_magic.notebook.extension import current
 from modal_magic.protocol import RunRequest
 
@@ -149,18 +149,40 @@ def test_inputs_over_the_size_limit_are_reported_by_name(shell, capsys) -> None:
     assert run(shell, "%%modal_gpu --max-input 20MB\ntotal = big.sum() + small").success
 
 
-def test_output_that_fails_to_rebuild_here_changes_nothing(shell, capsys) -> None:
+def test_a_value_that_fails_to_rebuild_here_is_named_and_the_rest_comes_back(shell, capsys) -> None:
+    """As a local cell would have bound every name: one that cannot be rebuilt here is left out with a line,
+    and the others (the names bound after it included) arrive; the cell itself succeeded."""
     run(shell, "state = 'before'")
     body = ("def rebuild():\n    import os\n    if os.getpid() != WORKER:\n"
             "        raise RuntimeError('cannot rebuild here')\n"
             "class Fragile:\n    def __reduce__(self):\n        return (rebuild, ())\n"
-            "import os\nWORKER = os.getpid()\nstate = 'after'\nfragile = Fragile()")
+            "import os, math\nWORKER = os.getpid()\nstate = 'after'\nfragile = Fragile()\n"
+            "shared = [1, 2]\nholder = {'shared': shared}\nlast = 'bound after it'")
     result = run(shell, f"%%modal_gpu\n{body}")
-    assert isinstance(result.error_in_exec, ResultsLost)
-    assert ("variable 'fragile' could not be rebuilt here: RuntimeError: cannot rebuild here"
-            in str(result.error_in_exec))
-    assert "Traceback" not in capsys.readouterr().out
-    assert shell.user_ns["state"] == "before" and "fragile" not in shell.user_ns
+    err = capsys.readouterr().err
+    assert result.success, result.error_in_exec
+    assert ("'fragile' was not brought back: it ran, but variable 'fragile' could not be rebuilt here: "
+            "RuntimeError: cannot rebuild here" in err)
+    assert "Traceback" not in err
+    ns = shell.user_ns
+    assert "fragile" not in ns
+    assert ns["state"] == "after" and ns["last"] == "bound after it" and ns["math"].pi > 3
+    assert ns["holder"]["shared"] is ns["shared"]  # what came back after the failure keeps its identities
+    assert_next_cell_works(shell)
+
+
+def test_a_custom_exception_with_its_own_init_arrives_as_itself(shell) -> None:
+    """``BudgetExceeded(spent, limit)`` passes another message to ``Exception.__init__``: pickle's rebuild
+    (``cls(*args)``) fails there, and the cell's own error became 'results could not be rebuilt'."""
+    run(shell, "class BudgetExceeded(Exception):\n"
+               "    def __init__(self, spent, limit):\n"
+               "        super().__init__(f'spent {spent} of {limit}')\n"
+               "        self.spent, self.limit = spent, limit")
+    result = run(shell, "%%modal_gpu\nspent = 7\nraise BudgetExceeded(spent, 5)")
+    error = result.error_in_exec
+    assert type(error) is shell.user_ns["BudgetExceeded"], repr(error)
+    assert (error.spent, error.limit, str(error)) == (7, 5, "spent 7 of 5")
+    assert shell.user_ns["spent"] == 7  # bound before the raise, as locally
     assert_next_cell_works(shell)
 
 
@@ -241,3 +263,20 @@ def test_a_thread_printing_while_the_cell_prints_a_large_string_corrupts_nothing
     finally:
         run(shell, "%modal_stop")  # the spamming thread goes with its worker
 
+
+
+def test_a_custom_autograd_function_that_cannot_come_back_leaves_the_rest_of_the_cell(shell, capsys) -> None:
+    """Issue 25's repro: a ``torch.autograd.Function`` whose backward is ``@once_differentiable``, defined in
+    a remote cell, fails to rebuild here (an AttributeError inside torch); its imports and tensors arrive."""
+    run(shell, "import torch")
+    result = run(shell, "%%modal_gpu\nimport math\nfrom torch.autograd.function import once_differentiable\n"
+                        "class Square(torch.autograd.Function):\n"
+                        "    @staticmethod\n    def forward(ctx, x):\n"
+                        "        ctx.save_for_backward(x)\n        return x * x\n"
+                        "    @staticmethod\n    @once_differentiable\n    def backward(ctx, g):\n"
+                        "        x, = ctx.saved_tensors\n        return 2 * x * g\n"
+                        "x = torch.ones(3, requires_grad=True)\nSquare.apply(x).sum().backward()\ngrad = x.grad")
+    assert result.success, result.error_in_exec
+    assert "'Square' was not brought back" in capsys.readouterr().err
+    assert shell.user_ns["math"].tau > 6 and shell.user_ns["grad"].tolist() == [2.0, 2.0, 2.0]
+    assert_next_cell_works(shell)

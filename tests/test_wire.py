@@ -475,3 +475,45 @@ def test_well_known_singletons_arrive_as_the_receivers_own() -> None:
         assert wire.loads(wire.dumps(singleton)) is singleton
     other = torch.Generator().manual_seed(3)
     assert torch.equal(wire.loads(wire.dumps(other)).get_state(), other.get_state())
+
+
+class _FailsHere:
+    """Pickles fine; its rebuild raises (as a class that only exists on the sending side would)."""
+
+    def __reduce__(self):
+        return (_refuse, ())
+
+
+def _refuse():
+    raise RuntimeError("not here")
+
+
+def test_a_variable_that_fails_to_rebuild_leaves_the_others_and_names_what_shared_with_it() -> None:
+    fragile = _FailsHere()
+    shared = torch.arange(4.0)
+    box = [fragile, shared]  # rebuilding the box needs fragile, which failed
+    variables = {"before": {"s": shared}, "fragile": fragile, "box": box, "after": shared, "later": [1, 2]}
+    payload = wire.pack(variables)
+    with pytest.raises(wire.UnpackError, match="'fragile' could not be rebuilt here: RuntimeError: not here"):
+        wire.unpack(payload)  # strict: all or nothing, as inputs are
+    failed: dict[str, str] = {}
+    back = wire.unpack(payload, failed=failed)
+    assert set(back) == {"before", "after", "later"}
+    assert set(failed) == {"fragile", "box"}
+    assert "shares" in failed["box"]
+    assert back["after"] is back["before"]["s"] and back["after"].tolist() == [0, 1, 2, 3]
+    assert back["later"] == [1, 2]
+
+
+def test_an_exception_is_rebuilt_even_where_its_init_takes_other_arguments() -> None:
+    class Budget(Exception):
+        def __init__(self, spent, limit):
+            super().__init__(f"spent {spent} of {limit}")
+            self.spent = spent
+
+    with pytest.raises(TypeError):  # what pickle itself does
+        pickle.loads(cloudpickle.dumps(Budget(3, 2)))
+    back = wire.loads(wire.dumps(Budget(3, 2)))
+    assert type(back).__name__ == "Budget" and back.args == ("spent 3 of 2",) and back.spent == 3
+    oserror = wire.loads(wire.dumps(FileNotFoundError(2, "gone", "f.txt")))
+    assert (type(oserror), oserror.errno, oserror.filename) == (FileNotFoundError, 2, "f.txt")

@@ -158,13 +158,14 @@ def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wir
     """Rebuild a cell's ``result`` (sent against ``inputs``), its tensors on ``device``.
 
     ``resident`` wraps the references' loader where the session takes part (``Crossing.persistent_load``).
-    Raises ``wire.UnpackError`` when the results cannot be rebuilt here.
+    A name that cannot be rebuilt here is left out and named in ``warnings``; the others are rebuilt.
     """
     assert result.payload is not None, "a result that ran"
     payload = wire.Payload.from_meta(result.payload, result.buffers)
     objects = LocalObjects(inputs.memo)
     load = objects.persistent_load if resident is None else resident(objects.persistent_load)
-    values = wire.unpack(payload, map_location=device, main=main, persistent_load=load)
+    failed: dict[str, str] = {}  # one value that cannot be rebuilt here must not drop the others
+    values = wire.unpack(payload, map_location=device, main=main, persistent_load=load, failed=failed)
     # The inputs' and resident tensors' slots only carried in-place updates, applied by whoever unpacked them.
     values.pop(INPUTS, None)
     values.pop(RESIDENT, None)
@@ -173,7 +174,14 @@ def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wir
     if value is NO_VALUE and result.value_repr is not None:
         value = _ReprOnly(result.value_repr)
     warnings = [f"{name!r} was not brought back: {why}" for name, why in payload.skipped.items()
-                if name not in SLOTS] + list(payload.notes) + objects.notes
+                if name not in SLOTS]
+    warnings += [f"{name!r} was not brought back: it ran, but {why}; the other names came back"
+                 for name, why in failed.items() if name not in SLOTS]
+    for slot in (INPUTS, RESIDENT):  # no name to blame, but in-place changes to the notebook's objects are lost
+        if slot in failed:
+            warnings.append(f"what the cell changed in place in the notebook's objects was not brought "
+                            f"back: {failed[slot]}")
+    warnings += list(payload.notes) + objects.notes
     return Rebuilt(values, value, error, payload, objects, warnings)
 
 

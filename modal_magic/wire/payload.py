@@ -27,6 +27,7 @@ import gc
 import importlib
 import io
 import pickle
+import pickletools
 import struct
 import sys
 import sysconfig
@@ -34,7 +35,7 @@ import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cloudpickle
 from cloudpickle import cloudpickle as _cloudpickle_internals
@@ -102,6 +103,10 @@ class Payload:
     (an object's index says which variable it was sent as part of)."""
     notes: list[str] = field(default_factory=list)
     """One-line notes about values that changed on the way (e.g. detached tensors)."""
+    starts: list[tuple[int, int]] = field(default_factory=list)
+    """Per name, in order: where its pickle begins in ``stream`` and the index of its first out-of-band
+    buffer. Each name is a pickle of its own over one shared memo, so a receiver can go on at the next name
+    when one fails to rebuild (``unpack(..., failed=...)``)."""
 
     @property
     def nbytes(self) -> int:
@@ -110,12 +115,13 @@ class Payload:
     def meta(self) -> dict[str, Any]:
         """Everything but the buffers, as a plain dict for a frame's metadata."""
         return {"stream": self.stream, "names": self.names, "versions": self.versions,
-                "skipped": self.skipped, "notes": self.notes}
+                "skipped": self.skipped, "notes": self.notes, "starts": self.starts}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> Payload:
         return cls(stream=meta["stream"], buffers=buffers, names=meta["names"], versions=meta["versions"],
-                   skipped=dict(meta.get("skipped", {})), notes=list(meta.get("notes", [])))
+                   skipped=dict(meta.get("skipped", {})), notes=list(meta.get("notes", [])),
+                   starts=[tuple(start) for start in meta.get("starts", ())])
 
 
 def versions() -> dict[str, str]:
@@ -172,6 +178,9 @@ class _Pickler(cloudpickle.Pickler):
                 return reduced
         if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
             return self._reduce_by_value(obj)
+        if isinstance(obj, BaseException) and type(obj).__reduce__ in _EXCEPTION_REDUCE \
+                and type(obj).__module__ != "builtins":
+            return _rebuilt_exception, (type(obj), obj.args, obj.__dict__ or None)
         if type(obj) is functools._lru_cache_wrapper and obj.__module__ == "__main__":
             return _lru_cached, (obj.__wrapped__, *obj.cache_parameters().values())
         if isinstance(obj, type) and not _cloudpickle_internals._should_pickle_by_reference(obj):
@@ -330,8 +339,10 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
     notes: list[str] = []
     sizes: dict[str, int] = {}
     memo_ends: list[int] = []
+    starts: list[tuple[int, int]] = []
     for name, value in variables.items():
         position, first_buffer = stream.tell(), len(buffers)
+        starts.append((position, first_buffer))
         try:
             pickler.dump(value)
         except Exception as exc:
@@ -343,7 +354,28 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
             memo_ends.append(len(pickler.memo.copy()))
     memo = {index: obj for index, obj in pickler.memo.copy().values()} if keep_memo else {}
     return Payload(stream=stream.getvalue(), buffers=buffers, names=list(variables), versions=versions(),
-                   skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo, memo_ends=memo_ends)
+                   skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo, memo_ends=memo_ends,
+                   starts=starts)
+
+
+_EXCEPTION_REDUCE = (BaseException.__reduce__, OSError.__reduce__)
+"""An exception class that kept these reduces as they are rebuilds by calling itself with its ``args``."""
+
+
+def _rebuilt_exception(cls: type[BaseException], args: tuple[Any, ...], state: dict[str, Any] | None) -> BaseException:
+    """An exception as pickle would rebuild it (``cls(*args)``, then its ``__dict__``), or, where its own
+    ``__init__`` takes other arguments than the ``args`` it passed on (``BudgetExceeded(spent, limit)``
+    calling ``super().__init__(message)``), made without calling it: pickle's own rebuild fails there, and the
+    user's exception then arrived as a failure to rebuild the results instead of as itself."""
+    try:
+        exc = cls(*args)
+    except Exception:  # noqa: BLE001 - whatever its __init__ raised, it is made without it
+        builtin = next(base for base in cls.__mro__ if base.__module__ == "builtins")  # whose __new__ is safe
+        exc = builtin.__new__(cls, *args)
+        exc.args = args
+    if state:
+        exc.__dict__.update(state)
+    return exc
 
 
 # ---------------------------------------------------------------- unpickling
@@ -404,13 +436,14 @@ def _library_globals(name: Any) -> dict[str, Any] | None:
     return vars(module) if isinstance(module, types.ModuleType) else None
 
 
-class _Unpickler(pickle.Unpickler):
+class _Rebuilding:
     """Maps what a GPU machine wrote onto this one (legacy storage blobs, v3 rebuilds, CuPy); rebuilds
-    ``__main__`` functions over a namespace when given ``MainGlobals``."""
+    ``__main__`` functions over a namespace when given ``MainGlobals``. Mixed into pickle's C unpickler
+    (``_Unpickler``) and, after a variable failed, its Python one (``_GoingOn``)."""
 
     def __init__(self, file: io.BytesIO, *, buffers: Iterable[Any] | None, map_location: str | None,
                  main: MainGlobals | None = None) -> None:
-        super().__init__(file, buffers=buffers)
+        super().__init__(file, buffers=buffers)  # type: ignore[call-arg]  # pickle's unpicklers take them
         self.map_location = map_location
         self.main = main
 
@@ -432,38 +465,112 @@ class _Unpickler(pickle.Unpickler):
             import numpy
 
             return numpy.asarray
-        return super().find_class(module, name)
+        return super().find_class(module, name)  # type: ignore[misc]  # from the unpickler mixed in
+
+
+class _Unpickler(_Rebuilding, pickle.Unpickler):
+    """The unpickler of every payload: pickle's own (C), with our mappings."""
+
+
+class _Lost:
+    """Stands in the memo for what a variable that failed to rebuild would have memoized."""
+
+
+_LOST = _Lost()
+
+
+class _LostShared(Exception):
+    def __str__(self) -> str:
+        return "it holds an object that another variable, which could not be rebuilt, shares"
+
+
+class _Holey(dict[int, Any]):
+    """A memo with holes where a failed variable's objects would be: a later variable that names one fails
+    too, instead of being rebuilt around a placeholder."""
+
+    def __getitem__(self, index: int) -> Any:
+        found = dict.__getitem__(self, index)
+        if found is _LOST:
+            raise _LostShared()
+        return found
+
+
+class _GoingOn(_Rebuilding, pickle._Unpickler):
+    """The rest of a payload after a variable failed: pickle's Python unpickler, whose memo may be
+    ``_Holey`` (the C one copies its memo into an array of its own). Slower, but only after a failure."""
+
+
+def _memo_size_after(payload: Payload, index: int) -> int:
+    """How many objects the sender had memoized once it had pickled the first ``index + 1`` names: protocol
+    5's MEMOIZE numbers them as the receiver reads them, so a receiver that stopped mid-variable must know."""
+    end = payload.starts[index + 1][0] if index + 1 < len(payload.starts) else len(payload.stream)
+    stream, size = io.BytesIO(memoryview(payload.stream)[:end]), 0
+    while stream.tell() < end:
+        for opcode, argument, _ in pickletools.genops(stream):  # one name's pickle, up to its STOP
+            if opcode.name == "MEMOIZE":
+                size += 1
+            elif opcode.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                size = max(size, int(cast(int, argument)) + 1)
+    return size
 
 
 @gc_paused()
 def unpack(payload: Payload, *, map_location: str | None = "cpu",
            persistent_load: Callable[[Any], Any] | None = None,
-           memo: dict[int, Any] | None = None, main: MainGlobals | None = None) -> dict[str, Any]:
+           memo: dict[int, Any] | None = None, main: MainGlobals | None = None,
+           failed: dict[str, str] | None = None) -> dict[str, Any]:
     """Rebuild the variables of ``payload``; tensors land on ``map_location`` (cpu|auto|cuda[:n]).
 
-    All-or-nothing: an ``UnpackError`` names the first variable that failed and
-    explains a version mismatch when there is one. ``persistent_load`` resolves
-    the sender's references; ``memo``, if given, is filled with memo index → object; ``main`` rebuilds
-    ``__main__`` functions over a namespace (undone if unpacking fails).
+    All-or-nothing unless ``failed`` is given: an ``UnpackError`` names the first variable that failed and
+    explains a version mismatch when there is one. With ``failed`` (the results of a cell: one value that
+    cannot be rebuilt here must not drop the others, as a local cell would have bound them all), a variable
+    that fails is left out and named there (name → why), and the rest are rebuilt; a later variable that
+    shared an object with it fails too, and is named too. ``persistent_load`` resolves the sender's
+    references; ``memo``, if given, is filled with memo index → object; ``main`` rebuilds ``__main__``
+    functions over a namespace (undone if unpacking fails all-or-nothing).
     """
-    unpickler = _Unpickler(io.BytesIO(payload.stream), buffers=payload.buffers, map_location=map_location,
-                           main=main)
-    if persistent_load is not None:
-        unpickler.persistent_load = persistent_load  # type: ignore[method-assign]  # pickle's documented hook
+    lenient = failed is not None and len(payload.starts) == len(payload.names)
+    unpickler: Any = _unpickler_at(payload, 0, map_location, persistent_load, main)
     result: dict[str, Any] = {}
     with _device_choice(map_location), warnings.catch_warnings():
         # torch's own rebuild functions (quantized, legacy blobs) touch TypedStorage and warn about it.
         warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
-        for name in payload.names:
+        for index, name in enumerate(payload.names):
             try:
                 result[name] = unpickler.load()
             except Exception as exc:
-                if main is not None:
-                    main.undo()
-                raise UnpackError(name, _explain_load_failure(name, exc, payload.versions)) from exc
+                message = _explain_load_failure(name, exc, payload.versions)
+                if not lenient:
+                    if main is not None:
+                        main.undo()
+                    raise UnpackError(name, message) from exc
+                assert failed is not None
+                failed[name] = message
+                if index + 1 < len(payload.names):  # the next name's pickle, over what was rebuilt so far
+                    holey = _Holey(unpickler.memo.copy())
+                    for hole in range(len(holey), _memo_size_after(payload, index)):
+                        holey[hole] = _LOST
+                    unpickler = _unpickler_at(payload, index + 1, map_location, persistent_load, main, holey)
     if memo is not None:
         memo.update(unpickler.memo.copy())
     return result
+
+
+def _unpickler_at(payload: Payload, index: int, map_location: str | None,
+                  persistent_load: Callable[[Any], Any] | None, main: MainGlobals | None,
+                  memo: _Holey | None = None) -> Any:
+    """An unpickler that starts at the ``index``-th name's pickle; after a failure (``memo`` given), the
+    Python one over that memo."""
+    position, first_buffer = payload.starts[index] if payload.starts else (0, 0)
+    stream = io.BytesIO(payload.stream)
+    stream.seek(position)
+    kind: type[_Rebuilding] = _Unpickler if memo is None else _GoingOn
+    unpickler: Any = kind(stream, buffers=payload.buffers[first_buffer:], map_location=map_location, main=main)
+    if memo is not None:
+        unpickler.memo = memo
+    if persistent_load is not None:
+        unpickler.persistent_load = persistent_load  # pickle's documented hook
+    return unpickler
 
 
 def _device_choice(map_location: str | None):
