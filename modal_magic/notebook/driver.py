@@ -119,6 +119,8 @@ def _finish(result: ResultFrame, crossing: Crossing, namespace: MutableMapping[s
 
     rebuilt.objects.apply()
     crossing.apply()
+    if rebuilt.partial:  # the session's copies of what did not arrive must not be vouched for
+        crossing.lost()
     namespace.update(rebuilt.values)
     outcome.injected = list(rebuilt.values)
     for name in result.deleted:

@@ -151,6 +151,8 @@ class Rebuilt:
     """The notebook's objects the results name, with the cell's in-place changes to them, not applied yet."""
     warnings: list[str]
     """A line for each name that could not come back, the payload's notes and the objects' notes."""
+    partial: bool = False
+    """Some names could not be rebuilt here: the remote side recorded values this side never got."""
 
 
 def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wire.MainGlobals | None,
@@ -182,7 +184,7 @@ def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wir
             warnings.append(f"what the cell changed in place in the notebook's objects was not brought "
                             f"back: {failed[slot]}")
     warnings += list(payload.notes) + objects.notes
-    return Rebuilt(values, value, error, payload, objects, warnings)
+    return Rebuilt(values, value, error, payload, objects, warnings, partial=bool(failed))
 
 
 def _rebuild_error(info: ErrorInfo | None, exc: BaseException | None) -> BaseException | None:
