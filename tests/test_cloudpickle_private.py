@@ -16,7 +16,7 @@ from cloudpickle import cloudpickle as internals
 
 # Called from payload.py: the by-value reducers, the by-reference test and the function rebuilders.
 MODULE_NAMES = ["_should_pickle_by_reference", "_dynamic_class_reduce", "dynamic_subimport", "_make_function",
-                "_function_setstate"]
+                "_function_setstate", "_code_reduce"]
 # What payload's Pickler calls on its cloudpickle base class.
 PICKLER_NAMES = ["_dynamic_function_reduce", "reducer_override"]
 
@@ -59,3 +59,12 @@ def test_a_dynamic_function_is_rebuilt_by_the_names_the_unpickler_intercepts() -
         assert ("cloudpickle.cloudpickle", name) in unpickler.named, (
             f"cloudpickle {cloudpickle.__version__} pickles a function without naming cloudpickle.cloudpickle.{name}, "
             "which modal_magic/wire/payload.py's _Unpickler.find_class intercepts")
+
+
+def test_a_code_objects_reduce_names_its_file_once() -> None:
+    """payload's ``_code_where_defined`` puts the code's own file back where cloudpickle writes ``<dynamic-code>``
+    (or keeps it, in versions that do not rename): the file must be one of the reduce's string arguments."""
+    code = compile("x = 1", "/somewhere/cell.py", "exec")
+    constructor, arguments = internals._code_reduce(code)
+    named = [a for a in arguments if isinstance(a, str) and a in ("<dynamic-code>", "/somewhere/cell.py")]
+    assert constructor is type(code) and len(named) == 1

@@ -60,3 +60,38 @@ def test_remote_traceback_names_the_cell_by_its_prompt_number(shell, capsys) -> 
     named = re.findall(r"In ?\[(\d+)\]", shown)  # IPython 8.0 writes "Input In [6]", later ones "Cell In[6]"
     assert named and {int(n) for n in named} == {result.execution_count}, shown
     assert re.search(r"line 2\b|----> 2 ", shown)  # the cell's own line 2, in either version's words
+
+
+def _shown_frame(shown: str, number: int, line: str) -> bool:
+    """Whether ``shown`` has a frame of cell ``number`` showing ``line`` (IPython 8.0 says "Input In [n]")."""
+    return bool(re.search(rf"In ?\[{number}\]", shown)) and line in shown and "Could not get source" not in shown
+
+
+def test_a_frame_in_a_function_of_an_earlier_cell_shows_that_cell_and_its_line(shell, capsys) -> None:
+    defined = run(shell, "def helper(t):\n    return 1 / t")
+    result = run(shell, "%%modal_gpu\nx = 3\ny = helper(0)")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = capsys.readouterr().out
+    assert _shown_frame(shown, defined.execution_count, "return 1 / t"), shown
+    assert "dynamic-code" not in shown
+
+
+def test_a_function_a_remote_cell_defined_shows_its_cell_when_it_fails_here(shell, capsys) -> None:
+    defined = run(shell, "%%modal_gpu\ndef ratio(a, b):\n    return a / b")
+    capsys.readouterr()
+    result = run(shell, "ratio(1, 0)")  # called in the notebook, with no worker in the way
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = capsys.readouterr().out
+    assert _shown_frame(shown, defined.execution_count, "return a / b"), shown
+    import inspect
+    assert inspect.getsource(shell.user_ns["ratio"]).startswith("def ratio(a, b):")  # as of a local cell
+
+
+def test_a_frame_in_the_users_own_module_names_its_file_and_line(shell, capsys, tmp_path, monkeypatch) -> None:
+    (tmp_path / "mm_helpers_tb.py").write_text("def scale(v):\n    return v / 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run(shell, "import mm_helpers_tb")
+    result = run(shell, "%%modal_gpu\nout = mm_helpers_tb.scale(2)")
+    assert isinstance(result.error_in_exec, ZeroDivisionError)
+    shown = capsys.readouterr().out
+    assert "mm_helpers_tb.py" in shown and "return v / 0" in shown, shown

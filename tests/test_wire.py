@@ -517,3 +517,25 @@ def test_an_exception_is_rebuilt_even_where_its_init_takes_other_arguments() -> 
     assert type(back).__name__ == "Budget" and back.args == ("spent 3 of 2",) and back.spent == 3
     oserror = wire.loads(wire.dumps(FileNotFoundError(2, "gone", "f.txt")))
     assert (type(oserror), oserror.errno, oserror.filename) == (FileNotFoundError, 2, "f.txt")
+
+
+def test_a_functions_source_travels_where_the_other_side_lacks_its_file(tmp_path) -> None:
+    """A module of the user's (by value) whose file the receiver does not have, as a Modal container does not:
+    its text comes with the payload, so a traceback through it shows the line."""
+    import linecache
+    import traceback
+
+    path = tmp_path / "mm_gone_module.py"
+    path.write_text("def fail(v):\n    raise ValueError(v)\n")
+    code = compile(path.read_text(), str(path), "exec")
+    namespace: dict = {"__name__": "mm_gone_module"}
+    exec(code, namespace)
+    payload = wire.pack({"fail": namespace["fail"]})
+    assert payload.sources[str(path)] == (None, path.read_text())
+    path.unlink()
+    linecache.clearcache()
+    fail = wire.unpack(wire.Payload.from_meta(payload.meta(), payload.buffers))["fail"]
+    assert fail.__code__.co_filename == str(path)
+    with pytest.raises(ValueError) as raised:
+        fail(3)
+    assert "raise ValueError(v)" in "".join(traceback.format_tb(raised.value.__traceback__))

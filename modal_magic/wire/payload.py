@@ -40,7 +40,7 @@ from typing import Any, Protocol, cast
 import cloudpickle
 from cloudpickle import cloudpickle as _cloudpickle_internals
 
-from . import process_state
+from . import process_state, sources
 from .identity import view_within
 
 __all__ = ["Payload", "PackError", "UnpackError", "Refs", "MainGlobals", "pack", "unpack", "dumps", "loads", "versions"]
@@ -103,6 +103,8 @@ class Payload:
     (an object's index says which variable it was sent as part of)."""
     notes: list[str] = field(default_factory=list)
     """One-line notes about values that changed on the way (e.g. detached tensors)."""
+    sources: dict[str, sources.Source] = field(default_factory=dict)
+    """The text of the cells and user files the payload's functions were defined in (``sources``)."""
     starts: list[tuple[int, int]] = field(default_factory=list)
     """Per name, in order: where its pickle begins in ``stream`` and the index of its first out-of-band
     buffer. Each name is a pickle of its own over one shared memo, so a receiver can go on at the next name
@@ -115,13 +117,14 @@ class Payload:
     def meta(self) -> dict[str, Any]:
         """Everything but the buffers, as a plain dict for a frame's metadata."""
         return {"stream": self.stream, "names": self.names, "versions": self.versions,
-                "skipped": self.skipped, "notes": self.notes, "starts": self.starts}
+                "skipped": self.skipped, "notes": self.notes, "starts": self.starts, "sources": self.sources}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], buffers: list[Any]) -> Payload:
         return cls(stream=meta["stream"], buffers=buffers, names=meta["names"], versions=meta["versions"],
                    skipped=dict(meta.get("skipped", {})), notes=list(meta.get("notes", [])),
-                   starts=[tuple(start) for start in meta.get("starts", ())])
+                   starts=[tuple(start) for start in meta.get("starts", ())],
+                   sources={name: tuple(source) for name, source in meta.get("sources", {}).items()})
 
 
 def versions() -> dict[str, str]:
@@ -144,7 +147,12 @@ class _Pickler(cloudpickle.Pickler):
         # Read by the C pickler at init. Well-known singletons go as references to the other side's
         # own (``process_state``). One flat dict: the pickler looks every object's type up in it,
         # and cloudpickle's ChainMap costs a Python call per lookup (half the time of a plain object).
-        self.dispatch_table = {**cloudpickle.Pickler.dispatch_table, **process_state.reducers()}
+        self.code_files: set[str] = set()
+        """The files the code objects sent by value were defined in (``sources``)."""
+        # Not a bound method: the pickler would then hold itself, and with it (through its memo) every value
+        # it pickled until the cyclic GC came by, so tensors a cell let go were released remotely too late.
+        self.dispatch_table = {**cloudpickle.Pickler.dispatch_table, **process_state.reducers(),
+                               types.CodeType: functools.partial(_code_where_defined, self.code_files)}
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self.notes: list[str] = []
         self._reduce_torch, self.host_memory = _torch_support()
@@ -355,7 +363,18 @@ def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs
     memo = {index: obj for index, obj in pickler.memo.copy().values()} if keep_memo else {}
     return Payload(stream=stream.getvalue(), buffers=buffers, names=list(variables), versions=versions(),
                    skipped=dict(skipped), sizes=sizes, notes=notes, memo=memo, memo_ends=memo_ends,
-                   starts=starts)
+                   starts=starts, sources=sources.collect(pickler.code_files, _installed_prefixes))
+
+
+def _code_where_defined(files: set[str], code: types.CodeType) -> Any:
+    """cloudpickle's reduce of a code object, but keeping where it was defined (and noting it in ``files``):
+    cloudpickle renames every file ``<dynamic-code>`` (for payloads that are the same bytes wherever a function
+    was defined), and a traceback through the function then said ``File <dynamic-code>:2``, 'Could not get
+    source'."""
+    files.add(code.co_filename)
+    constructor, arguments = _cloudpickle_internals._code_reduce(code)
+    return constructor, tuple(code.co_filename if isinstance(argument, str) and argument == "<dynamic-code>"
+                              else argument for argument in arguments)
 
 
 _EXCEPTION_REDUCE = (BaseException.__reduce__, OSError.__reduce__)
@@ -530,6 +549,7 @@ def unpack(payload: Payload, *, map_location: str | None = "cpu",
     functions over a namespace (undone if unpacking fails all-or-nothing).
     """
     lenient = failed is not None and len(payload.starts) == len(payload.names)
+    sources.install(payload.sources)  # before any function is rebuilt: a traceback may come while unpacking
     unpickler: Any = _unpickler_at(payload, 0, map_location, persistent_load, main)
     result: dict[str, Any] = {}
     with _device_choice(map_location), warnings.catch_warnings():
