@@ -167,10 +167,10 @@ class ErrorInfo(TypedDict):
 class ResultFrame:
     """How a cell ended, with the buffers its packed outputs need.
 
-    One of three shapes: the cell ran (``payload`` and the rest); it was
-    interrupted (``interrupted``, with ``error`` saying where); or it did not
-    run because the resident store lacks inputs the request names (``missing``,
-    ``empty`` when the store holds nothing: a new worker or container).
+    One of two shapes: the cell ran (``payload`` and the rest; ``interrupted`` when it was stopped part-way,
+    ``error`` saying where, and the payload holding what it did until then); or it did not run because the
+    resident store lacks inputs the request names (``missing``, ``empty`` when the store holds nothing: a new
+    worker or container).
     """
 
     payload: Mapping[str, Any] | None = None
@@ -194,11 +194,11 @@ class ResultFrame:
         meta: dict[str, Any] = {"kind": "result"}
         if self.missing:
             meta.update(missing=list(self.missing), empty=self.empty)
-        elif self.interrupted:
-            meta.update(interrupted=True, error=self.error, elapsed=self.elapsed)
         else:
             meta.update(payload=self.payload, deleted=list(self.deleted), error=self.error,
                         value_repr=self.value_repr, elapsed=self.elapsed, state=dict(self.state))
+            if self.interrupted:
+                meta.update(interrupted=True)
         return meta, self.buffers
 
     @classmethod

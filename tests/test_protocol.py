@@ -59,8 +59,10 @@ def test_each_shape_of_result_goes_with_only_its_own_fields() -> None:
                     "value_repr": None, "elapsed": 1.5, "state": {"s": 1}} and buffers == [b"ab"]
     assert ResultFrame.from_wire(meta, buffers) == ran
     error = {"type": "KeyboardInterrupt", "message": "", "traceback": []}
-    assert ResultFrame(interrupted=True, error=error, elapsed=2.0).to_wire()[0] == \
-        {"kind": "result", "interrupted": True, "error": error, "elapsed": 2.0}
+    stopped = ResultFrame(payload={"stream": b""}, interrupted=True, error=error, elapsed=2.0)
+    assert stopped.to_wire()[0] == {"kind": "result", "payload": {"stream": b""}, "deleted": [], "error": error,
+                                    "value_repr": None, "elapsed": 2.0, "state": {}, "interrupted": True}
+    assert ResultFrame.from_wire(*stopped.to_wire()) == stopped  # what the stopped cell did goes with it
     lacking = ResultFrame.from_wire({"kind": "result", "missing": ["k"], "empty": True}, [])
     assert lacking.missing == ("k",) and lacking.empty and lacking.payload is None
 

@@ -290,9 +290,9 @@ class LocalBackend(Backend):
         """
         if self._proc is None or self._sock is None:
             return None
+        deadline: float | None = time.monotonic() + self._grace
         try:
             os.kill(self._proc.pid, signal.SIGINT)
-            deadline = time.monotonic() + self._grace
             while True:
                 self._wait_readable(self._sock, deadline)
                 meta, buffers = frames.recv(self._sock)
@@ -300,7 +300,16 @@ class LocalBackend(Backend):
                     return meta, buffers
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
                     return None
-        except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
+                if meta.get("stage") == "download":  # the cell stopped: what it did is being packed, however long
+                    deadline = None
+        except KeyboardInterrupt:
+            self._stop_worker()
+            if deadline is None:
+                print("modal_gpu: a second interrupt abandoned what the stopped cell had done (its results were "
+                      "coming back); the notebook is as before the cell, and the next cell starts a fresh worker.",
+                      file=sys.stderr)
+            return None
+        except (TimeoutError, OSError, frames.ConnectionClosed):
             self._stop_worker()
             return None
 

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Collection, MutableMapping
 from typing import Any
 
-from ..errors import ResultsLost, with_remote_traceback
+from ..errors import ResultsLost
 from ..protocol import INPUTS, PLAIN, RESIDENT, DoneEvent, Event, ResultFrame, StageEvent
 from ..wire import payload as wire
 from ..wire import process_state
@@ -70,9 +70,6 @@ def run_cell(
         backend = current().backends.get(options.backend)
         result = crossing.run(backend, cell.request, cell.resources, on_event, options.timeout)
         clock.lap("remote")
-        if result.interrupted:  # as a local interrupt: the cell's own line, the namespace untouched
-            assert result.error is not None
-            raise with_remote_traceback(KeyboardInterrupt(), result.error["traceback"])
         on_event(StageEvent(kind="stage", stage="unpack", bytes=result.nbytes))
         outcome = _finish(result, crossing, namespace, options, clock)
     except BaseException as exc:  # the view shows how it ended; the exception goes on

@@ -188,12 +188,13 @@ class Runner:
         state = process_state.changed_since(state_before)
         elapsed = time.perf_counter() - started
         error = outcome.error_before_exec or outcome.error_in_exec
-        if isinstance(error, KeyboardInterrupt):  # stopped: nothing is packed, the notebook keeps its variables
-            emit(*ResultFrame(interrupted=True, error=self._error_info(error), elapsed=elapsed).to_wire())
-            return
+        # Stopped (the interrupt, or the container's deadline): what the cell did so far goes back as a local
+        # interrupt leaves it (the epochs a training loop ran, the names bound), and the notebook raises the
+        # interrupt at the cell's line. A second interrupt while it is packed ends in the serve loop: no result.
         emit(StageEvent(kind="stage", stage="download"), [])
         result = self._collect(request, outcome, values, arrived, before, store)
         result.elapsed, result.state = elapsed, state
+        result.interrupted = isinstance(error, KeyboardInterrupt)
         emit(*result.to_wire())
 
     @wire.gc_paused()
