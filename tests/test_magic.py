@@ -194,3 +194,13 @@ def test_builtins_stay_home_unless_the_notebook_shadows_them(shell) -> None:
                         "sent = sorted(k for k in globals() if k in ('sum', 'len'))")
     assert result.success and shell.user_ns["total"] == 7
     assert shell.user_ns["sent"] == ["sum"]
+
+
+def test_where_auto_runs_cells_is_a_notice_on_stdout_not_an_error(shell, capsys) -> None:
+    """On stderr, a notebook showed the first cell's notice in a red box, as if it had failed (issue 25)."""
+    shell.run_line_magic("unload_ext", "modal_magic")  # a new kernel's extension: it has said nothing yet
+    shell.run_line_magic("load_ext", "modal_magic")
+    assert run(shell, "%%modal_gpu\nx = 1").success
+    shown = capsys.readouterr()
+    assert "modal_gpu: running cells on the local backend (this machine) — auto: no Modal credentials" in shown.out
+    assert "running cells" not in shown.err

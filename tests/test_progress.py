@@ -43,10 +43,10 @@ def fed(events) -> Progress:
 def test_the_live_line_names_the_part_with_its_own_time_and_labels_the_total() -> None:
     progress = fed(SCRIPT[:3])
     progress.clock = lambda: T0 + 1.0  # read it 1 s after the cell began
-    assert progress.headline() == "modal_gpu: starting local worker, cold · 1.0 s · total 1.0 s"
+    assert progress.headline() == "modal_gpu: starting local worker, cold · this step 1.0 s · cell 1.0 s"
     progress = fed(SCRIPT[:5])
     progress.clock = lambda: T0 + 2.53
-    assert progress.headline() == "modal_gpu: running · 1.0 s · total 2.5 s"
+    assert progress.headline() == "modal_gpu: running · this step 1.0 s · cell 2.5 s"
 
 
 def test_the_worker_starting_is_starting_and_the_parts_add_up_to_the_wall_time() -> None:
@@ -149,3 +149,20 @@ def test_a_new_worker_imports_the_notebooks_torch_before_it_is_ready() -> None:
             assert b"torch" in cmdline.read().split(b"\0")
     finally:
         backend.close()
+
+
+def test_text_view_starts_its_summary_on_a_line_of_its_own_after_output_without_a_newline() -> None:
+    written: list[str] = []
+    feed(TextView(written.append), [*SCRIPT, (4.0, {"kind": "stream", "name": "stdout", "text": "no newline"}),
+                                    DONE])
+    assert written[-1].startswith("\nmodal_gpu: done in ")
+
+
+def test_a_long_error_is_shortened_at_a_word_and_says_so() -> None:
+    from modal_magic.notebook.stages import one_line
+
+    assert one_line(KeyboardInterrupt()) == "KeyboardInterrupt"
+    assert one_line(ValueError("bad value")) == "ValueError: bad value"
+    shortened = one_line(ValueError("word " * 100), width=40)
+    assert shortened == "ValueError: word word word word word …"
+    assert one_line(RuntimeError("first line\nsecond line")) == "RuntimeError: first line …"

@@ -10,7 +10,6 @@ notebook's side names one.
 from __future__ import annotations
 
 import functools
-import sys
 from importlib import import_module, metadata
 
 from ..errors import UsageProblem
@@ -92,7 +91,8 @@ class Backends:
         name, why = choose(choice)
         if choice == AUTO and not self._noticed:
             self._noticed = True
-            print(f"modal_gpu: running cells {backend_class(name).runs_cells} — {why}.", file=sys.stderr)
+            # A notice, not an error: on stderr a notebook showed it in a red box, saved with the notebook.
+            print(f"modal_gpu: running cells {backend_class(name).runs_cells} — {why}.")
         if name not in self._live:
             self._live[name] = backend_class(name)()
         return self._live[name]

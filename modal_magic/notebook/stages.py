@@ -51,9 +51,17 @@ class Stopwatch:
         self.laps[stage], self._last = now - self._last, now
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception as the view's summary names it."""
-    return f"{type(exc).__name__}: {exc}"[:200]
+def one_line(exc: BaseException, width: int = 200) -> str:
+    """An exception as the view's summary names it: its type and the first line of its message, shortened at
+    a word (a cut mid-word read as a typo), ``…`` saying that more was said."""
+    lines = str(exc).strip().splitlines()
+    text = type(exc).__name__ + (f": {lines[0]}" if lines else "")
+    if len(text) <= width and len(lines) <= 1:
+        return text
+    cut = text[:width - 1]
+    if len(text) > width and " " in cut:
+        cut = cut[:cut.rindex(" ")]
+    return cut.rstrip(" ,;:") + " …"
 
 
 # ------------------------------------------------------------------ before it runs

@@ -39,10 +39,18 @@ class TextView:
     def __init__(self, write: Callable[[str], Any] | None = None) -> None:
         self.progress = Progress()
         self._noted = ""
-        self._write = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        self._out = write or (lambda text: (sys.stdout.write(text), sys.stdout.flush()))
+        self._mid_line = False
+        """The cell's output so far ends without a newline: our next line must not be glued to it."""
+
+    def _write(self, text: str) -> None:
+        self._out(f"\n{text}" if self._mid_line else text)
+        self._mid_line = False
 
     def __call__(self, event: Event, now: float | None = None) -> None:
         self.progress.update(event, now)
+        if event["kind"] == "stream" and event["text"]:
+            self._mid_line = not event["text"].endswith("\n")
         if event["kind"] == "stage":
             note = event.get("note", "")
             cold = self.progress.warm is False

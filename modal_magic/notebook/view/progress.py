@@ -167,11 +167,11 @@ class Progress:
         return ", warm" if self.warm else ", cold" if self.warm is False else ""
 
     def headline(self) -> str:
-        """One line: what it is doing for how long and the total so far, or how it ended."""
+        """One line: what it is doing, for how long (this step, and the cell so far), or how it ended."""
         if self.done:
             verdict = "done" if self.ok else "interrupted" if self.error.startswith("KeyboardInterrupt") else "failed"
             return f"modal_gpu: {verdict} in {self.elapsed:.2f} s on {self.where or 'the backend'}"
-        return f"modal_gpu: {self.doing()} · {self.part_elapsed():.1f} s · total {self.elapsed:.1f} s"
+        return f"modal_gpu: {self.doing()} · this step {self.part_elapsed():.1f} s · cell {self.elapsed:.1f} s"
 
     def fraction(self) -> float | None:
         """How far the current part is, when it has a measure; None when it has none (shown as activity)."""
