@@ -214,7 +214,10 @@ class ResultFrame:
 
     @property
     def nbytes(self) -> int:
-        return sum(memoryview(b).nbytes for b in self.buffers)
+        """The bytes the results came as, as ``Payload.nbytes`` counts what was sent: the pickle stream (where
+        anything numpy or torch does not send out of band lies: a file's text, a list's items) and the buffers."""
+        stream = 0 if self.payload is None else len(self.payload.get("stream", b""))
+        return stream + sum(memoryview(b).nbytes for b in self.buffers)
 
 
 class StoreRow(TypedDict):
