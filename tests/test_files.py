@@ -210,7 +210,8 @@ def test_devices_and_pipes_are_never_read(disks: wire.Disks) -> None:
     assert got == {"fine": 1}
     assert payload.skipped["zero"] == ("it is /dev/zero, a character device rather than a regular file: reading it "
                                        "may never end, so it was not read or sent; open it in the notebook instead")
-    assert payload.skipped["pipe"].startswith(f"it is a file open on descriptor {read_end}, not on a path")
+    assert payload.skipped["pipe"].startswith(f"it is a file open on descriptor {read_end}, a pipe rather than a "
+                                              "regular file")
     assert set(payload.skipped) == set(named)
 
 

@@ -140,51 +140,63 @@ class Files:
     def _file(self, obj: Any) -> Any:
         if obj is sys.stdout or obj is sys.stderr:  # cloudpickle sends these as the receiver's own
             return NotImplemented
-        raw = _raw(obj)
-        name = getattr(raw, "name", None)
-        mode = _mode(obj, raw)
-        kind = type(obj).__name__
         if obj is sys.stdin or obj is sys.__stdin__:
             raise StaysBehind(f"it is standard input, which cannot be read from {self.disks.receiver}")
-        if not isinstance(name, (str, bytes)):
-            raise StaysBehind(f"it is a file open on descriptor {name}, not on a path, so it cannot be opened "
-                              f"again on {self.disks.receiver}; open the file there instead")
-        path = os.path.abspath(os.fsdecode(name))
+        raw = _raw(obj)
+        name = getattr(raw, "name", None)
+        path = os.path.abspath(os.fsdecode(name)) if isinstance(name, (str, bytes)) else None
+        mode, kind = _mode(obj, raw), type(obj).__name__
         if obj.closed:
+            if path is None:
+                raise StaysBehind(f"it is a closed file that was open on descriptor {name}, not on a path")
             return _closed_file, (path, mode, kind)
-        opened = self._opened_status(obj, path)
+        opened = self._regular(obj, path or f"a file open on descriptor {name}")
+        if path is None:
+            raise StaysBehind(f"it is a file open on descriptor {name}, not on a path, so it cannot be opened "
+                              f"again in {self.disks.receiver}; open the file there instead")
         if not self.disks.shared:
             raise StaysBehind(f"it is an open file of {path} on {self.disks.sender}'s disk, which "
                               f"{self.disks.receiver} cannot see: it was not read or sent; open the file in "
                               f"{self.disks.receiver} instead")
+        if not _names(path, opened):
+            raise StaysBehind(f"it is an open file of {path}, a path that no longer names that file (it was "
+                              "deleted or replaced), so it cannot be opened again elsewhere")
         if obj.writable():
             obj.flush()  # what the sender wrote is in the file before the receiver opens it
         try:
             position = obj.tell()
         except OSError as exc:  # a text file part-way through a `for line in f` loop
             raise StaysBehind(f"it is an open file of {path} whose position cannot be told ({exc}), so it "
-                              f"cannot be opened at the same place on {self.disks.receiver}") from None
+                              f"cannot be opened at the same place in {self.disks.receiver}") from None
         text = (obj.encoding, obj.errors, obj.line_buffering) if isinstance(obj, io.TextIOWrapper) else None
         return _reopen, (path, mode, kind, position, text, (opened.st_dev, opened.st_ino))
 
-    def _opened_status(self, obj: Any, path: str) -> os.stat_result:
-        """What ``obj`` has open: a regular file that ``path`` still names, or ``StaysBehind`` saying what else."""
+    def _regular(self, obj: Any, label: str) -> os.stat_result:
+        """What ``obj`` has open, a regular file; or ``StaysBehind`` saying what else it is (never read)."""
         try:
             opened = os.fstat(obj.fileno())
         except (OSError, ValueError) as exc:
-            raise StaysBehind(f"it is an open file of {path} that cannot be looked at ({exc})") from None
+            raise StaysBehind(f"it is {label}, which cannot be looked at ({exc})") from None
         if not stat.S_ISREG(opened.st_mode):
-            raise StaysBehind(f"it is {path}, {_what(opened.st_mode)} rather than a regular file: reading it "
+            raise StaysBehind(f"it is {label}, {_what(opened.st_mode)} rather than a regular file: reading it "
                               f"may never end, so it was not read or sent; open it in {self.disks.receiver} "
                               "instead")
-        try:
-            named = os.stat(path)
-        except OSError:
-            named = None
-        if named is None or (named.st_dev, named.st_ino) != (opened.st_dev, opened.st_ino):
-            raise StaysBehind(f"it is an open file of {path}, a path that no longer names that file (it was "
-                              "deleted or replaced), so it cannot be opened again elsewhere")
         return opened
+
+
+def _names(path: str, opened: os.stat_result) -> bool:
+    """Whether ``path`` still names the file ``opened`` describes (device and inode)."""
+    found = _identity(path)
+    return found is not None and found[:2] == (opened.st_dev, opened.st_ino)
+
+
+def _identity(path: str | os.PathLike[str]) -> tuple[int, int, int] | None:
+    """The device, inode and size of the file ``path`` names; None when it names none."""
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino, status.st_size
 
 
 class _Mapping:
@@ -250,11 +262,8 @@ def _same(obj: Any) -> Any:
 
 def _check_same_file(path: str | os.PathLike[str], identity: tuple[int, int], *, at_least: int = 0) -> None:
     """Refuse a path that names no file here, or another file than the sender's (another disk, a replaced file)."""
-    try:
-        status = os.stat(path)
-    except OSError:
-        status = None
-    if status is None or (status.st_dev, status.st_ino) != tuple(identity) or status.st_size < at_least:
+    found = _identity(path)
+    if found is None or found[:2] != tuple(identity) or found[2] < at_least:
         raise FileNotFoundError(f"{path} is not on this side's disk as the file that was sent (this side has "
                                 "another disk, or the file was deleted, replaced or shortened); open it here instead")
 
