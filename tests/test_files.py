@@ -224,6 +224,14 @@ def test_a_file_whose_path_names_another_file_now_is_left_out(tmp_path: Path) ->
     assert "a path that no longer names that file" in payload.skipped["fh"]
 
 
+def test_a_text_file_part_way_through_a_for_loop_is_left_out_saying_why(tmp_path: Path) -> None:
+    path = lines_file(tmp_path)
+    with open(path) as fh:
+        next(fh)  # Python cannot tell the position until the loop ends
+        _, payload = across({"fh": fh}, SHARED, lenient=True)
+    assert payload.skipped["fh"].startswith(f"it is an open file of {path} whose position cannot be told")
+
+
 def test_stdout_still_travels_as_the_receivers_own(monkeypatch) -> None:
     with open(os.devnull, "w") as console:  # a real file object, as a terminal's (pytest's capture is none)
         monkeypatch.setattr(sys, "stdout", console)
@@ -295,6 +303,14 @@ def test_open_file_read_by_a_cell_moves_on_in_the_notebook(shell, tmp_path: Path
         assert shell.user_ns["fh"] is fh and fh.readline() == "line 2\n"  # as after a local cell
     finally:
         fh.close()
+
+
+def test_an_open_file_the_cell_closes_is_closed_in_the_notebook(shell, tmp_path: Path) -> None:
+    fh = open(lines_file(tmp_path))
+    shell.user_ns["fh"] = fh
+    result = run(shell, "%%modal_gpu --backend local\nfirst = fh.readline()\nfh.close()")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["first"] == "line 0\n" and shell.user_ns["fh"] is fh and fh.closed
 
 
 def test_a_big_file_opened_in_a_cell_is_not_read_whole(shell, tmp_path: Path, monkeypatch) -> None:
