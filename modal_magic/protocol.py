@@ -110,6 +110,9 @@ class RunRequest:
     """The notebook could not rebuild a result: the store must stop vouching for what it holds."""
     references: dict[str, str] = field(default_factory=dict)
     """The resident keys the inputs name, with the versions the notebook expects (``resident.Sender``)."""
+    shared_disk: bool = False
+    """Whether the notebook sees the worker's files (``Backend.shares_disk``): the results' memmaps and open files
+    then go as those files (``wire.files``)."""
     element: Element | None = None
 
     def to_wire(self) -> dict[str, Any]:
@@ -117,6 +120,7 @@ class RunRequest:
                 "placeholders": list(self.placeholders), "env": dict(self.env), "state": dict(self.state),
                 "execution_count": self.execution_count, "colors": self.colors, "resident": self.resident,
                 "release": list(self.release), "resync": self.resync, "references": dict(self.references),
+                "shared_disk": self.shared_disk,
                 **({} if self.element is None else {"element": {"payload": self.element.payload,
                                                                 "first_buffer": self.element.first_buffer}})}
 
@@ -130,7 +134,7 @@ class RunRequest:
                    state=dict(meta.get("state") or {}), execution_count=meta.get("execution_count"),
                    colors=meta.get("colors") or PLAIN, resident=bool(meta.get("resident")),
                    release=tuple(meta.get("release") or ()), resync=bool(meta.get("resync")),
-                   references=dict(meta.get("references") or {}),
+                   references=dict(meta.get("references") or {}), shared_disk=bool(meta.get("shared_disk")),
                    element=None if element is None else Element(element["payload"], element["first_buffer"]))
 
 
@@ -210,7 +214,10 @@ class ResultFrame:
 
     @property
     def nbytes(self) -> int:
-        return sum(memoryview(b).nbytes for b in self.buffers)
+        """The bytes the results came as, as ``Payload.nbytes`` counts what was sent: the pickle stream (where
+        anything numpy or torch does not send out of band lies: a file's text, a list's items) and the buffers."""
+        stream = 0 if self.payload is None else len(self.payload.get("stream", b""))
+        return stream + sum(memoryview(b).nbytes for b in self.buffers)
 
 
 class StoreRow(TypedDict):

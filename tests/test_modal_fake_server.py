@@ -331,3 +331,30 @@ def test_big_inputs_and_results_travel_in_pieces_and_arrive_writable(fresh, shel
     assert report["rpcs"].get("FunctionMap", 0) - before["rpcs"].get("FunctionMap", 0) >= 2  # puts, then run
     assert max(report["input_bytes"][len(before["input_bytes"]):]) < 70 * 2**20  # no call carried it all
     assert report["multipart_uploads"] > before["multipart_uploads"]
+
+
+def test_memmaps_and_open_files_do_not_pretend_to_reach_files_on_the_containers_disk(fresh, shell, capsys,
+                                                                                      tmp_path) -> None:
+    """A container has a disk of its own (the stand-in's runs on this machine, but the backend cannot know it does)."""
+    import numpy as np
+
+    made, kept = tmp_path / "made.f32", tmp_path / "kept.f32"
+    shell.user_ns["path"] = str(made)
+    result = run(shell, "%%modal_gpu --backend modal\nimport numpy as np\n"
+                        "mm = np.memmap(path, dtype='float32', mode='w+', shape=(10,))\nmm[:] = 2.0\n"
+                        "fh = open(path, 'rb')")
+    assert result.success, result.error_in_exec
+    assert type(shell.user_ns["mm"]) is np.ndarray and (shell.user_ns["mm"] == 2.0).all()
+    assert "fh" not in shell.user_ns
+    err = capsys.readouterr().err
+    assert (f"mm: a memmap of {made} travels as a plain in-memory array, not as a memmap of the file: the notebook "
+            "cannot see the worker's disk") in err
+    assert (f"'fh' was not brought back: it is an open file of {made} on the worker's disk, which the notebook "
+            "cannot see: it was not read or sent; open the file in the notebook instead") in err
+    notebooks = np.memmap(kept, dtype="float32", mode="w+", shape=(4,))
+    shell.user_ns["notebooks"] = notebooks
+    assert run(shell, "%%modal_gpu --backend modal\nnotebooks[:] = 5.0").success
+    assert f"notebooks: a memmap of {kept} travels as a plain in-memory array" in capsys.readouterr().err
+    assert shell.user_ns["notebooks"] is notebooks and notebooks.filename == kept  # the cell's values, in place
+    notebooks.flush()
+    assert (np.fromfile(kept, dtype="float32") == 5.0).all()

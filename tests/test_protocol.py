@@ -29,11 +29,11 @@ def _loaded_after(statement: str) -> list[str]:
 def test_a_request_goes_as_the_dict_it_always_was_and_comes_back_the_same() -> None:
     request = RunRequest(code="y = x", outputs=("y",), placeholders=("z",), env={"A": "1"}, state={"s": 1},
                          execution_count=3, colors="linux", resident=True, release=("k1",), resync=True,
-                         references={"k2": "v"}, element=Element({"stream": b""}, first_buffer=2))
+                         references={"k2": "v"}, shared_disk=True, element=Element({"stream": b""}, first_buffer=2))
     wire = request.to_wire()
     assert wire == {"kind": "run", "code": "y = x", "outputs": ["y"], "placeholders": ["z"], "env": {"A": "1"},
                     "state": {"s": 1}, "execution_count": 3, "colors": "linux", "resident": True,
-                    "release": ["k1"], "resync": True, "references": {"k2": "v"},
+                    "release": ["k1"], "resync": True, "references": {"k2": "v"}, "shared_disk": True,
                     "element": {"payload": {"stream": b""}, "first_buffer": 2}}
     # a transport's own keys (the inputs, Modal's token) are not the request's
     assert request_from_wire({**wire, "inputs": {}, "token": "t", "timeout": None}) == request
@@ -65,6 +65,12 @@ def test_each_shape_of_result_goes_with_only_its_own_fields() -> None:
     assert ResultFrame.from_wire(*stopped.to_wire()) == stopped  # what the stopped cell did goes with it
     lacking = ResultFrame.from_wire({"kind": "result", "missing": ["k"], "empty": True}, [])
     assert lacking.missing == ("k",) and lacking.empty and lacking.payload is None
+
+
+def test_a_result_counts_its_pickle_stream_as_well_as_its_buffers() -> None:
+    """What the summary says came back: a text file's content or a list's items travel in the stream."""
+    assert ResultFrame(payload={"stream": b"x" * 10}, buffers=[b"ab", memoryview(b"cde")]).nbytes == 15
+    assert ResultFrame(missing=("k",)).nbytes == 0
 
 
 def test_the_protocol_imports_nothing_of_the_package_but_itself() -> None:

@@ -75,6 +75,10 @@ class Backend(abc.ABC):
     """``--backend auto`` takes the first available backend, lowest first; None: only when asked for by name."""
     auto_help: ClassVar[str] = ""
     """When ``auto`` takes it, for ``--backend``'s help: 'Modal when configured'."""
+    shares_disk: ClassVar[bool] = False
+    """Whether its cells run where this machine's files are, at the same paths (a local worker process): memmaps
+    and open files then cross as those files (``wire.files``); otherwise a memmap goes as a plain array and an
+    open file stays behind, with a sentence saying so."""
     hashes_buffers: bool = False
     """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
     where hashing (~0.5 s per GiB) is faster than the link. A property of the link, so the backend says it;

@@ -61,6 +61,7 @@ class LocalBackend(Backend):
     runs_cells = "on the local backend (this machine)"
     auto_order = 100  # always available: auto's last resort
     auto_help = "local"
+    shares_disk = True  # a process on this machine
 
     @classmethod
     def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:

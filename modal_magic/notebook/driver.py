@@ -63,11 +63,12 @@ def run_cell(
                           execution_count=execution_count, colors=colors, header=header)
     clock = Stopwatch()
     on_event(StageEvent(kind="stage", stage="analyse"))
-    cell = prepare(source, namespace, options, hidden, header, clock, execution_count=execution_count, colors=colors)
+    backend = current().backends.get(options.backend)
+    cell = prepare(source, namespace, options, hidden, header, clock, shared_disk=backend.shares_disk,
+                   execution_count=execution_count, colors=colors)
     crossing = cell.crossing
     on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=crossing.inputs.nbytes))
     try:
-        backend = current().backends.get(options.backend)
         result = crossing.run(backend, cell.request, cell.resources, on_event, options.timeout)
         clock.lap("remote")
         on_event(StageEvent(kind="stage", stage="unpack", bytes=result.nbytes))

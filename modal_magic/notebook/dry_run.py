@@ -31,7 +31,8 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
     mapping = options.mapping
     if mapping is not None:  # as run_mapped packs it: the mapped name is not an input, the copies run fresh
         options, hidden = replace(options, fresh=True), {*hidden, mapping.name}
-    cell = prepare(source, namespace, options, hidden, None, Stopwatch())
+    cell = prepare(source, namespace, options, hidden, None, Stopwatch(),
+                   shared_disk=registry.backend_class(name).shares_disk)
     names, inputs = cell.names, cell.crossing.inputs
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
     return [

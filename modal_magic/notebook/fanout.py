@@ -149,13 +149,15 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
         _hold_back_elements(spec, elements, namespace, options.inputs)
     # The copies run on workers or containers of their own, not the session's: their inputs go as values
     # (a resident reference names an object of the session's one worker), and nothing stays behind.
+    backend = current().backends.get(options.backend)
     cell = prepare(source, namespace, dataclasses.replace(options, fresh=True, inputs=inputs_named),
-                   {*hidden, spec.name}, header, clock, execution_count=execution_count, colors=colors)
+                   {*hidden, spec.name}, header, clock, shared_disk=backend.shares_disk,
+                   execution_count=execution_count, colors=colors)
     inputs = cell.crossing.inputs
-    packed = [_pack_element(spec, index, element.value) for index, element in enumerate(elements)]
+    packed = [_pack_element(spec, index, element.value, cell.disks) for index, element in enumerate(elements)]
     on_event(StageEvent(kind="stage", stage="pack", variables=cell.names, bytes=inputs.nbytes))
     # The backend's lanes: a pool of local workers, or Modal calls on the fan-out's own containers.
-    lanes = current().backends.get(options.backend).lanes(min(len(elements), spec.max_parallel or len(elements)))
+    lanes = backend.lanes(min(len(elements), spec.max_parallel or len(elements)))
     try:
         handler = _Handler(elements, inputs, namespace, spec, on_event, options.device)
         _run_on_lanes(lanes, handler, cell.request, cell.resources, inputs, packed, options.timeout)
@@ -209,12 +211,11 @@ def _hold_back_elements(spec: MapSpec, elements: list[_Element], namespace: Muta
             raise held_back({f"element [{index}] of {spec.label}": found}, [spec.name])
 
 
-def _pack_element(spec: MapSpec, index: int, value: Any) -> wire.Payload:
+def _pack_element(spec: MapSpec, index: int, value: Any, disks: wire.Disks) -> wire.Payload:
     try:
-        return wire.pack({spec.name: value})
+        return wire.pack({spec.name: value}, disks=disks)
     except wire.PackError as exc:
-        raise UsageProblem(f"{spec.label}: element [{index}] cannot be sent: {type(exc.reason).__name__}: "
-                           f"{exc.reason}. Nothing ran.") from None
+        raise UsageProblem(f"{spec.label}: element [{index}] cannot be sent: {exc.why}. Nothing ran.") from None
 
 
 # ------------------------------------------------------------------ running

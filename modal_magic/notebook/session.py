@@ -42,8 +42,8 @@ class Session:
         self.resync = False
         """A result could not be rebuilt here: the remote side must stop vouching for what it holds."""
 
-    def crossing(self, variables: Mapping[str, Any], *, fresh: bool) -> Crossing:
-        return Crossing(self, variables, fresh=fresh)
+    def crossing(self, variables: Mapping[str, Any], *, fresh: bool, disks: wire.Disks) -> Crossing:
+        return Crossing(self, variables, fresh=fresh, disks=disks)
 
     def forget(self) -> None:
         """The remote sides were stopped (``%modal_stop``): nothing is resident any more."""
@@ -56,10 +56,12 @@ class Session:
 
 
 class Crossing:
-    """One cell's inputs and results through the session (``fresh``: without it, as every cell once did)."""
+    """One cell's inputs and results through the session (``fresh``: without it, as every cell once did);
+    ``disks`` says whether the cell sees this machine's files (``wire.files``)."""
 
-    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool) -> None:
+    def __init__(self, session: Session, variables: Mapping[str, Any], *, fresh: bool, disks: wire.Disks) -> None:
         self._session = session
+        self._disks = disks
         self._hash_min: int | None = None
         self._variables = variables
         self._fresh = fresh
@@ -70,7 +72,7 @@ class Crossing:
 
     def _pack(self, missing: tuple[str, ...]) -> None:
         self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
-        self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True)
+        self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True, disks=self._disks)
 
     def run(self, backend: Backend, request: RunRequest, resources: Resources, on_event: OnEvent,
             timeout: float | None) -> ResultFrame:
@@ -120,7 +122,8 @@ class Crossing:
 
     @property
     def notes(self) -> list[str]:
-        return self._lost_graphs + ([] if self._receiver is None else self._receiver.notes)
+        """What changed on the way: the inputs' notes (a memmap sent as a plain array), lost graphs, the results'."""
+        return [*self.inputs.notes, *self._lost_graphs, *([] if self._receiver is None else self._receiver.notes)]
 
     def apply(self) -> None:
         """Update the mirrors the results changed, in place."""

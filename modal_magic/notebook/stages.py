@@ -67,20 +67,24 @@ def one_line(exc: BaseException, width: int = 200) -> str:
 # ------------------------------------------------------------------ before it runs
 @dataclass
 class Prepared:
-    """A cell ready to go: the names it sends, its crossing (the packed inputs), its request and resources."""
+    """A cell ready to go: the names it sends, its crossing (the packed inputs), its request and resources, and
+    what the cell sees of this machine's files (for whatever else goes to it)."""
 
     names: list[str]
     crossing: Crossing
     request: RunRequest
     resources: Resources
+    disks: wire.Disks
 
 
 def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptions, hidden: Collection[str],
-            header: str | None, clock: Stopwatch, *, execution_count: int | None = None,
+            header: str | None, clock: Stopwatch, *, shared_disk: bool, execution_count: int | None = None,
             colors: str = PLAIN) -> Prepared:
     """Analyse the cell and pack what it reads: everything that can fail before anything runs.
 
     ``header`` (the cell's ``%%`` line) goes above the code as a comment, so line numbers match the cell shown.
+    ``shared_disk``: whether the backend's cells see this machine's files (``Backend.shares_disk``), which
+    decides how memmaps and open files go, both ways.
     """
     check_device(options.device)
     found = _analyze(source, 0 if header is None else 1)
@@ -91,17 +95,19 @@ def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptio
 
     hold_back(names, namespace, options.inputs)
     env = _forwarded_env(options.env)
+    disks = wire.Disks(shared_disk, sender="the notebook", receiver="the cell")
     try:
-        crossing = current().session.crossing({name: namespace[name] for name in names}, fresh=options.fresh)
+        crossing = current().session.crossing({name: namespace[name] for name in names}, fresh=options.fresh,
+                                              disks=disks)
     except wire.PackError as exc:
         raise UsageProblem(str(exc)) from None
     _check_size(crossing.inputs, options.max_input_bytes)
     clock.lap("pack")
     request = RunRequest(code=source if header is None else f"# {header}\n{source}", outputs=options.outputs,
                          placeholders=placeholders, env=env, state=process_state.capture(),
-                         execution_count=execution_count, colors=colors)
+                         execution_count=execution_count, colors=colors, shared_disk=shared_disk)
     resources = Resources(gpu=options.gpu, cpu=options.cpu, memory_mib=options.memory_mib, pip=options.pip)
-    return Prepared(names, crossing, request, resources)
+    return Prepared(names, crossing, request, resources, disks)
 
 
 def _forwarded_env(names: Collection[str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ import types
 import zlib
 from typing import Any
 
+from .files import in_its_file
 from .updates import Updates, array_type, is_array, is_tensor, random_states, state_access, storage_types, tensor_type
 
 __all__ = ["RemoteInputs", "LocalObjects"]
@@ -65,6 +66,11 @@ class RemoteInputs:
         self._objects = memo  # keeps every input object alive, so ids stay unique
         measurable = (tensor_type(), array_type(), *random_states())
         storages = storage_types()
+        memmap = getattr(sys.modules.get("numpy"), "memmap", ())
+        self._in_file: set[int] = set()
+        """Inputs that arrived as memmaps of the notebook's files: what the cell wrote to them is in the
+        notebook's memory already, so they go back as references, never read (a memmap may be far bigger
+        than memory)."""
         self._index: dict[int, int] = {}
         self.ids = self._index.keys()
         """The ids of the objects it may name: it answers None for any other (a sender in front of it checks)."""
@@ -72,7 +78,9 @@ class RemoteInputs:
         for index, obj in memo.items():
             if type(obj) in _IMMUTABLE:
                 continue
-            if isinstance(obj, measurable):
+            if isinstance(obj, memmap) and in_its_file(obj):
+                self._in_file.add(id(obj))
+            elif isinstance(obj, measurable):
                 self._arrival[id(obj)] = _snapshot(obj)
             elif type(obj) is types.FunctionType and obj.__dict__:  # attributes a cell may change
                 self._arrival[id(obj)] = _attributes(obj)
@@ -97,6 +105,9 @@ class RemoteInputs:
         if index is None:  # the common case, called for every object pickled: keep it short
             return None
         key = id(obj)
+        if key in self._in_file:
+            obj.flush()  # the cell's writes are in the file itself, as well as in the notebook's mapping of it
+            return ("ref", index)
         state = self._state.get(key)
         if state == "pending":  # the object inside its own ("upd", i, obj) entry: pickle it by value
             self._state[key] = "sent"

@@ -41,9 +41,11 @@ import cloudpickle
 from cloudpickle import cloudpickle as _cloudpickle_internals
 
 from . import process_state, sources
+from .files import ELSEWHERE, Disks, Files, StaysBehind
 from .identity import view_within
 
-__all__ = ["Payload", "PackError", "UnpackError", "Refs", "MainGlobals", "pack", "unpack", "dumps", "loads", "versions"]
+__all__ = ["Payload", "PackError", "UnpackError", "Refs", "MainGlobals", "Disks", "pack", "unpack", "dumps", "loads",
+           "versions"]
 
 PROTOCOL = 5
 _MAGIC = b"MMWIRE1\n"
@@ -63,9 +65,20 @@ class PackError(pickle.PicklingError, TypeError):
         self.name = name
         self.reason = reason
 
+    @property
+    def why(self) -> str:
+        """What went wrong, in words: a ``StaysBehind`` says it in its own sentence."""
+        return why_left_out(self.reason)
+
     def __str__(self) -> str:
-        return (f"variable {self.name!r} cannot be sent: {type(self.reason).__name__}: {self.reason}. "
-                "Leave it out of the cell, or make it picklable.")
+        if isinstance(self.reason, StaysBehind):
+            return f"variable {self.name!r} cannot be sent: {self.reason}."
+        return f"variable {self.name!r} cannot be sent: {self.why}. Leave it out of the cell, or make it picklable."
+
+
+def why_left_out(reason: BaseException) -> str:
+    """Why a variable could not be sent, as ``Payload.skipped`` and ``PackError`` say it."""
+    return str(reason) if isinstance(reason, StaysBehind) else f"{type(reason).__name__}: {reason}"
 
 
 class UnpackError(pickle.UnpicklingError, RuntimeError):
@@ -139,11 +152,11 @@ def versions() -> dict[str, str]:
 
 # ------------------------------------------------------------------ pickling
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle plus torch storages as out-of-band buffers (see ``tensors``), and the
-    user's own modules by value (see ``_users_modules``)."""
+    """cloudpickle plus torch storages as out-of-band buffers (see ``tensors``), the user's own modules by
+    value (see ``_users_modules``), and memmaps and open files as their files (see ``files``)."""
 
     def __init__(self, file: io.BytesIO, buffer_callback: Callable[[pickle.PickleBuffer], None],
-                 by_value: frozenset[str] = frozenset()) -> None:
+                 by_value: frozenset[str] = frozenset(), disks: Disks = ELSEWHERE) -> None:
         # Read by the C pickler at init. Well-known singletons go as references to the other side's
         # own (``process_state``). One flat dict: the pickler looks every object's type up in it,
         # and cloudpickle's ChainMap costs a Python call per lookup (half the time of a plain object).
@@ -155,6 +168,7 @@ class _Pickler(cloudpickle.Pickler):
                                types.CodeType: functools.partial(_code_where_defined, self.code_files)}
         super().__init__(file, protocol=PROTOCOL, buffer_callback=buffer_callback)
         self.notes: list[str] = []
+        self._files = Files(disks, self.notes)
         self._reduce_torch, self.host_memory = _torch_support()
         self._by_value = by_value
         self._refs: Refs | None = None
@@ -183,6 +197,10 @@ class _Pickler(cloudpickle.Pickler):
         if type(obj) is self._ndarray:
             reduced = self._array(obj)
             if reduced is not None:
+                return reduced
+        elif type(obj) in self._files.types:
+            reduced = self._files.reduce(obj)
+            if reduced is not NotImplemented:
                 return reduced
         if self._by_value and isinstance(obj, _IMPORTABLE) and _top_package(obj) in self._by_value:
             return self._reduce_by_value(obj)
@@ -295,25 +313,27 @@ class Refs(Protocol):
 
 
 def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | None = None,
-         keep_memo: bool = False) -> Payload:
+         keep_memo: bool = False, disks: Disks = ELSEWHERE) -> Payload:
     """Pickle ``variables`` into a payload.
 
     Strict (inputs): the first variable that cannot be pickled raises
     ``PackError`` naming it. Lenient (outputs): such variables are left out and
     listed in ``payload.skipped``; the others still go. ``refs`` may replace
     objects by references; ``keep_memo`` records which object got which memo
-    index (``payload.memo``), so that the receiver's references can be resolved.
+    index (``payload.memo``), so that the receiver's references can be resolved. ``disks`` says whether the
+    receiver sees this side's files (memmaps and open files then go as those files; see ``files``): by default
+    it does not.
     """
     by_value = _users_modules()
     skipped: dict[str, str] = {}
     while True:
         todo = {k: v for k, v in variables.items() if k not in skipped}
         try:
-            return _pack_once(todo, skipped, refs, keep_memo, by_value)
+            return _pack_once(todo, skipped, refs, keep_memo, by_value, disks)
         except _VariableFailed as failed:
             if not lenient:
                 raise PackError(failed.name, failed.reason) from None
-            skipped[failed.name] = f"{type(failed.reason).__name__}: {failed.reason}"
+            skipped[failed.name] = why_left_out(failed.reason)
 
 
 class _VariableFailed(Exception):
@@ -337,10 +357,10 @@ def gc_paused() -> Iterator[None]:
 
 @gc_paused()
 def _pack_once(variables: Mapping[str, Any], skipped: dict[str, str], refs: Refs | None,
-               keep_memo: bool, by_value: frozenset[str]) -> Payload:
+               keep_memo: bool, by_value: frozenset[str], disks: Disks) -> Payload:
     stream = io.BytesIO()
     buffers: list[memoryview] = []
-    pickler = _Pickler(stream, lambda b: buffers.append(b.raw()), by_value)
+    pickler = _Pickler(stream, lambda b: buffers.append(b.raw()), by_value, disks)
     if refs is not None:
         refs.reset()
         pickler.refer_to(refs)

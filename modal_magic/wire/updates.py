@@ -13,6 +13,7 @@ the new content is replaced by it, with the one note that says so.
 from __future__ import annotations
 
 import functools
+import io
 import random
 import sys
 import types
@@ -108,10 +109,12 @@ def is_array(obj: Any) -> bool:
 
 def updatable(local: Any, new: Any) -> bool:
     """Whether ``new``'s content can be copied into ``local`` (so that everything holding ``local`` sees it)."""
-    if type(local) is not type(new):
+    if type(local) is not type(new) and not _memmap_of_plain(local, new):
         return False
     if is_array(local):
         return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
+    if isinstance(local, io.IOBase):
+        return local.closed or new.closed or local.seekable()
     if is_tensor(local):
         return local.layout == new.layout and not local.is_quantized and not local.is_nested
     if isinstance(local, storage_types()):
@@ -130,6 +133,10 @@ def update_in_place(local: Any, new: Any) -> None:
         import numpy
 
         numpy.copyto(local, new)
+        if type(local) is not type(new):  # a memmap's values from a plain array: its own attributes stay
+            return
+    elif isinstance(local, io.IOBase):
+        _update_file(local, new)
     elif isinstance(local, (list, bytearray)):
         local[:] = new
     elif isinstance(local, (dict, set)):
@@ -141,6 +148,24 @@ def update_in_place(local: Any, new: Any) -> None:
     if hasattr(local, "__dict__") and not is_tensor(local) and local.__dict__ is not new.__dict__:
         local.__dict__.clear()
         local.__dict__.update(new.__dict__)
+
+
+def _memmap_of_plain(local: Any, new: Any) -> bool:
+    """Whether ``local`` is a memmap that went as a plain array (the other side has another disk) and ``new``
+    that array's new values: they go into ``local``, and so into its file."""
+    numpy = sys.modules.get("numpy")
+    return numpy is not None and isinstance(local, numpy.memmap) and type(new) is numpy.ndarray
+
+
+def _update_file(local: Any, new: Any) -> None:
+    """The notebook's open file where the other side left its copy (``wire.files``): at the same position, or
+    closed. ``new`` is closed either way: it was opened only to say where."""
+    if new.closed or local.closed:
+        local.close()
+        return
+    local.flush()
+    local.seek(new.tell())
+    new.close()
 
 
 def _update_tensor(local: Any, new: Any) -> None:

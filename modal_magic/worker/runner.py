@@ -272,7 +272,8 @@ class Runner:
         elif self._hook.value is not None:
             extra[VALUE] = self._hook.value
         self._hook.value = None
-        payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs)
+        payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs,
+                            disks=wire.Disks(request.shared_disk, sender="the worker", receiver="the notebook"))
         if store is not None:
             store.settle(refs)
         return ResultFrame(
