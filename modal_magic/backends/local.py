@@ -52,6 +52,7 @@ _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is 
 _SOCKET_BUFFER = 4 << 20
 _LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
 _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
+_GONE = "its state is gone; the next cell starts a fresh worker"
 _PRELOAD = ("torch",)  # imported by a new worker before it is ready, when the notebook has imported them
 
 
@@ -187,7 +188,8 @@ class LocalBackend(Backend):
             frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
         except KeyboardInterrupt:
             self._stop_worker()  # half a frame was sent: the stream is unusable
-            raise
+            raise KeyboardInterrupt(f"the interrupt cut the inputs off on their way to the worker, so it was "
+                                    f"replaced: {_GONE}") from None
         except OSError:
             raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started"
                              f"{self._last_words()}") from None
@@ -196,10 +198,7 @@ class LocalBackend(Backend):
                 _check_stop(stop)  # on every frame too: a printing cell's stream never waits long enough to tick
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
             except KeyboardInterrupt:
-                stopped = self._interrupt()
-                if stopped is None:
-                    raise
-                return stopped  # the cell's last frame: the driver raises the interrupt where the cell was
+                return self._interrupt()  # the cell's last frame: the driver raises the interrupt where the cell was
             except TimeoutError:
                 self._stop_worker()
                 raise CellTimeout(
@@ -222,11 +221,12 @@ class LocalBackend(Backend):
             return frames.recv(self._sock)
         except KeyboardInterrupt:
             self._stop_worker()  # interrupted mid-frame: the stream is unusable
-            raise
+            raise KeyboardInterrupt(f"the interrupt cut off what the worker was sending, so it was replaced: "
+                                    f"{_GONE}") from None
         except (frames.ConnectionClosed, OSError):
             raise WorkerDied(
                 f"the local worker {describe_exit(self._wait_exit())} while running the cell{self._last_words()}. "
-                "Its state is gone; the next cell starts a fresh worker.") from None
+                f"{_GONE.capitalize()}.") from None
 
     def _log(self) -> Any:
         """Where the worker's own stderr goes: what native code prints as it crashes, kept for the error.
@@ -282,27 +282,38 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self) -> Frame | None:
+    def _interrupt(self) -> Frame:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
 
-        Returns the interrupted cell's last frame (it says where the cell was), or
-        None when the worker had to go or the interrupt came outside the cell.
+        Returns the interrupted cell's last frame (it says where the cell was). Raises ``KeyboardInterrupt``
+        when the interrupt did not end in the cell's own code: with a sentence saying what became of the
+        cell or the worker, when there is one to say (the driver shows it, ``notebook/interrupts.py``).
         """
         if self._proc is None or self._sock is None:
-            return None
+            raise KeyboardInterrupt
         try:
             os.kill(self._proc.pid, signal.SIGINT)
             deadline = time.monotonic() + self._grace
             while True:
                 self._wait_readable(self._sock, deadline)
                 meta, buffers = frames.recv(self._sock)
-                if meta["kind"] == "result" and meta.get("interrupted"):
-                    return meta, buffers
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
-                    return None
-        except (TimeoutError, KeyboardInterrupt, OSError, frames.ConnectionClosed):
-            self._stop_worker()
-            return None
+                    break
+        except TimeoutError:
+            why = f"the worker did not stop within {self._grace:g} s of the interrupt"
+        except KeyboardInterrupt:
+            why = "a second interrupt came before the worker stopped"
+        except (OSError, frames.ConnectionClosed):
+            why = f"the worker {describe_exit(self._wait_exit())} as it was interrupted"
+        else:
+            if meta["kind"] == "result" and meta.get("interrupted"):
+                return meta, buffers
+            if meta["kind"] == "result":  # `!sleep 9` stops its command and goes on, as IPython does everywhere
+                raise KeyboardInterrupt("the cell caught the interrupt and finished (as an interrupted `!command` "
+                                        "does); what it made was not brought back")
+            raise KeyboardInterrupt  # it landed in the worker outside the cell (packing the results): nothing to add
+        self._stop_worker()
+        raise KeyboardInterrupt(f"{why}, so it was replaced: {_GONE}")
 
 
 def _check_stop(stop: threading.Event | None) -> None:
