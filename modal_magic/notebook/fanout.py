@@ -101,10 +101,9 @@ class MapSpec:
 class MapFailed(ExceptionGroup if sys.version_info >= (3, 11) else Exception):  # type: ignore[misc, name-defined]  # noqa: F821
     """Some elements failed: ``exceptions`` holds each one's exception (``indices`` says which element).
 
-    An ``ExceptionGroup`` where Python has one: IPython hands groups to
-    Python's own display, which shows each exception with its note (the
-    element and the cell line it stopped at). Elsewhere IPython shows ``lines``,
-    one per failed element, through ``_render_traceback_``.
+    An ``ExceptionGroup`` where Python has one, each exception with a note (the element and the cell line
+    it stopped at). IPython shows ``lines``, one sentence per failed element (``_render_traceback_``; for a
+    group, through the handler the extension gives IPython, ``magic._show_map_failed``).
     """
 
     indices: tuple[int, ...] = ()
