@@ -121,6 +121,8 @@ class LocalBackend(Backend):
             meta, _ = self._recv()
         except WorkerDied as exc:
             raise BackendUnavailable(f"the local worker failed to start: {exc}") from None
+        except KeyboardInterrupt:  # it was stopped as it started: nothing of it is lost, nothing to add
+            raise KeyboardInterrupt from None
         if meta.get("kind") != "ready":
             raise BackendUnavailable(f"the local worker sent {meta!r} instead of 'ready'")
         return ours
@@ -198,7 +200,7 @@ class LocalBackend(Backend):
                 _check_stop(stop)  # on every frame too: a printing cell's stream never waits long enough to tick
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
             except KeyboardInterrupt:
-                return self._interrupt()  # the cell's last frame: the driver raises the interrupt where the cell was
+                return self._interrupt(on_event)  # the cell's last frame: the driver raises it where the cell was
             except TimeoutError:
                 self._stop_worker()
                 raise CellTimeout(
@@ -282,8 +284,11 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self) -> Frame:
+    def _interrupt(self, on_event: OnEvent) -> Frame:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
+
+        What the worker sends until its last frame still goes to ``on_event``: the cell's output as it unwinds
+        (a ``!command``'s ``^C``), and the stage it had reached (the driver says where the interrupt landed).
 
         Returns the interrupted cell's last frame (it says where the cell was). Raises ``KeyboardInterrupt``
         when the interrupt did not end in the cell's own code: with a sentence saying what became of the
@@ -299,6 +304,7 @@ class LocalBackend(Backend):
                 meta, buffers = frames.recv(self._sock)
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
                     break
+                on_event(cast(Event, meta))
         except TimeoutError:
             why = f"the worker did not stop within {self._grace:g} s of the interrupt"
         except KeyboardInterrupt:
