@@ -1,7 +1,8 @@
 """Interrupts that land outside the cell's own code, and ``--map`` failures, through the real magic and workers.
 
-The interrupt cases (each ends in one short ``KeyboardInterrupt``, nothing of ``modal_magic/`` shown, and a
-``modal_gpu:`` line when the worker had to be replaced):
+The interrupt cases. The cell's own code interrupted: the ``KeyboardInterrupt`` at the cell's line, the worker
+kept. Every other ends in one short ``KeyboardInterrupt`` saying where it landed, nothing of ``modal_magic/``
+shown, and a ``modal_gpu:`` line when the worker had to be replaced:
 
 * the worker is stopped (SIGSTOP) while the cell runs;
 * the cell ignores SIGINT (``signal.signal(SIGINT, SIG_IGN)``, then sleeps);
@@ -121,6 +122,19 @@ def warm(shell) -> int:
     """A warm worker's pid."""
     assert run(shell, "%%modal_gpu\nx = 1").success
     return local_pid()
+
+
+def test_an_interrupt_of_the_cells_own_code_shows_its_line_and_keeps_the_worker(shell, capsys, warm, tmp_path) -> None:
+    sign = tmp_path / "running"
+    presser = interrupt_running(sign.exists)
+    run_interrupted(shell, f"%%modal_gpu\nstate = 'after'\nimport time\nopen({str(sign)!r}, 'w').close()\n"
+                           "time.sleep(30)", presser)
+    shown = capsys.readouterr()
+    text = shown.out + shown.err
+    assert "----> 5 time.sleep(30)" in text and "KeyboardInterrupt" in text  # where it stopped, as locally
+    assert "modal_magic" not in text and "select" not in text               # nothing of our machinery
+    assert_next_cell_works(shell)
+    assert shell.user_ns["next_pid"] == warm  # the cell unwound; worker kept
 
 
 def test_a_stopped_worker_is_replaced_and_said_so(shell, capsys, warm, tmp_path) -> None:

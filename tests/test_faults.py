@@ -1,11 +1,11 @@
 """Fault injection through the real magic and worker: each failure reads as a sentence,
-the namespace is left as a failed local cell would leave it, and the next cell works."""
+the namespace is left as a failed local cell would leave it, and the next cell works.
+
+Interrupts, and the failures of ``--map``, are in ``test_fault_interrupts.py``."""
 
 from __future__ import annotations
 
-import _thread
 import os
-import threading
 import time
 
 import numpy as np
@@ -59,38 +59,6 @@ def test_timeout_stops_the_cell_soon_after_the_limit(shell) -> None:
     assert elapsed < 5
     assert shell.user_ns["state"] == "before"
     assert_next_cell_works(shell)
-
-
-def test_interrupt_stops_the_remote_cell_and_keeps_the_worker(shell, capsys) -> None:
-    run(shell, "%%modal_gpu\nimport os\nfirst_pid = os.getpid()")
-    run(shell, "state = 'before'")
-    timer = threading.Timer(1.0, _thread.interrupt_main)  # the notebook's stop button
-    timer.start()
-    started = time.monotonic()
-    result = run(shell, "%%modal_gpu\nstate = 'after'\nimport time\ntime.sleep(30)")
-    elapsed = time.monotonic() - started
-    timer.join()
-    assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    assert elapsed < 4                                     # stopped within a couple of seconds
-    assert shell.user_ns["state"] == "before"
-    shown = capsys.readouterr()
-    shown = shown.out + shown.err
-    assert "----> 4 time.sleep(30)" in shown and "KeyboardInterrupt" in shown  # where it stopped, as locally
-    assert "modal_magic" not in shown and "select" not in shown               # nothing of our machinery
-    assert_next_cell_works(shell)
-    assert shell.user_ns["next_pid"] == shell.user_ns["first_pid"]  # the cell unwound; worker kept
-
-
-def test_interrupt_of_a_cell_that_ignores_it_replaces_the_worker(shell) -> None:
-    run(shell, "%%modal_gpu\nimport os\nfirst_pid = os.getpid()")
-    timer = threading.Timer(1.0, _thread.interrupt_main)
-    timer.start()
-    body = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(30)"
-    result = run(shell, f"%%modal_gpu\n{body}")
-    timer.join()
-    assert isinstance(result.error_in_exec, KeyboardInterrupt)
-    assert_next_cell_works(shell)
-    assert shell.user_ns["next_pid"] != shell.user_ns["first_pid"]
 
 
 def test_unpicklable_input_is_named_before_anything_runs(shell, capsys) -> None:
