@@ -26,7 +26,7 @@ __all__ = ["Landing"]
 _WHERE = {
     "analyse": "before the cell was sent",
     "pack": "before the cell was sent",
-    "start": "while the worker was starting",
+    "start": "while waiting for a worker to run it",
     "upload": "while the inputs were going up",
     "run": "while the cell ran",
     "download": "while the results were being packed and sent back",
