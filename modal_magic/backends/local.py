@@ -40,6 +40,7 @@ from ..protocol import (
 )
 from ..wire import frames
 from ..wire import payload as wire
+from ..worker import stack
 from ..worker.lifeline import PARENT
 from .base import Backend, Description
 
@@ -52,6 +53,7 @@ _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is 
 _SOCKET_BUFFER = 4 << 20
 _LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
 _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
+_ASKED = 0.5  # seconds a worker that did not stop gets to say where its cell is
 _GONE = "its state is gone; the next cell starts a fresh worker"
 _PRELOAD = ("torch",)  # imported by a new worker before it is ready, when the notebook has imported them
 
@@ -199,8 +201,8 @@ class LocalBackend(Backend):
             try:
                 _check_stop(stop)  # on every frame too: a printing cell's stream never waits long enough to tick
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
-            except KeyboardInterrupt:
-                return self._interrupt(on_event)  # the cell's last frame: the driver raises it where the cell was
+            except KeyboardInterrupt:  # the cell's last frame: the driver raises the interrupt where the cell was
+                return self._interrupt(on_event, request.get("code", ""))
             except TimeoutError:
                 self._stop_worker()
                 raise CellTimeout(
@@ -284,7 +286,7 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self, on_event: OnEvent) -> Frame:
+    def _interrupt(self, on_event: OnEvent, code: str) -> Frame:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
 
         What the worker sends until its last frame still goes to ``on_event``: the cell's output as it unwinds
@@ -306,7 +308,7 @@ class LocalBackend(Backend):
                     break
                 on_event(cast(Event, meta))
         except TimeoutError:
-            why = f"the worker did not stop within {self._grace:g} s of the interrupt"
+            why = f"the worker did not stop within {self._grace:g} s of the interrupt{self._where(code)}"
         except KeyboardInterrupt:
             why = "a second interrupt came before the worker stopped"
         except (OSError, frames.ConnectionClosed):
@@ -320,6 +322,25 @@ class LocalBackend(Backend):
             raise KeyboardInterrupt  # it landed in the worker outside the cell (packing the results): nothing to add
         self._stop_worker()
         raise KeyboardInterrupt(f"{why}, so it was replaced: {_GONE}")
+
+    def _where(self, code: str) -> str:
+        """' (the cell was at line 6: time.sleep(30))', asked of a worker that did not stop (``worker/stack.py``);
+        '' when it does not say (a stopped worker cannot)."""
+        assert self._proc is not None and self._stderr is not None
+        log = self._stderr.fileno()
+        start = os.fstat(log).st_size
+        os.kill(self._proc.pid, stack.SIGNAL)
+        deadline = time.monotonic() + _ASKED
+        dump = ""
+        while not stack.complete(dump) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            # pread: the worker writes through the same open file, and moving its offset would misplace its words
+            dump = os.pread(log, os.fstat(log).st_size - start, start).decode(errors="replace")
+        number = stack.cell_line(dump)
+        if number is None:
+            return ""
+        lines = code.splitlines()
+        return f" (the cell was at line {number}" + (f": {lines[number - 1].strip()})" if number <= len(lines) else ")")
 
 
 def _check_stop(stop: threading.Event | None) -> None:
