@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "ResultsLost",
@@ -58,7 +58,10 @@ class RemoteError(Exception):
         super().__init__(f"{type_name}: {message}")
 
 
-def with_remote_traceback(exc: BaseException, traceback_lines: list[str]) -> BaseException:
+_E = TypeVar("_E", bound=BaseException)
+
+
+def with_remote_traceback(exc: _E, traceback_lines: list[str]) -> _E:
     """Make IPython show the remote traceback for ``exc`` instead of our local frames.
 
     IPython asks an exception for ``_render_traceback_()`` before formatting

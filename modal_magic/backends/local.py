@@ -40,6 +40,7 @@ from ..protocol import (
 )
 from ..wire import frames
 from ..wire import payload as wire
+from ..worker import stack
 from ..worker.lifeline import PARENT
 from .base import Backend, Description
 
@@ -52,6 +53,8 @@ _GRACE = 2.0  # seconds an interrupted cell gets to unwind before its worker is 
 _SOCKET_BUFFER = 4 << 20
 _LAST_WORDS = 2048  # bytes of a dead worker's stderr quoted in the error
 _SLICE = 0.1  # seconds between checks for a pending interrupt while a cell runs
+_ASKED = 0.5  # seconds a worker that did not stop gets to say where its cell is
+_GONE = "its state is gone; the next cell starts a fresh worker"
 _PRELOAD = ("torch",)  # imported by a new worker before it is ready, when the notebook has imported them
 
 
@@ -121,6 +124,8 @@ class LocalBackend(Backend):
             meta, _ = self._recv()
         except WorkerDied as exc:
             raise BackendUnavailable(f"the local worker failed to start: {exc}") from None
+        except KeyboardInterrupt:  # it was stopped as it started: nothing of it is lost, nothing to add
+            raise KeyboardInterrupt from None
         if meta.get("kind") != "ready":
             raise BackendUnavailable(f"the local worker sent {meta!r} instead of 'ready'")
         return ours
@@ -188,7 +193,8 @@ class LocalBackend(Backend):
             frames.send(sock, {**request, "inputs": inputs.meta()}, inputs.buffers)
         except KeyboardInterrupt:
             self._stop_worker()  # half a frame was sent: the stream is unusable
-            raise
+            raise KeyboardInterrupt(f"the interrupt cut the inputs off on their way to the worker, so it was "
+                                    f"replaced: {_GONE}") from None
         except OSError:
             raise WorkerDied(f"the local worker {describe_exit(self._wait_exit())} before the cell started"
                              f"{self._last_words()}") from None
@@ -196,11 +202,8 @@ class LocalBackend(Backend):
             try:
                 _check_stop(stop)  # on every frame too: a printing cell's stream never waits long enough to tick
                 self._wait_readable(sock, deadline, lambda: _tick(on_event, stop))
-            except KeyboardInterrupt:
-                stopped = self._interrupt()
-                if stopped is None:
-                    raise
-                return stopped  # the cell's last frame: the driver raises the interrupt where the cell was
+            except KeyboardInterrupt:  # the cell's last frame: the driver raises the interrupt where the cell was
+                return self._interrupt(on_event, request.get("code", ""))
             except TimeoutError:
                 self._stop_worker()
                 raise CellTimeout(
@@ -223,11 +226,12 @@ class LocalBackend(Backend):
             return frames.recv(self._sock)
         except KeyboardInterrupt:
             self._stop_worker()  # interrupted mid-frame: the stream is unusable
-            raise
+            raise KeyboardInterrupt(f"the interrupt cut off what the worker was sending, so it was replaced: "
+                                    f"{_GONE}") from None
         except (frames.ConnectionClosed, OSError):
             raise WorkerDied(
                 f"the local worker {describe_exit(self._wait_exit())} while running the cell{self._last_words()}. "
-                "Its state is gone; the next cell starts a fresh worker.") from None
+                f"{_GONE.capitalize()}.") from None
 
     def _log(self) -> Any:
         """Where the worker's own stderr goes: what native code prints as it crashes, kept for the error.
@@ -283,36 +287,61 @@ class LocalBackend(Backend):
             if tick is not None:
                 tick()  # lets a progress view show the time going by
 
-    def _interrupt(self) -> Frame | None:
+    def _interrupt(self, on_event: OnEvent, code: str) -> Frame:
         """Forward the interrupt; keep the worker if the cell unwinds in time, else replace it.
 
-        Returns the interrupted cell's last frame (it says where the cell was), or
-        None when the worker had to go or the interrupt came outside the cell.
+        What the worker sends until its last frame still goes to ``on_event``: the cell's output as it unwinds
+        (a ``!command``'s ``^C``), and the stage it had reached (the driver says where the interrupt landed).
+
+        Returns the interrupted cell's last frame (it says where the cell was). Raises ``KeyboardInterrupt``
+        when the interrupt did not end in the cell's own code: with a sentence saying what became of the
+        cell or the worker, when there is one to say (the driver shows it, ``notebook/interrupts.py``).
         """
         if self._proc is None or self._sock is None:
-            return None
+            raise KeyboardInterrupt
         deadline: float | None = time.monotonic() + self._grace
         try:
             os.kill(self._proc.pid, signal.SIGINT)
             while True:
                 self._wait_readable(self._sock, deadline)
                 meta, buffers = frames.recv(self._sock)
-                if meta["kind"] == "result" and meta.get("interrupted"):
-                    return meta, buffers
                 if meta["kind"] in ("result", "interrupted", "internal_error"):
-                    return None
+                    break
                 if meta.get("stage") == "download":  # the cell stopped: what it did is being packed, however long
                     deadline = None
+                on_event(cast(Event, meta))
+        except TimeoutError:
+            why = f"the worker did not stop within {self._grace:g} s of the interrupt{self._where(code)}"
         except KeyboardInterrupt:
-            self._stop_worker()
-            if deadline is None:
-                print("modal_gpu: a second interrupt abandoned what the stopped cell had done (its results were "
-                      "coming back); the notebook is as before the cell, and the next cell starts a fresh worker.",
-                      file=sys.stderr)
-            return None
-        except (TimeoutError, OSError, frames.ConnectionClosed):
-            self._stop_worker()
-            return None
+            why = ("a second interrupt came before the worker stopped" if deadline is not None else
+                   "a second interrupt abandoned what the stopped cell had done (its results were coming back)")
+        except (OSError, frames.ConnectionClosed):
+            why = f"the worker {describe_exit(self._wait_exit())} as it was interrupted"
+        else:
+            if meta["kind"] == "result":  # stopped where it was; or it caught the interrupt and finished, as a
+                return meta, buffers     # `!sleep 9` does (IPython stops the command, the cell goes on): as locally
+            raise KeyboardInterrupt  # it landed in the worker outside the cell (packing the results): nothing to add
+        self._stop_worker()
+        raise KeyboardInterrupt(f"{why}, so it was replaced: {_GONE}")
+
+    def _where(self, code: str) -> str:
+        """' (the cell was at line 6: time.sleep(30))', asked of a worker that did not stop (``worker/stack.py``);
+        '' when it does not say (a stopped worker cannot)."""
+        assert self._proc is not None and self._stderr is not None
+        log = self._stderr.fileno()
+        start = os.fstat(log).st_size
+        os.kill(self._proc.pid, stack.SIGNAL)
+        deadline = time.monotonic() + _ASKED
+        dump = ""
+        while not stack.complete(dump) and time.monotonic() < deadline:
+            time.sleep(0.02)
+            # pread: the worker writes through the same open file, and moving its offset would misplace its words
+            dump = os.pread(log, os.fstat(log).st_size - start, start).decode(errors="replace")
+        number = stack.cell_line(dump)
+        if number is None:
+            return ""
+        lines = code.splitlines()
+        return f" (the cell was at line {number}" + (f": {lines[number - 1].strip()})" if number <= len(lines) else ")")
 
 
 def _check_stop(stop: threading.Event | None) -> None:

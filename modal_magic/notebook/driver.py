@@ -26,6 +26,7 @@ from ..wire import process_state
 from .cell import NO_VALUE, CellOptions, CellOutcome
 from .extension import current
 from .fanout import run_mapped
+from .interrupts import Landing
 from .output import show_event
 from .session import Crossing
 from .stages import Stopwatch, one_line, prepare, rebuild
@@ -56,11 +57,24 @@ def run_cell(
 
     Raises the cell's own exception, ``SyntaxError`` as compiling would,
     ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``
-    subclasses when the machinery fails.
+    subclasses when the machinery fails. An interrupt is a ``KeyboardInterrupt``: where the cell was, when
+    its own code was interrupted; else one line saying where it landed, and what the backend said of it.
     """
-    if options.mapping is not None:  # --map: one copy per element, results as lists
-        return run_mapped(source, namespace, options, on_event=on_event, hidden=hidden,
-                          execution_count=execution_count, colors=colors, header=header)
+    landing = Landing(on_event)
+    try:
+        if options.mapping is not None:  # --map: one copy per element, results as lists
+            return run_mapped(source, namespace, options, on_event=landing, hidden=hidden,
+                              execution_count=execution_count, colors=colors, header=header)
+        return _run_one(source, namespace, options, on_event=landing, hidden=hidden,
+                        execution_count=execution_count, colors=colors, header=header)
+    except KeyboardInterrupt as exc:
+        raise landing.told(exc) from None
+
+
+def _run_one(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,
+             on_event: Callable[[Event], None], hidden: Collection[str], execution_count: int | None,
+             colors: str, header: str | None) -> CellOutcome:
+    """``run_cell`` for one cell (no ``--map``)."""
     clock = Stopwatch()
     on_event(StageEvent(kind="stage", stage="analyse"))
     backend = current().backends.get(options.backend)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import Backend
-from ..errors import BackendUnavailable, RemoteError, UsageProblem
+from ..errors import BackendUnavailable, ModalMagicError, RemoteError, UsageProblem
 from ..protocol import (
     DoneEvent,
     Element,
@@ -101,10 +101,9 @@ class MapSpec:
 class MapFailed(ExceptionGroup if sys.version_info >= (3, 11) else Exception):  # type: ignore[misc, name-defined]  # noqa: F821
     """Some elements failed: ``exceptions`` holds each one's exception (``indices`` says which element).
 
-    An ``ExceptionGroup`` where Python has one: IPython hands groups to
-    Python's own display, which shows each exception with its note (the
-    element and the cell line it stopped at). Elsewhere IPython shows ``lines``,
-    one per failed element, through ``_render_traceback_``.
+    An ``ExceptionGroup`` where Python has one, each exception with a note (the element and the cell line
+    it stopped at). IPython shows ``lines``, one sentence per failed element (``_render_traceback_``; for a
+    group, through the handler the extension gives IPython, ``magic._show_map_failed``).
     """
 
     indices: tuple[int, ...] = ()
@@ -167,7 +166,7 @@ def run_mapped(source: str, namespace: MutableMapping[str, Any], options: CellOp
         on_event(DoneEvent(kind="done", ok=False, error=one_line(exc), elements=_element_times(elements)))
         raise
     outcome.sent = cell.names
-    failed = _failure(elements, spec, cell.request.code)
+    failed = _failure(handler, cell.request.code)
     on_event(DoneEvent(kind="done", ok=failed is None, elements=_element_times(elements),
                        error="" if failed is None else failed.message,
                        injected={name: namespace[name] for name in outcome.injected}))
@@ -269,10 +268,10 @@ def _run_on_lanes(lanes: list[Backend], handler: _Handler, request: RunRequest, 
             if thread.ident is not None:
                 thread.join()
     handler.note(final=True)
-    if interrupted:
-        raise KeyboardInterrupt("every element was stopped; nothing was changed in the notebook")
-    if handler.fatal is not None:
-        raise handler.fatal
+    if interrupted:  # (issue 25 is to keep what finished; until then the promise is that nothing changes)
+        raise KeyboardInterrupt("; ".join(["every element was stopped; nothing was changed in the notebook",
+                                           *(f"{said} ({_indices(indices)})"
+                                             for said, indices in handler.interrupts.items())]))
 
 
 def _lane(backend: Backend, todo: queue.SimpleQueue[int], job: Callable[[int], tuple[RunRequest, wire.Payload]],
@@ -323,6 +322,7 @@ class _Handler:
         self.fatal: BaseException | None = None
         self.changed: dict[str, None] = {}  # notebook names whose objects a copy changed in place
         self.warnings: dict[str, list[int]] = {}
+        self.interrupts: dict[str, list[int]] = {}  # what the backend said of a stopped element -> the elements
         self._partial: dict[tuple[int, str], str] = {}  # (element, stream) -> its line printed so far
         self._waiting = ""  # what the latest element's stage said it waits for (the app starting, a container)
         self._counts = ""
@@ -341,6 +341,8 @@ class _Handler:
                 self._result(index, item)
             elif isinstance(item, KeyboardInterrupt) or (kind == "cancelled" and self.fatal is None):
                 element.cancelled = True  # stopped, or the machinery gave way as the rest were cancelled
+                if str(item):  # what the backend said of it (its worker did not stop and was replaced)
+                    self.interrupts.setdefault(str(item), []).append(index)
             else:
                 self._failed(element, item)
         self.note()
@@ -426,9 +428,7 @@ def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: Stopw
     results = [e.result for e in elements]
     outcome = CellOutcome(value=NO_VALUE if all(r is NO_VALUE for r in results)
                           else [None if r is NO_VALUE else r for r in results])
-    outcome.warnings = [f"{warning} (element{'s' if len(indices) > 1 else ''} "
-                        f"{', '.join(f'[{i}]' for i in sorted(indices)[:8])}{', …' if len(indices) > 8 else ''})"
-                        for warning, indices in handler.warnings.items()]
+    outcome.warnings = [f"{warning} ({_indices(indices)})" for warning, indices in handler.warnings.items()]
     if handler.changed:
         outcome.warnings.append(f"{spec.label}: the copies' in-place changes to {', '.join(handler.changed)} "
                                 "cannot be merged and were dropped (bind a new name to bring a result back)")
@@ -446,8 +446,18 @@ def _inject(handler: _Handler, namespace: MutableMapping[str, Any], clock: Stopw
     return outcome
 
 
-def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | None:
-    """One exception for every failed element, or None when none failed."""
+def _indices(indices: list[int]) -> str:
+    """'element [3]', 'elements [0], [2], …': which elements a line is about, up to eight of them."""
+    return (f"element{'s' if len(indices) > 1 else ''} "
+            f"{', '.join(f'[{i}]' for i in sorted(indices)[:8])}{', …' if len(indices) > 8 else ''}")
+
+
+def _failure(handler: _Handler, code: str) -> MapFailed | None:
+    """One exception for every failed element, or None when none failed.
+
+    Our own failures (``ModalMagicError``: a worker that died, a backend that failed) are a sentence each: they
+    were raised in a lane's thread, and Python's display of the group would show that thread's frames."""
+    elements, spec = handler.elements, handler.spec
     failed = [(index, e) for index, e in enumerate(elements) if e.error is not None]
     if not failed:
         return None
@@ -460,6 +470,8 @@ def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | 
     for index, element in failed:
         exc = element.error
         assert isinstance(exc, Exception)
+        if isinstance(exc, ModalMagicError):
+            exc.__traceback__, exc.__cause__, exc.__suppress_context__ = None, None, True
         shown = "'…'" if credential_reason(spec.name, element.value) else _short(element.value)  # sent with --in
         where = f"[{index}] {spec.name}={shown}"
         line = _cell_line(exc, code)
@@ -468,7 +480,8 @@ def _failure(elements: list[_Element], spec: MapSpec, code: str) -> MapFailed | 
         exceptions.append(exc)
         lines.append(f"  {where}: {type(exc).__name__}: {_first_line(exc)}{line}")
     if cancelled:
-        lines.append(f"  cancelled ({'--map-fail-fast' if spec.fail_fast else 'stopped'}): "
+        why = "--map-fail-fast" if spec.fail_fast else "after the backend failed" if handler.fatal else "stopped"
+        lines.append(f"  cancelled ({why}): "
                      + ", ".join(f"[{i}]" for i in cancelled))
     group = MapFailed(message, exceptions)
     group.indices, group.lines = tuple(i for i, _ in failed), tuple(lines)

@@ -135,16 +135,32 @@ def _prompt_number(shell: Any) -> int:
     return number if isinstance(number, int) else shell.execution_count
 
 
+def _show_map_failed(shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: int | None = None) -> list[str]:
+    """IPython's handler for ``MapFailed``: its lines, a sentence per failed element.
+
+    IPython hands an exception group to Python's own display, which shows the frames the magic raised it
+    through (ours among them) before the elements' exceptions; this shows the group as ``_render_traceback_``
+    says, through the shell's own way of showing a traceback (a kernel's error message)."""
+    render = getattr(value, "_render_traceback_", None)
+    stb = render() if callable(render) else [f"{etype.__name__}: {value}"]
+    shell._showtraceback(etype, value, stb)
+    return stb
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """Called by ``%load_ext modal_magic``: the magics, and this kernel's ``Extension`` with them as defaults."""
     magics = ModalMagics(ipython)
     extension.start(magics)
     ipython.register_magics(magics)
+    if not ipython.custom_exceptions:  # a handler the user set stays theirs; groups then show as Python shows them
+        ipython.set_custom_exc((MapFailed,), _show_map_failed)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """Called by ``%unload_ext modal_magic``: stop the backends, and take back every magic ``%load_ext`` added."""
     extension.stop()
+    if ipython.custom_exceptions == (MapFailed,):
+        ipython.set_custom_exc((), None)  # (its printing handler then stands in, for no exception type)
     manager = ipython.magics_manager
     magics = manager.registry.pop(ModalMagics.__name__, None)
     for kind, names in ModalMagics.magics.items():

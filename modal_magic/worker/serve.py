@@ -34,7 +34,7 @@ from ..protocol import (
 )
 from ..wire import frames
 from ..wire import payload as wire
-from . import lifeline
+from . import lifeline, stack
 
 
 class Channel:
@@ -110,6 +110,7 @@ def main() -> None:
     # A parent that ignores SIGINT hands that on, and Python then keeps it ignored: Modal's container
     # entrypoint ignores it while @modal.enter runs, which is when a container starts its worker.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    stack.arm()  # a cell that will not stop can still be asked where it is
     if lifeline.PARENT in os.environ:
         lifeline.hold(int(os.environ.pop(lifeline.PARENT)))
     sock = socket.socket(fileno=int(sys.argv[1]))

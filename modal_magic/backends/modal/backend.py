@@ -38,7 +38,7 @@ from typing import Any, cast
 
 import numpy
 
-from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied, with_remote_traceback
+from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied
 from ...notebook.view.progress import format_bytes
 from ...protocol import (
     Event,
@@ -326,7 +326,7 @@ class ModalBackend(Backend):
         self._cancel(call_id)
         message = ("the cell did not stop in time, so its Modal call was cancelled and its container stopped; "
                    f"the next cell starts a fresh one. {UNCHANGED}.")
-        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+        raise KeyboardInterrupt(message)  # the driver tells it (notebook/interrupts.py)
 
     def _cancel(self, call_id: str | None) -> None:
         """Cancel the call and stop its container (Modal does not re-run a cancelled input); else stop the app."""
@@ -473,7 +473,7 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
             raise KeyboardInterrupt
         message = (f"the cell did not stop within {GRACE:g} s, so its process in the container was restarted "
                    f"(what earlier cells left there is gone); the container stays warm. {UNCHANGED}.")
-        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+        raise KeyboardInterrupt(message)  # the driver tells it (notebook/interrupts.py)
     raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
                       + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
