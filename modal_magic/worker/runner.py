@@ -46,6 +46,7 @@ from ..protocol import (
 from ..wire import payload as wire
 from ..wire import process_state
 from ..wire.identity import RemoteInputs
+from . import gpu_memory
 from .output import CellOutput
 from .store import Store, this_process
 
@@ -184,16 +185,19 @@ class Runner:
         process_state.apply(request.state)  # the notebook's seeds and defaults, as one process
         state_before = process_state.capture(known=request.state)
         emit(StageEvent(kind="stage", stage="run"), [])
+        gpu_memory.begin()
         outcome = self._execute(request, emit)
+        gpu_peak = gpu_memory.peak()
         state = process_state.changed_since(state_before)
         elapsed = time.perf_counter() - started
         error = outcome.error_before_exec or outcome.error_in_exec
         if isinstance(error, KeyboardInterrupt):  # stopped: nothing is packed, the notebook keeps its variables
-            emit(*ResultFrame(interrupted=True, error=self._error_info(error), elapsed=elapsed).to_wire())
+            emit(*ResultFrame(interrupted=True, error=self._error_info(error), elapsed=elapsed,
+                              gpu_peak=gpu_peak).to_wire())
             return
         emit(StageEvent(kind="stage", stage="download"), [])
         result = self._collect(request, outcome, values, arrived, before, store)
-        result.elapsed, result.state = elapsed, state
+        result.elapsed, result.state, result.gpu_peak = elapsed, state, gpu_peak
         emit(*result.to_wire())
 
     @wire.gc_paused()
