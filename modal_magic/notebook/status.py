@@ -8,8 +8,6 @@ starts nothing.
 
 from __future__ import annotations
 
-import time
-
 from ..backends.modal import ledger
 from ..backends.modal.cost import dollars
 
@@ -19,7 +17,7 @@ __all__ = ["status_lines"]
 def status_lines() -> list[str]:
     """The lines ``%modal_status`` prints."""
     account = ledger.session()
-    now = time.monotonic()
+    now = account.clock()
     up = [pool for pool in account.pools.values() if pool.up(now)]
     total = f"session so far ~{dollars(account.total())} — {account.basis()}" + (
         "; calls on a GPU type without a price are left out" if account.unpriced else "")

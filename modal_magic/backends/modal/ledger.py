@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .cost import ESTIMATE, Machine, Prices, device_type
@@ -76,7 +77,9 @@ class Call:
 class Ledger:
     """The accounts of a kernel's Modal pools, and the session's estimate so far; shared by a map's threads."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        """What 'now' is (a test sets the hours of a session by hand)."""
         self.pools: dict[object, PoolAccount] = {}
         self.calls_cost = 0.0
         self.idle_cost = 0.0
@@ -93,7 +96,7 @@ class Ledger:
 
     def begin(self, key: object, label: str, machine: Machine, window: float) -> Call:
         """A call asks pool ``key`` for a container: its idle time up to now is counted, its count goes up."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             pool = self.pools.get(key)
             if pool is None:
@@ -110,14 +113,14 @@ class Ledger:
     def end(self, call: Call, gpus: list[str] | None) -> tuple[float, float | None, PoolAccount]:
         """The call's container let it go; ``gpus``: the device names its container reported (None: never
         heard from). (seconds, dollars or None when unpriced, its pool)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             pool = self.pools[call.key]
             if gpus:
                 pool.reported = gpus[0]
                 pool.machine = Machine(device_type(gpus[0]) or pool.machine.gpu, len(gpus), pool.machine.cpu,
                                        pool.machine.memory_mib)
-            pool.in_flight -= 1
+            pool.in_flight = max(pool.in_flight - 1, 0)  # (0 already when the app was stopped under the call)
             pool.last_used = pool.settled = max(pool.last_used, now)
             seconds = now - call.began
             cost = self.prices.cost(pool.machine, seconds)
@@ -139,7 +142,7 @@ class Ledger:
 
     def total(self) -> float:
         """The session's estimate up to now: every call, and every idle window so far."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             pending = 0.0
             for pool in self.pools.values():
@@ -154,7 +157,7 @@ class Ledger:
 
     def stopped(self) -> None:
         """The app was stopped (``%modal_stop``, a failure, leaving): every container is gone now."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             for pool in self.pools.values():
                 self._settle(pool, now)
