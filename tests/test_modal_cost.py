@@ -124,3 +124,26 @@ def test_modal_resident_starts_no_container(fresh, shell, capsys) -> None:
         assert fresh.report()["containers"] == containers  # nothing started to answer
     finally:
         run(shell, f"%modal_config idle={IDLE}")
+
+
+def test_with_a_fallback_list_the_summary_names_the_gpu_the_container_got(fresh, shell, capsys) -> None:
+    assert run(shell, "%%modal_gpu --backend modal --gpu h100,a100-80gb:2\nv = 1").success
+    assert "GPU: H100 (NVIDIA H100 80GB HBM3)" in capsys.readouterr().out  # the stand-in gives the first choice
+
+
+def test_a_price_file_of_the_users_prices_the_next_cell(fresh, shell, capsys, tmp_path) -> None:
+    prices = tmp_path / "prices.json"
+    prices.write_text('{"gpu_per_second": {"T4": 1.0}}')
+    assert run(shell, "%%modal_gpu --backend modal --gpu T4 --quiet\na = 1").success
+    assert run(shell, f"%modal_config prices={prices}").success
+    try:
+        capsys.readouterr()
+        assert run(shell, "%%modal_gpu --backend modal --gpu T4\nimport time\ntime.sleep(0.3)\na = 2").success
+        cost, seconds = re.search(r"cost: ~\$(\d+\.\d+) for (\d+\.\d) s", capsys.readouterr().out).groups()
+        assert float(cost) == pytest.approx(float(seconds), abs=0.06)  # $1 a second, as the file says
+    finally:
+        run(shell, "%modal_config prices=")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"gpu_per_second": {"T4": "free"}}')
+    result = run(shell, f"%modal_config prices={bad}")
+    assert not result.success and "must be a number of dollars per second" in str(result.error_in_exec)
