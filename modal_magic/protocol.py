@@ -345,6 +345,8 @@ class _BillKind(TypedDict):
     """The session's estimate so far: every call and every idle window up to now."""
     basis: str
     """What the figures are: an estimate, at which prices, from where and when."""
+    idle: float
+    """Seconds its container now waits idle, billed, before Modal stops it (its pool's scale-down window)."""
 
 
 class BillEvent(_BillKind, total=False):

@@ -2,8 +2,8 @@
 
 The real magic, Modal's real SDK and container entrypoint; the stand-in (``fake_modal/billing.py``) records
 each container's seconds alive, busy and idle and stops it after its function's scale-down window, which
-this module's server runs fifty times faster (``FAKE_MODAL_SCALEDOWN_SCALE``), so a 300 s window ends in
-6 s and a ``--map`` pool's 20 s in 0.4 s. Its containers name their GPU through an ``nvidia-smi`` of the
+this module's server runs twenty times faster (``FAKE_MODAL_SCALEDOWN_SCALE``), so a 300 s window ends in
+15 s and a ``--map`` pool's 20 s in 1 s. Its containers name their GPU through an ``nvidia-smi`` of the
 stand-in's, as Modal's have the driver's.
 """
 
@@ -21,12 +21,12 @@ from modal_magic.backends.modal.plan import IDLE, MAP_IDLE
 from .conftest import run
 from .fake_modal.testing import Server, serving
 
-SCALE = 0.02
+SCALE = 0.05
 
 
 @pytest.fixture(scope="module")
 def modal_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """This module's stand-in, its scale-down windows fifty times shorter (it replaces the plugin's)."""
+    """This module's stand-in, its scale-down windows twenty times shorter (it replaces the plugin's)."""
     from modal_magic.notebook.extension import current
 
     with serving(tmp_path_factory.mktemp("fake_modal"), before_stop=lambda: current().backends.close(),
@@ -53,11 +53,14 @@ def test_a_cells_summary_names_the_gpu_its_container_reported_and_what_it_cost(f
     cost, seconds = re.search(r"cost: ~\$(\d+\.\d+) for (\d+\.\d) s of its container", warm).groups()
     assert "estimate at Modal's list prices (https://modal.com/pricing, read " in warm
     assert re.search(r"session so far ~\$\d", warm)
+    assert f"its container waits {IDLE} s idle, billed, for the next cell (%modal_status)" in warm
     # The figure is the T4's rate (Modal's default reservation beside it) for the seconds shown...
     assert float(cost) == pytest.approx(Prices.load().cost(Machine("T4"), float(seconds)), rel=0.02, abs=1e-4)
     # ... and those seconds are no fewer than the stand-in's container was busy with the cell, and no more
     # than it has been alive (one container served both cells: the warm one).
-    [row] = _new_rows(fresh, before)
+    rows = _new_rows(fresh, before)
+    assert len(rows) == 1, rows
+    [row] = rows
     assert row["gpu"] == ["T4"] and row["alive"]
     assert row["busy_seconds"] - 0.1 <= float(seconds) + 0.05 <= row["seconds"] + 0.1
 
@@ -102,9 +105,10 @@ def test_a_map_pool_scales_down_within_its_window_of_its_last_element(fresh, she
     assert shell.user_ns["y"] == [0, 2, 4, 6, 8, 10, 12, 14]
     summary = capsys.readouterr().out
     assert re.search(r"cost: ~\$\d+\.\d+ for 8 calls, \d+\.\d container-seconds", summary), summary
+    assert f"its containers stop after {MAP_IDLE} s idle" in summary
     pool = _new_rows(fresh, before)
     assert pool and {row["scaledown_window"] for row in pool} == {MAP_IDLE}
-    # Every container of the pool is stopped within its window (0.4 s here), not the class's 300 s (6 s).
+    # Every container of the pool is stopped within its window (1 s here), not the class's 300 s (15 s).
     report = fresh.wait_for(lambda r: not any(row["alive"] for row in r["billing"] if row["id"] not in before),
                             timeout=IDLE * SCALE * 0.6)
     assert {row["stopped"] for row in report["billing"] if row["id"] not in before} == {

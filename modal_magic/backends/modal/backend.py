@@ -472,7 +472,7 @@ def _bill(account: ledger.Ledger, call: ledger.Call, stream: _Stream, on_event: 
     if stream.gpus is None:
         return
     event = BillEvent(kind="bill", gpu=pool.gpu_words(), seconds=seconds, cost=cost, total=account.total(),
-                      basis=account.basis())
+                      basis=account.basis(), idle=pool.window)
     if stream.gpu_peak is not None:
         event["peak"] = stream.gpu_peak
     on_event(event)

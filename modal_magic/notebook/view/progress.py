@@ -222,6 +222,7 @@ class Bill:
     cost: float | None = 0.0
     total: float | None = None
     basis: str = ""
+    idle: float = 0.0
 
     def add(self, event: BillEvent) -> Bill:
         self.calls += 1
@@ -230,7 +231,7 @@ class Bill:
             self.peak = max(self.peak or 0, event["peak"])
         self.seconds += event["seconds"]
         self.cost = None if self.cost is None or event["cost"] is None else self.cost + event["cost"]
-        self.total, self.basis = event["total"], event["basis"]
+        self.total, self.basis, self.idle = event["total"], event["basis"], event["idle"]
         return self
 
     def lines(self) -> dict[str, str]:
@@ -238,6 +239,8 @@ class Bill:
         peak = "" if self.peak is None else f"; peak GPU memory {format_bytes(self.peak)}"
         held = f"{self.seconds:.1f} s of its container" if self.calls == 1 else \
             f"{self.calls} calls, {self.seconds:.1f} container-seconds"
+        waits = f"its container waits {self.idle:g} s idle, billed, for the next cell" if self.calls == 1 else \
+            f"its containers stop after {self.idle:g} s idle"
         total = "" if self.total is None else f"; session so far ~{dollars(self.total)}"
         return {"GPU": ", ".join(self.gpus) + peak,
-                "cost": f"~{dollars(self.cost)} for {held}{total} — {self.basis}"}
+                "cost": f"~{dollars(self.cost)} for {held}{total} — {self.basis}; {waits} (%modal_status)"}
