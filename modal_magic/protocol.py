@@ -10,7 +10,7 @@ here and nowhere else:
   a ``StoreReport`` for a report;
 - events, worker or backend → the notebook's view, while a cell runs:
   ``StageEvent``, ``StreamEvent``, ``DisplayEvent``, ``ClearOutputEvent``,
-  ``TickEvent``, ``NoteEvent`` and the driver's closing ``DoneEvent``
+  ``TickEvent``, ``NoteEvent``, a Modal call's ``BillEvent`` and the driver's closing ``DoneEvent``
   (``Event`` is any of them);
 - the frames a cell ends with instead of a result (``Ending``: ``interrupted``,
   ``internal_error``, and from a Modal container ``worker_failed``, ``stuck``,
@@ -38,7 +38,7 @@ __all__ = [
     "VALUE", "ERROR", "INPUTS", "RESIDENT", "SLOTS", "PLAIN", "Stage", "Frame", "Resources", "Element",
     "RunRequest", "ReportRequest", "Request", "request_from_wire", "ErrorInfo", "ResultFrame", "StoreReport",
     "StoreRow", "report_to_wire", "report_from_wire", "StageEvent", "StreamEvent", "DisplayEvent",
-    "ClearOutputEvent", "TickEvent", "NoteEvent", "DoneEvent", "Event", "OnEvent", "InterruptedFrame",
+    "ClearOutputEvent", "TickEvent", "NoteEvent", "DoneEvent", "BillEvent", "Event", "OnEvent", "InterruptedFrame",
     "InternalErrorFrame", "WorkerFailedFrame", "StuckFrame", "InputsLostFrame", "Ending", "ReadyFrame", "CallFrame",
     "PadFrame",
 ]
@@ -72,6 +72,10 @@ class Resources:
     memory_mib: int | None = None
     pip: tuple[str, ...] = ()
     """Extra packages for the image."""
+    idle: float | None = None
+    """Seconds its container may wait idle for the next cell (a new container's window); None: the backend's."""
+    prices: str | None = None
+    """A price file over the backend's own table, for its cost estimates; None: the backend's table."""
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ class ResultFrame:
     missing: tuple[str, ...] = ()
     empty: bool = False
     interrupted: bool = False
+    gpu_peak: int | None = None
+    """Bytes: the cell's peak of allocated GPU memory (``worker.gpu_memory``); None: CUDA was not in use."""
 
     def to_wire(self) -> Frame:
         """The frame: ``(meta, buffers)``, with only the fields this shape sets."""
@@ -203,6 +209,8 @@ class ResultFrame:
                         value_repr=self.value_repr, elapsed=self.elapsed, state=dict(self.state))
             if self.interrupted:
                 meta.update(interrupted=True)
+        if self.gpu_peak is not None:
+            meta["gpu_peak"] = self.gpu_peak
         return meta, self.buffers
 
     @classmethod
@@ -210,7 +218,8 @@ class ResultFrame:
         return cls(payload=meta.get("payload"), buffers=buffers, deleted=tuple(meta.get("deleted") or ()),
                    error=meta.get("error"), value_repr=meta.get("value_repr"), elapsed=meta.get("elapsed"),
                    state=dict(meta.get("state") or {}), missing=tuple(meta.get("missing") or ()),
-                   empty=bool(meta.get("empty")), interrupted=bool(meta.get("interrupted")))
+                   empty=bool(meta.get("empty")), interrupted=bool(meta.get("interrupted")),
+                   gpu_peak=meta.get("gpu_peak"))
 
     @property
     def nbytes(self) -> int:
@@ -331,7 +340,30 @@ class DoneEvent(_DoneKind, total=False):
     """``--map``: seconds per element, or their spread."""
 
 
-Event = StageEvent | StreamEvent | DisplayEvent | ClearOutputEvent | TickEvent | NoteEvent | DoneEvent
+class _BillKind(TypedDict):
+    kind: Literal["bill"]
+    gpu: str
+    """What the container had, in words ('H100 (NVIDIA H100 80GB HBM3)', 'CPU only')."""
+    seconds: float
+    """Seconds of the container this call held (a cold start's boot included)."""
+    cost: float | None
+    """Dollars for those seconds, an estimate; None: the GPU type has no price in the table."""
+    total: float | None
+    """The session's estimate so far: every call and every idle window up to now."""
+    basis: str
+    """What the figures are: an estimate, at which prices, from where and when."""
+    idle: float
+    """Seconds its container now waits idle, billed, before Modal stops it (its pool's scale-down window)."""
+
+
+class BillEvent(_BillKind, total=False):
+    """A Modal call ended: what its container was and what it cost, estimated (``backends/modal/ledger.py``)."""
+
+    peak: int
+    """Bytes: the cell's peak of allocated GPU memory (absent: CUDA was not in use)."""
+
+
+Event = StageEvent | StreamEvent | DisplayEvent | ClearOutputEvent | TickEvent | NoteEvent | DoneEvent | BillEvent
 OnEvent = Callable[[Event], None]
 """Takes each event as it comes."""
 
@@ -387,6 +419,8 @@ class CallFrame(TypedDict):
     id: str | None
     container: str
     attempt: int
+    gpus: list[str]
+    """The container's GPUs as its driver names them (``nvidia-smi``), one per GPU; empty: none found."""
 
 
 class PadFrame(TypedDict):

@@ -46,6 +46,10 @@ class CellOptions:
     """Extra packages for the container image."""
     fresh: bool = False
     """Run without the remote-resident session (``--fresh``): every input goes as a value, nothing stays."""
+    idle: float = session_default("idle")
+    """Seconds the single-cell Modal container may wait idle for the next cell (the next container started)."""
+    prices: str | None = session_default("prices")
+    """A JSON file of prices over the package's table, for cost estimates; None: the package's."""
     mapping: MapSpec | None = None
     """``--map``: run one copy of the cell per element (``fanout.py``)."""
 

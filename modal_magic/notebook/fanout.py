@@ -360,7 +360,7 @@ class _Handler:
             if lines:
                 self.on_event(StreamEvent(kind="stream", name=event["name"],
                                           text="".join(f"[{index}] {line}" for line in lines)))
-        elif event["kind"] in ("display", "clear_output"):
+        elif event["kind"] in ("display", "clear_output", "bill"):  # a bill: the view sums the elements'
             self.on_event(event)
 
     def _end_lines(self, index: int) -> None:

@@ -14,6 +14,7 @@ from . import driver, dry_run, extension, options
 from .fanout import MapFailed, MapSpec
 from .output import show_event
 from .report import resident_report
+from .status import status_lines
 from .view.live import make_view
 
 
@@ -87,6 +88,15 @@ class ModalMagics(Magics, options.Defaults):
         extension.current().stop_backends()
         print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
               "the next cell starts afresh.")
+
+    @line_magic
+    def modal_status(self, line: str = "") -> None:
+        """Show what this notebook started on Modal that is still up: each pool's GPU, how long it has been
+        idle, when it scales down, what it costs a minute idle, and the session's estimated cost so far.
+
+        From the notebook's own bookkeeping (what it started, and when each pool last ran); asks Modal nothing.
+        """
+        print("\n".join(status_lines()))
 
     @line_magic
     def modal_resident(self, line: str = "") -> None:

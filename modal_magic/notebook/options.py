@@ -46,7 +46,8 @@ from traitlets import Float, TraitType, Unicode
 from traitlets.config import Configurable
 
 from ..backends import registry
-from ..backends.modal.plan import DEFAULT_GPU, NO_GPU, parse_gpu
+from ..backends.modal.cost import Prices
+from ..backends.modal.plan import DEFAULT_GPU, IDLE, NO_GPU, parse_gpu
 from ..errors import UsageProblem
 
 __all__ = ["Setting", "SETTINGS", "SESSION_OPTIONS", "Defaults", "flags", "configure", "for_cell", "session_default",
@@ -89,6 +90,25 @@ def _gpu(spec: str) -> tuple[str, ...]:
     return tuple(parse_gpu(spec))
 
 
+def _idle(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 2 <= seconds <= 3600:
+        raise UsageProblem(f"idle takes the seconds (2 to 3600, Modal's range) a container may wait for the "
+                           f"next cell, not {value!r}")
+    return seconds
+
+
+def _prices(path: Any) -> str | None:
+    """A price file's path, checked by reading it now (so a bad file is refused by ``%modal_config``)."""
+    if not path:
+        return None
+    Prices.load(str(path))
+    return str(path)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One option: how it is written, read, checked and explained, and (``session``) its session default."""
@@ -107,6 +127,8 @@ class Setting:
     """The ``CellOptions`` field it fills (default: its name); ``""``: none (the magic reads it itself)."""
     flag: dict[str, Any] = field(default_factory=dict)
     """The rest of the flag for ``argparse``: ``metavar``, ``nargs``, ``action``, its own spelling (``names``)."""
+    per_cell: bool = True
+    """Whether a cell may set it with a flag; False: a session setting only (what a container or pool keeps)."""
 
     @property
     def spelling(self) -> str:
@@ -136,7 +158,8 @@ class Setting:
         return value if self.numeric else text
 
     def trait(self) -> TraitType[Any, Any]:
-        help = f"the session default for {self.spelling} (a cell's flag wins): {self.help.replace('%%', '%')}"
+        help = (f"the session default for {self.spelling} (a cell's flag wins): " if self.per_cell
+                else f"the session's {self.name}: ") + self.help.replace('%%', '%')
         if self.numeric:
             return Float(self.session, allow_none=True, help=help).tag(config=True)
         return Unicode(self.session, help=help).tag(config=True)
@@ -206,8 +229,14 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in (
     Setting("quiet", "show only the cell's own output and errors", default=False, flag={"action": "store_true"}),
     Setting("fresh", "run without the remote session's resident values: every input is sent, nothing is kept",
             default=False, flag={"action": "store_true"}),
+    Setting("idle", f"seconds the single-cell Modal container waits, billed, for the next cell before it scales "
+            f"down (default {IDLE:g}; 2 to 3600); a new value applies to the next container started, the warm "
+            "one keeps its own (%modal_stop stops it now)", parse=_idle, session=float(IDLE), per_cell=False),
+    Setting("prices", "a JSON file of Modal prices put over the package's table (any of its entries, e.g. "
+            '{"gpu_per_second": {"H100": 0.0012}}); cost estimates use it', parse=_prices, session="",
+            per_cell=False),
 )}
-_SESSION_ORDER = ("backend", "gpu", "device", "timeout", "max_input")  # as %modal_config has always listed them
+_SESSION_ORDER = ("backend", "gpu", "device", "timeout", "max_input", "idle", "prices")  # as %modal_config lists them
 SESSION_OPTIONS: dict[str, Setting] = {name: SETTINGS[name] for name in _SESSION_ORDER}
 """The options a session can change (``%modal_config``, ``%config ModalMagics.<name>``, ``remote()``)."""
 assert set(SESSION_OPTIONS) == {name for name, setting in SETTINGS.items() if setting.is_session}
@@ -221,7 +250,7 @@ class Defaults(Configurable):
 
 def flags(magic: Callable[..., Any]) -> Callable[..., Any]:
     """Give ``magic`` every option as a flag, in the table's order (``@magic_arguments`` and ``@argument``s)."""
-    for setting in reversed(SETTINGS.values()):
+    for setting in reversed([setting for setting in SETTINGS.values() if setting.per_cell]):
         magic = setting.argument()(magic)
     decorated: Callable[..., Any] = magic_arguments()(magic)
     return decorated

@@ -33,7 +33,10 @@ def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[
     lines: list[str] = []
     for backend in backends:
         report = backend.resident_report()
-        if report is not None:  # (it stopped since ``running`` looked)
+        if report is None:  # stopped since ``running`` looked, or its container is not known to be up
+            lines.append(f"modal_gpu: the {backend.name} backend has no container known to be up (idle past its "
+                         "window, its values went with it), so it was not asked: asking would start one.")
+        else:
             lines += _describe(backend.name, report, names)
     return lines
 

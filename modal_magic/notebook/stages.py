@@ -106,7 +106,8 @@ def prepare(source: str, namespace: MutableMapping[str, Any], options: CellOptio
     request = RunRequest(code=source if header is None else f"# {header}\n{source}", outputs=options.outputs,
                          placeholders=placeholders, env=env, state=process_state.capture(),
                          execution_count=execution_count, colors=colors, shared_disk=shared_disk)
-    resources = Resources(gpu=options.gpu, cpu=options.cpu, memory_mib=options.memory_mib, pip=options.pip)
+    resources = Resources(gpu=options.gpu, cpu=options.cpu, memory_mib=options.memory_mib, pip=options.pip,
+                          idle=options.idle, prices=options.prices)
     return Prepared(names, crossing, request, resources, disks)
 
 

@@ -46,6 +46,7 @@ from ..protocol import (
 from ..wire import payload as wire
 from ..wire import process_state
 from ..wire.identity import RemoteInputs
+from . import gpu_memory
 from .output import CellOutput
 from .store import Store, this_process
 
@@ -184,7 +185,9 @@ class Runner:
         process_state.apply(request.state)  # the notebook's seeds and defaults, as one process
         state_before = process_state.capture(known=request.state)
         emit(StageEvent(kind="stage", stage="run"), [])
+        gpu_memory.begin()
         outcome = self._execute(request, emit)
+        gpu_peak = gpu_memory.peak()
         state = process_state.changed_since(state_before)
         elapsed = time.perf_counter() - started
         error = outcome.error_before_exec or outcome.error_in_exec
@@ -193,7 +196,7 @@ class Runner:
         # interrupt at the cell's line. A second interrupt while it is packed ends in the serve loop: no result.
         emit(StageEvent(kind="stage", stage="download"), [])
         result = self._collect(request, outcome, values, arrived, before, store)
-        result.elapsed, result.state = elapsed, state
+        result.elapsed, result.state, result.gpu_peak = elapsed, state, gpu_peak
         result.interrupted = isinstance(error, KeyboardInterrupt)
         emit(*result.to_wire())
 

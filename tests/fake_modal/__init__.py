@@ -55,6 +55,7 @@ async def serve(root: Path) -> None:
     from grpclib.server import Server
 
     from .apps import Apps
+    from .billing import Billing
     from .blobs import Blobs
     from .calls import Calls
     from .containers import Workers
@@ -74,7 +75,8 @@ async def serve(root: Path) -> None:
     workers = Workers(state, apps, calls, mounts, services)
     services.append(workers)
     calls.workers = workers
-    state.report_parts = [apps, images, mounts, blobs, calls, queues, workers]
+    billing = Billing(state, workers)
+    state.report_parts = [apps, images, mounts, blobs, calls, queues, workers, billing]
 
     http = web.Application(client_max_size=2**33)
     http.add_routes(blobs.routes())
@@ -87,7 +89,8 @@ async def serve(root: Path) -> None:
 
     server = Server([Dispatcher(state, services)])
     await server.start("127.0.0.1", 0)
-    background = [asyncio.create_task(apps.watch_heartbeats()), asyncio.create_task(workers.tick())]
+    background = [asyncio.create_task(apps.watch_heartbeats()), asyncio.create_task(workers.tick()),
+                  asyncio.create_task(billing.watch())]
     print(server._server.sockets[0].getsockname()[1], flush=True)
     try:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)  # until the test closes stdin

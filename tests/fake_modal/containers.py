@@ -36,8 +36,13 @@ there and fails the call (as an OOM kill, without Modal's retries);
 ``gpu-queue`` leaves inputs of GPU functions waiting, with no container, until
 the fault is cleared.
 
-Not as strict as Modal: no scale-down window (a warm container lives until its
-app stops or the server ends), no memory or CPU limits, no GPU (``torch.cuda``
+A warm container waits for its function's scale-down window, then is stopped
+(``billing.py``, which also meters what Modal would bill). A GPU function's
+container finds an ``nvidia-smi`` on its ``PATH`` that names the GPU its
+function asked for (the first type of a fallback list), as Modal's containers
+have the driver's one naming the GPU they got.
+
+Not as strict as Modal: no memory or CPU limits, no GPU (``torch.cuda``
 is whatever this machine has), no network isolation, one input at a time, no
 workspace GPU quota (only ``Config.max_containers``), and a new container is
 started at once for a waiting input (Modal's autoscaler takes its time and may
@@ -63,6 +68,7 @@ from modal_proto import api_pb2
 
 from .apps import Apps, Function
 from .calls import TERMINATED, Call, Calls
+from .gpus import fake_nvidia_smi
 from .server import Dispatcher, State
 
 _INPUT_POLL = 5.0  # seconds a FunctionGetInputs is held when there is no input
@@ -88,6 +94,7 @@ class Container:
     kill_reason: str = ""
     exit_code: int | None = None
     started: float = field(default_factory=time.monotonic)
+    ready: float | None = None                                 # its first FunctionGetInputs (after @enter)
     task_result: api_pb2.GenericResult | None = None
 
     @property
@@ -191,6 +198,8 @@ class Workers:
                "MODAL_SERVER_URL": f"http://127.0.0.1:{port}", "MODAL_TASK_ID": container.id,
                "MODAL_IS_REMOTE": "1", "MODAL_CONTAINER_ARGUMENTS_PATH": str(root / "container_arguments.bin"),
                "MODAL_IMAGE_ID": definition.image_id, "MODAL_ENVIRONMENT": "main"}
+        if function.gpus:
+            env["PATH"] = f"{fake_nvidia_smi(root, function.gpus[0])}:{env['PATH']}"
         log = open(root / "container.log", "wb")
         container.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "modal._container_entrypoint", cwd=root / "root", env=env,
@@ -292,6 +301,7 @@ class Workers:
         if container.current is not None:
             raise GRPCError(Status.FAILED_PRECONDITION, "the container asked for an input while running one")
         deadline = time.monotonic() + _INPUT_POLL
+        container.ready = container.ready or time.monotonic()
         queue = self.pending.setdefault(container.function.id, [])
         while time.monotonic() < deadline:
             queue[:] = [call for call in queue if call.result is None]

@@ -57,6 +57,8 @@ class Config:
         # Containers one function variant may run at once, whatever it asks for: each is a real process
         # (and a worker process under it), so this machine, not Modal, sets the bound.
         self.max_containers = int(env("FAKE_MODAL_MAX_CONTAINERS", "4"))
+        # Every scale-down window is this many times its length (``billing.py``): 0.01 makes 300 s pass in 3 s.
+        self.scaledown_scale = float(env("FAKE_MODAL_SCALEDOWN_SCALE", "1"))
         # report.json is rewritten after every RPC (0), or at most this often, in seconds: each write
         # lists every call so far, so a benchmark of thousands of calls measures the writes, not Modal's path.
         self.report_every = float(env("FAKE_MODAL_REPORT_EVERY", "0"))

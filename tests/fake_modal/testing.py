@@ -76,14 +76,15 @@ def forget_modal_client() -> None:
 
 
 @contextlib.contextmanager
-def serving(state: Path, before_stop: Callable[[], None] = lambda: None) -> Iterator[Server]:
+def serving(state: Path, before_stop: Callable[[], None] = lambda: None, **knobs: str) -> Iterator[Server]:
     """The stand-in, with this process's Modal client pointed at it (fake credentials), for a test module.
 
-    ``before_stop`` runs while the server still answers (closing apps says goodbye to it).
+    ``before_stop`` runs while the server still answers (closing apps says goodbye to it); ``knobs``:
+    ``FAKE_MODAL_*`` settings of this server.
     """
     import pytest
 
-    server = Server(state)
+    server = Server(state, **knobs)
     forget_modal_client()
     try:
         with pytest.MonkeyPatch.context() as env:

@@ -41,6 +41,7 @@ import numpy
 from ...errors import CellTimeout, InternalError, ModalMagicError, UsageProblem, WorkerDied
 from ...notebook.view.progress import format_bytes
 from ...protocol import (
+    BillEvent,
     Event,
     Frame,
     OnEvent,
@@ -56,20 +57,21 @@ from ...protocol import (
 from ...wire import frames
 from ...wire import payload as wire
 from ..base import Availability, Backend, Description
+from . import ledger
 from .container import GRACE, RERUNS, STOP, executor_class, partition
+from .cost import Machine
 from .errors import UNCHANGED, explain, preflight
-from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
+from .plan import HOW_TO_CONFIGURE, IDLE, MAP_IDLE, ImageSpec, modal_credentials
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
 
 MAX_TIMEOUT = 86_400       # seconds: Modal's longest function timeout; a cell's --timeout is enforced inside it
-_SCALEDOWN = 1200          # seconds a warm container waits for the next cell
 _DRAIN = GRACE + 10.0      # seconds an interrupted cell's last frame may take before the call is cancelled
 _SLICE = 0.2               # seconds between progress ticks while waiting for a frame
 _INLINE = 32 << 20         # bytes of inputs sent within the run call; more go ahead in pieces
 _RERUN_POLL = 10.0         # seconds one long poll for re-runs waits
 _FAN_OUT_CALLS = 100       # calls a --map keeps in flight when --max-parallel does not say (a thread each here)
-_SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so it stays warm from one --map to the next
+_SCALE_OUT_CONTAINERS = 1000  # the fan-out pool's max_containers: fixed, so a map re-run soon after finds it warm
 _CLOSING = "closing"       # wakes the re-run answerer when the app closes
 
 
@@ -105,6 +107,8 @@ class _Pool:
     memory: int | None = None
     max_containers: int | None = None
     """Set for a fan-out's pool (its own containers, as many as Modal gives); the class's 1 otherwise."""
+    window: int = IDLE
+    """Seconds its containers wait idle before Modal stops them (``scaledown_window``)."""
     last_used: float = field(default=-float("inf"))
 
     def covers(self, cpu: float | None, memory: int | None) -> bool:
@@ -112,22 +116,25 @@ class _Pool:
 
     @classmethod
     def grown(cls, previous: _Pool | None, cpu: float | None, memory: int | None,
-              max_containers: int | None) -> _Pool:
+              max_containers: int | None, window: int) -> _Pool:
         """A pool with what the cell asks for and at least what ``previous`` had, so pools never flip-flop."""
         if previous is None:
-            return cls(cpu, memory, max_containers)
+            return cls(cpu, memory, max_containers, window)
         return cls(max(cpu or 0, previous.cpu or 0) or None, max(memory or 0, previous.memory or 0) or None,
-                   max_containers)
+                   max_containers, window)
 
-    def options(self, gpu: str | None) -> dict[str, Any]:
+    def options(self, gpu: str | None, class_window: int | None) -> dict[str, Any]:
         """``with_options`` for this pool: none at all for a CPU container with defaults (the base class)."""
+        window = None if self.window == class_window else self.window
         return {key: value for key, value in (("gpu", gpu), ("cpu", self.cpu), ("memory", self.memory),
-                                              ("max_containers", self.max_containers)) if value is not None}
+                                              ("max_containers", self.max_containers),
+                                              ("scaledown_window", window)) if value is not None}
 
     @property
     def warm(self) -> bool:
-        """Its container is probably still up: used within the scale-down window (Modal promises no more)."""
-        return time.monotonic() - self.last_used < _SCALEDOWN - 60
+        """Its container is probably still up: used within the scale-down window, less a margin for the clocks
+        (Modal promises no more)."""
+        return time.monotonic() - self.last_used < self.window - min(60.0, self.window / 5)
 
 
 class ModalBackend(Backend):
@@ -172,6 +179,7 @@ class ModalBackend(Backend):
         self._streams: dict[str, _Stream] = {}  # the cells running now, by token (for a re-run's question)
         self._answering: threading.Thread | None = None
         self._closes_at_exit = False
+        self._class_window: int | None = None  # the class's scaledown_window: the session's idle as the app started
 
     @property
     def running(self) -> bool:
@@ -185,8 +193,16 @@ class ModalBackend(Backend):
                                                  fan_out=False))
 
     def resident_report(self) -> StoreReport | None:
-        """Asked of the container of the last cell's GPU type (another type's container has a store of its own)."""
+        """Asked of the container of the last cell's GPU type (another type's container has a store of its own).
+
+        Only while that container is reckoned up (its last cell within its idle window): asking a container that
+        has scaled down would start a GPU container, billed, to report that it holds nothing (review N12).
+        """
         if not self.running:
+            return None
+        gpus = self._last.gpu
+        pool = self._pools.get((gpus[0] if len(gpus) == 1 else None, False))
+        if pool is None or not pool.warm:
             return None
         meta, _ = self._call(ReportRequest().to_wire(), wire.pack({}), lambda event: None, self._last, None, None,
                              fan_out=False)
@@ -214,6 +230,8 @@ class ModalBackend(Backend):
         shape = AppShape(ImageSpec.for_this_kernel(resources.pip), gpus if len(gpus) > 1 else None)
         gpu = gpus[0] if len(gpus) == 1 else None
         cpu, memory = resources.cpu, resources.memory_mib
+        idle = int(resources.idle or IDLE)
+        window = MAP_IDLE if fan_out else idle
         if fan_out and inputs.nbytes > _INLINE:
             raise UsageProblem(f"--map on Modal sends the inputs with each call, and they come to "
                                f"{format_bytes(inputs.nbytes)}, over {format_bytes(_INLINE)}; load the big data "
@@ -222,7 +240,8 @@ class ModalBackend(Backend):
         with self._lock:
             app_warm = self._executor is not None and shape == self._shape
             pool = self._pools.get((gpu, fan_out)) if app_warm else None
-            reuse = pool is not None and pool.covers(cpu, memory)
+            # A new idle window applies to the next container started: a warm one keeps the window it has.
+            reuse = pool is not None and pool.covers(cpu, memory) and (pool.window == window or pool.warm)
             if self._executor is None:
                 note = "starting the app (the first build of an image takes minutes)"
             elif not app_warm:
@@ -231,11 +250,12 @@ class ModalBackend(Backend):
                 note = "" if pool is not None and reuse and pool.warm else "a new container"  # the view: cold or warm
             warm = pool is not None and reuse and pool.warm
             on_event(StageEvent(kind="stage", stage="start", where=where, warm=warm, note=note))
-            executor = self._ensure_app(shape)
+            executor = self._ensure_app(shape, idle)
             if pool is None or not reuse:
                 pool = self._pools[gpu, fan_out] = _Pool.grown(pool, cpu, memory,
-                                                               _SCALE_OUT_CONTAINERS if fan_out else None)
+                                                               _SCALE_OUT_CONTAINERS if fan_out else None, window)
             app = self._stack
+            class_window = self._class_window
         token = secrets.token_hex(8)
         request = {**request, "inputs": inputs.meta(), "token": token, "timeout": timeout}
         # Until the container has the cell, the cell waits for one (a GPU queue, a container booting): that is
@@ -243,13 +263,18 @@ class ModalBackend(Backend):
         on_event(StageEvent(kind="stage", stage="start", where=where,
                             note=f"waiting for a container ({' or '.join(gpus) or 'CPU'})"))
         stream = _Stream.nothing_yet()
+        account = ledger.session()
+        account.use_prices(resources.prices)
+        call = account.begin((gpu, fan_out), "--map" if fan_out else "single-cell",
+                             Machine.asked(gpu or (gpus[0] if gpus else None), cpu, memory), pool.window)
         try:
-            options = pool.options(gpu)
+            options = pool.options(gpu, class_window)
             instance = (executor.with_options(**options) if options else executor)()
             head, arrays = _send_inputs(instance, request, inputs, on_event)
             stream = self._streams[token] = _Stream(lambda: instance.run.remote_gen(head, arrays, self._control))
             try:
                 result = self._follow(stream, token, on_event, timeout, stop)
+                stream.gpu_peak = result[0].get("gpu_peak")
             finally:
                 del self._streams[token]
         except (ModalMagicError, KeyboardInterrupt):
@@ -261,6 +286,8 @@ class ModalBackend(Backend):
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
             raise explain(exc) from None
+        finally:
+            _bill(account, call, stream, on_event)
         pool.last_used = time.monotonic()
         return result
 
@@ -294,6 +321,7 @@ class ModalBackend(Backend):
                         check_stop()
                     if kind == "call":
                         call_id = stream.call_id = meta["id"]
+                        stream.gpus = list(meta.get("gpus") or [])
                         if meta.get("attempt", 1) > 1:
                             on_event(StageEvent(kind="stage", stage="run", note="the container was restarted "
                                                 "(preempted or crashed): the cell runs again from the start"))
@@ -341,7 +369,9 @@ class ModalBackend(Backend):
         self.close()
 
     # ------------------------------------------------------------------ the app
-    def _ensure_app(self, shape: AppShape) -> Any:
+    def _ensure_app(self, shape: AppShape, window: int) -> Any:
+        """The running app for ``shape``, else a new one whose class waits ``window`` idle seconds (a single cell's
+        window: its pools need no variant for it)."""
         if self._executor is not None and shape == self._shape:
             return self._executor
         self.close()
@@ -354,7 +384,7 @@ class ModalBackend(Backend):
             app = modal.App("modal-magic")
             gpu: dict[str, Any] = {"gpu": list(shape.gpu_fallbacks)} if shape.gpu_fallbacks else {}
             executor = app.cls(serialized=True, image=build_image(shape.image), timeout=MAX_TIMEOUT,
-                               scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
+                               scaledown_window=window, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
             self._control = stack.enter_context(modal.Queue.ephemeral())
             self._answering = threading.Thread(target=self._answer_reruns, args=(self._control,), daemon=True,
@@ -364,7 +394,7 @@ class ModalBackend(Backend):
             with contextlib.suppress(Exception):
                 stack.close()
             raise explain(exc, starting=True) from None
-        self._stack, self._executor, self._shape = stack, executor, shape
+        self._stack, self._executor, self._shape, self._class_window = stack, executor, shape, window
         if not self._closes_at_exit:
             # After Modal's own exit handlers (they run last-in first-out), so the app is closed while
             # Modal's client still works: the server stops the container now, not after missed heartbeats.
@@ -394,6 +424,7 @@ class ModalBackend(Backend):
 
     def close(self) -> None:
         self._pools.clear()
+        ledger.session().stopped()
         if self._answering is not None and self._answering.is_alive():
             with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
                 self._control.put(_CLOSING, partition=RERUNS)
@@ -429,6 +460,22 @@ class _FanOutLane(Backend):
     @property
     def running(self) -> bool:
         return self._backend.running
+
+
+def _bill(account: ledger.Ledger, call: ledger.Call, stream: _Stream, on_event: OnEvent) -> None:
+    """The call let its container go: count its seconds, and tell the view what it had and cost (an estimate).
+
+    Told only for a call a container took (its first frame came): one refused or withdrawn before that
+    held no container of ours; its seconds still count, as Modal may have started one for it.
+    """
+    seconds, cost, pool = account.end(call, stream.gpus)
+    if stream.gpus is None:
+        return
+    event = BillEvent(kind="bill", gpu=pool.gpu_words(), seconds=seconds, cost=cost, total=account.total(),
+                      basis=account.basis(), idle=pool.window)
+    if stream.gpu_peak is not None:
+        event["peak"] = stream.gpu_peak
+    on_event(event)
 
 
 class _AppGone(Exception):
@@ -518,6 +565,8 @@ class _Stream:
         self._items: queue.Queue[tuple[bytes | None, BaseException | None]] = queue.Queue()
         self.received = 0  # items Modal's client has handed over (its index of the last one)
         self.call_id: str | None = None  # set once the container has the cell
+        self.gpus: list[str] | None = None  # the container's GPUs, as it names them (its first frame)
+        self.gpu_peak: int | None = None  # the cell's peak GPU memory (its result)
         if start is not None:
             threading.Thread(target=self._pump, args=(start,), daemon=True, name="modal_magic-stream").start()
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import queue
+import subprocess
 import sys
 import threading
 import time
@@ -54,7 +55,7 @@ from ...wire import frames
 from ...wire import payload as wire
 from ..local import LocalBackend
 
-__all__ = ["executor_class", "serve_one", "put", "start_worker", "partition", "STOP", "RERUNS", "GRACE"]
+__all__ = ["executor_class", "serve_one", "put", "start_worker", "gpus", "partition", "STOP", "RERUNS", "GRACE"]
 
 STOP = "stop"       # what the notebook puts in the control queue to stop a cell
 RERUNS = "reruns"   # the control queue's partition where a re-run names its cell (container → notebook)
@@ -67,6 +68,7 @@ _WATCH = 10.0       # seconds one long-poll of the control queue waits
 CONTAINER = uuid.uuid4().hex[:12]  # this container process, so the notebook can tell a new one
 _worker: LocalBackend | None = None
 _stash: dict[tuple[str, int], bytes] = {}  # pieces of inputs, by (cell token, index)
+_gpus: list[str] | None = None  # what ``gpus()`` found
 
 
 def partition(token: str, what: str) -> str:
@@ -77,6 +79,26 @@ def partition(token: str, what: str) -> str:
     runs of the cell. A re-run asks its question in the app-wide ``RERUNS``.
     """
     return f"{token}.{what}"
+
+
+def gpus() -> list[str]:
+    """This container's GPUs as the NVIDIA driver names them, one per GPU; empty without a GPU (asked once).
+
+    Modal's environment names no GPU (its variables name the task, image, region and cloud), and with a
+    fallback list, or an ``H100`` that Modal may upgrade, only the container knows what it got. The
+    driver's ``nvidia-smi`` is in every GPU container and answers without starting CUDA, which the
+    container's own process never does (the cell's worker process does, if the cell uses the GPU).
+    """
+    global _gpus
+    if _gpus is None:
+        try:
+            found = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                                   text=True, timeout=10)
+            _gpus = [line.strip() for line in found.stdout.splitlines() if line.strip()] if found.returncode == 0 \
+                else []
+        except (OSError, subprocess.SubprocessError):  # no driver tool: no GPU, as far as anyone here can say
+            _gpus = []
+    return _gpus
 
 
 def start_worker() -> LocalBackend:
@@ -104,7 +126,7 @@ def serve_one(head: bytes, buffers: list[Any], control: Any = None, call_id: str
     worker = start_worker()
     meta, _ = frames.decode(head)
     attempt = yield from _catch_up(control, meta.get("token"))  # first: a re-run's own frames must not be lost
-    yield frames.encode(CallFrame(kind="call", id=call_id, container=CONTAINER, attempt=attempt))
+    yield frames.encode(CallFrame(kind="call", id=call_id, container=CONTAINER, attempt=attempt, gpus=gpus()))
     if "_pieces" in meta:  # the inputs went ahead in pieces (``put``)
         pieces = _take_pieces(meta)
         if pieces is None:

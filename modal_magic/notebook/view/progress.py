@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ...protocol import Event, StageEvent
+from ...backends.modal.cost import dollars
+from ...protocol import BillEvent, Event, StageEvent
 from .came_back import Returned, describe_returned
 
 __all__ = ["Progress", "format_bytes", "format_parts"]
@@ -84,6 +85,8 @@ class Progress:
     """--map: seconds per element (or their spread), by label."""
     clock: Callable[[], float] = time.monotonic
     """What 'now' is while the cell runs (a test reads the line at a moment of its choosing)."""
+    bill: Bill | None = None
+    """What its Modal containers were and cost (``bill`` events; a --map's, summed); None: none told."""
 
     @property
     def part(self) -> str:
@@ -102,6 +105,9 @@ class Progress:
         if event["kind"] == "note":  # news within the stage (a fan-out's counts)
             self.note = event["note"]
             return True
+        if event["kind"] == "bill":
+            self.bill = (self.bill or Bill()).add(event)
+            return False
         if event["kind"] == "done":
             self.ended, self.ok = now, event["ok"]
             self.error = event.get("error", "").removesuffix(": ")  # an exception without a message
@@ -195,8 +201,46 @@ class Progress:
             lines["took"] = ", ".join(parts)
         if self.elements:  # --map: each element's own time, or their spread
             lines["elements"] = ", ".join(f"{label} {seconds:.2f} s" for label, seconds in self.elements.items())
+        if self.bill is not None:
+            lines.update(self.bill.lines())
         return lines
 
     def summary_lines(self) -> list[str]:
         """The summary as plain text: the headline, then one indented line per label."""
         return [self.headline(), *(f"  {label}: {text}" for label, text in self.summary().items())]
+
+
+@dataclass
+class Bill:
+    """A cell's Modal calls, summed: the GPUs they had, their peak GPU memory, their seconds and estimated cost."""
+
+    calls: int = 0
+    gpus: dict[str, None] = field(default_factory=dict)
+    """What the containers had, in words, each once, in the order met."""
+    peak: int | None = None
+    seconds: float = 0.0
+    cost: float | None = 0.0
+    total: float | None = None
+    basis: str = ""
+    idle: float = 0.0
+
+    def add(self, event: BillEvent) -> Bill:
+        self.calls += 1
+        self.gpus[event["gpu"]] = None
+        if "peak" in event:
+            self.peak = max(self.peak or 0, event["peak"])
+        self.seconds += event["seconds"]
+        self.cost = None if self.cost is None or event["cost"] is None else self.cost + event["cost"]
+        self.total, self.basis, self.idle = event["total"], event["basis"], event["idle"]
+        return self
+
+    def lines(self) -> dict[str, str]:
+        """'GPU' (and its peak memory, when CUDA was used) and 'cost' (with the session's so far)."""
+        peak = "" if self.peak is None else f"; peak GPU memory {format_bytes(self.peak)}"
+        held = f"{self.seconds:.1f} s of its container" if self.calls == 1 else \
+            f"{self.calls} calls, {self.seconds:.1f} container-seconds"
+        waits = f"its container waits {self.idle:g} s idle, billed, for the next cell" if self.calls == 1 else \
+            f"its containers stop after {self.idle:g} s idle"
+        total = "" if self.total is None else f"; session so far ~{dollars(self.total)}"
+        return {"GPU": ", ".join(self.gpus) + peak,
+                "cost": f"~{dollars(self.cost)} for {held}{total} — {self.basis}; {waits} (%modal_status)"}
