@@ -330,10 +330,12 @@ def test_a_big_file_opened_in_a_cell_is_not_read_whole(shell, tmp_path: Path, mo
     fh.close()
 
 
-def test_dev_zero_opened_in_a_cell_is_left_out_and_named(shell, capsys) -> None:
+def test_dev_zero_opened_in_a_cell_is_not_read_and_stays_there_as_a_handle(shell, capsys) -> None:
     result = run(shell, "%%modal_gpu --backend local\nzero = open('/dev/zero')\nfine = 1")
     assert result.success, result.error_in_exec
-    assert "zero" not in shell.user_ns and shell.user_ns["fine"] == 1
-    assert ("modal_gpu: 'zero' was not brought back: it is /dev/zero, a character device rather than a regular "
-            "file: reading it may never end, so it was not read or sent; open it in the notebook instead"
-            in capsys.readouterr().err)
+    assert type(shell.user_ns["zero"]).__name__ == "RemoteHandle" and shell.user_ns["fine"] == 1
+    assert ("modal_gpu: 'zero' stays where the cell ran, as a remote handle: it could not come back (it is "
+            "/dev/zero, a character device rather than a regular file: reading it may never end, so it was not read "
+            "or sent; open it in the notebook instead)" in capsys.readouterr().err)
+    assert run(shell, "%%modal_gpu --backend local\nchunk = zero.read(3)").success  # the file, open where it is
+    assert shell.user_ns["chunk"] == "\0\0\0"

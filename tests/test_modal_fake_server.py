@@ -345,12 +345,13 @@ def test_memmaps_and_open_files_do_not_pretend_to_reach_files_on_the_containers_
                         "fh = open(path, 'rb')")
     assert result.success, result.error_in_exec
     assert type(shell.user_ns["mm"]) is np.ndarray and (shell.user_ns["mm"] == 2.0).all()
-    assert "fh" not in shell.user_ns
+    assert type(shell.user_ns["fh"]).__name__ == "RemoteHandle"  # the container's file, open there
     err = capsys.readouterr().err
     assert (f"mm: a memmap of {made} travels as a plain in-memory array, not as a memmap of the file: the notebook "
             "cannot see the worker's disk") in err
-    assert (f"'fh' was not brought back: it is an open file of {made} on the worker's disk, which the notebook "
-            "cannot see: it was not read or sent; open the file in the notebook instead") in err
+    assert (f"'fh' stays where the cell ran, as a remote handle: it could not come back (it is an open file of "
+            f"{made} on the worker's disk, which the notebook cannot see: it was not read or sent; open the file in "
+            "the notebook instead)") in err
     notebooks = np.memmap(kept, dtype="float32", mode="w+", shape=(4,))
     shell.user_ns["notebooks"] = notebooks
     assert run(shell, "%%modal_gpu --backend modal\nnotebooks[:] = 5.0").success

@@ -35,11 +35,12 @@ def test_model_trained_remotely_keeps_optimizer_links(shell) -> None:
     assert model.weight.grad is not None                    # .grad survived the trip
 
 
-def test_unpicklable_output_is_skipped_with_a_warning(shell, capsys) -> None:
+def test_unpicklable_output_stays_remote_as_a_handle_with_a_line(shell, capsys) -> None:
     result = run(shell, "%%modal_gpu\ngen = (i for i in range(3))\nfine = [1, 2]")
     assert result.success
-    assert shell.user_ns["fine"] == [1, 2] and "gen" not in shell.user_ns
-    assert "modal_gpu: 'gen' was not brought back: TypeError" in capsys.readouterr().err
+    assert shell.user_ns["fine"] == [1, 2] and type(shell.user_ns["gen"]).__name__ == "RemoteHandle"
+    assert "modal_gpu: 'gen' stays where the cell ran, as a remote handle: it could not come back (TypeError" \
+        in capsys.readouterr().err
 
 
 def test_unpicklable_last_value_is_shown_by_its_repr(shell) -> None:

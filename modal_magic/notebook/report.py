@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..protocol import StoreReport, StoreRow
+from ..wire import handles
 from ..wire.resident import is_resident_kind
 from .session import Session
 from .view.progress import format_bytes
@@ -28,7 +29,8 @@ def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[
     backends, session = extension.backends.running(), extension.session
     if not backends:
         return ["modal_gpu: no backend is running, so nothing is resident remotely "
-                f"(this notebook mirrors {len(session.table)} tensor(s) that would be sent as values)."]
+                f"(this notebook mirrors {len(session.table)} tensor(s) that would be sent as values)."
+                ] + _handles(namespace)
     names = _names_by_key(namespace, session)
     lines: list[str] = []
     for backend in backends:
@@ -38,7 +40,19 @@ def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[
                          "window, its values went with it), so it was not asked: asking would start one.")
         else:
             lines += _describe(backend.name, report, names)
-    return lines
+    return lines + _handles(namespace)
+
+
+def _handles(namespace: Mapping[str, Any]) -> list[str]:
+    """The notebook's remote handles: values that stayed where their cell ran (``wire/handles.py``)."""
+    held = [(name, value) for name, value in namespace.items()
+            if isinstance(value, handles.RemoteHandle) and not name.startswith("_")]
+    if not held:
+        return []
+    return [f"modal_gpu: {len(held)} remote handle(s), values that could not come back and stay where their cell "
+            "ran (later %%modal_gpu cells use them):",
+            *(f"  {name}: {value.kind} in {value.where}{' — gone with it' if value.gone else ''} ({value.why})"
+              for name, value in held)]
 
 
 def _describe(where: str, report: StoreReport, names: dict[str, str]) -> list[str]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InternalError
 from ..protocol import OnEvent, Resources, ResultFrame, RunRequest, StageEvent
+from ..wire import handles
 from ..wire import payload as wire
 from ..wire.resident import ALL, Receiver, Sender, Table
 
@@ -51,8 +52,9 @@ class Session:
         self.resync = False
 
     def take_released(self) -> list[str]:
+        """The keys the notebook let go since the last request: mirrors of remote tensors, remote handles."""
         released, self.table.released = self.table.released, []  # a finalizer appends to the new list
-        return released
+        return released + handles.take_released()
 
 
 class Crossing:

@@ -21,8 +21,8 @@ from IPython.core.inputtransformer2 import TransformerManager
 
 from ..errors import RemoteError, UsageProblem, with_remote_traceback
 from ..protocol import ERROR, INPUTS, PLAIN, RESIDENT, SLOTS, VALUE, ErrorInfo, Resources, ResultFrame, RunRequest
+from ..wire import handles, process_state
 from ..wire import payload as wire
-from ..wire import process_state
 from ..wire.identity import LocalObjects
 from . import analysis
 from .cell import NO_VALUE, CellOptions
@@ -194,6 +194,9 @@ def rebuild(result: ResultFrame, inputs: wire.Payload, *, device: str, main: wir
                 if name not in SLOTS]
     warnings += [f"{name!r} was not brought back: it ran, but {why}; the other names came back"
                  for name, why in failed.items() if name not in SLOTS]
+    warnings += [f"{name!r} stays where the cell ran, as a remote handle: it could not come back ({value.why}); "
+                 "later %%modal_gpu cells use it as it is" for name, value in values.items()
+                 if isinstance(value, handles.RemoteHandle) and not value.gone]
     for slot in (INPUTS, RESIDENT):  # no name to blame, but in-place changes to the notebook's objects are lost
         if slot in failed:
             warnings.append(f"what the cell changed in place in the notebook's objects was not brought "

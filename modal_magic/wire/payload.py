@@ -313,7 +313,8 @@ class Refs(Protocol):
 
 
 def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | None = None,
-         keep_memo: bool = False, disks: Disks = ELSEWHERE) -> Payload:
+         keep_memo: bool = False, disks: Disks = ELSEWHERE,
+         stand_in: Callable[[str, Any, str], Any] | None = None) -> Payload:
     """Pickle ``variables`` into a payload.
 
     Strict (inputs): the first variable that cannot be pickled raises
@@ -322,18 +323,26 @@ def pack(variables: Mapping[str, Any], *, lenient: bool = False, refs: Refs | No
     objects by references; ``keep_memo`` records which object got which memo
     index (``payload.memo``), so that the receiver's references can be resolved. ``disks`` says whether the
     receiver sees this side's files (memmaps and open files then go as those files; see ``files``): by default
-    it does not.
+    it does not. ``stand_in(name, value, why)``, when lenient, may give what goes in the place of a variable
+    that cannot be pickled (a remote handle, ``handles``); None leaves it out.
     """
     by_value = _users_modules()
     skipped: dict[str, str] = {}
+    replaced: dict[str, Any] = {}
     while True:
-        todo = {k: v for k, v in variables.items() if k not in skipped}
+        todo = {k: replaced.get(k, v) for k, v in variables.items() if k not in skipped}
         try:
             return _pack_once(todo, skipped, refs, keep_memo, by_value, disks)
         except _VariableFailed as failed:
             if not lenient:
                 raise PackError(failed.name, failed.reason) from None
-            skipped[failed.name] = why_left_out(failed.reason)
+            why = why_left_out(failed.reason)
+            substitute = None if stand_in is None or failed.name in replaced else \
+                stand_in(failed.name, variables[failed.name], why)
+            if substitute is None:
+                skipped[failed.name] = why
+            else:
+                replaced[failed.name] = substitute
 
 
 class _VariableFailed(Exception):

@@ -34,6 +34,7 @@ from ..protocol import (
     INPUTS,
     PLAIN,
     RESIDENT,
+    SLOTS,
     VALUE,
     ClearOutputEvent,
     DisplayEvent,
@@ -43,8 +44,8 @@ from ..protocol import (
     StageEvent,
     StoreReport,
 )
+from ..wire import handles, process_state
 from ..wire import payload as wire
-from ..wire import process_state
 from ..wire.identity import RemoteInputs
 from . import gpu_memory
 from .output import CellOutput
@@ -276,7 +277,8 @@ class Runner:
             extra[VALUE] = self._hook.value
         self._hook.value = None
         payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs,
-                            disks=wire.Disks(request.shared_disk, sender="the worker", receiver="the notebook"))
+                            disks=wire.Disks(request.shared_disk, sender="the worker", receiver="the notebook"),
+                            stand_in=None if store is None else _keep_here)
         if store is not None:
             store.settle(refs)
         return ResultFrame(
@@ -285,6 +287,14 @@ class Runner:
             error=None if error is None else self._error_info(error),
             value_repr=_safe_repr(extra.get(VALUE)) if VALUE in payload.skipped else None,
         )
+
+
+def _keep_here(name: str, value: Any, why: str) -> Any:
+    """A value the cell bound that cannot travel stays in this worker; the notebook gets its handle."""
+    if name in SLOTS:  # the cell's error, last value, inputs' updates: said as before, never held
+        return None
+    where = os.environ.get(handles.PLACE) or f"the local worker (pid {os.getpid()})"
+    return handles.hold(value, name, why, where)
 
 
 @contextlib.contextmanager

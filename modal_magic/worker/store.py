@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
+from ..wire import handles
 from ..wire.resident import Entry, Receiver, Sender, Table, fingerprint, torch_module
 
 __all__ = ["Store", "Compiled", "this_process"]
@@ -40,6 +41,7 @@ class Store:
         self.compiled = Compiled()
         """``torch.compile``'s namespace (see the module's docstring)."""
         self._unsettled = False
+        handles.start_holding()  # a session's worker keeps what cannot travel, for the notebook's handles
         self._inputs: Receiver | None = None
         self._changed: list[Entry] = []
 
@@ -47,7 +49,10 @@ class Store:
         """Before a cell: drop what the notebook released; stop vouching for what changed unreported
         (a cell that was interrupted, or whose results did not go out), or for everything on ``resync``."""
         for key in release:
-            self.table.drop(key)
+            if handles.is_key(key):  # a value kept for a remote handle the notebook let go
+                handles.drop(key)
+            else:
+                self.table.drop(key)
         if resync or self._unsettled:
             for entry in self.table.entries():
                 if resync or entry.print != fingerprint(entry.holder):

@@ -51,7 +51,7 @@ from ...protocol import (
     report_to_wire,
     request_from_wire,
 )
-from ...wire import frames
+from ...wire import frames, handles
 from ...wire import payload as wire
 from ..local import LocalBackend
 
@@ -110,6 +110,7 @@ def start_worker() -> LocalBackend:
     global _worker
     if _worker is None:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("MODAL_")}
+        environment[handles.PLACE] = "the Modal container"  # what a remote handle says it lives in
         _worker = LocalBackend(grace=GRACE, environment=environment)
     _worker.start()
     return _worker

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...wire import handles
 from ..secrets import credential_reason
 
 __all__ = ["Item", "Returned", "describe_returned"]
@@ -81,6 +82,8 @@ def _count(kind: str, names: list[str]) -> str:
 
 
 def _describe(name: str, value: Any) -> Item:
+    if isinstance(value, handles.RemoteHandle):  # what it stands for, not the stand-in's own class
+        return Item(name, 1, "remote handle", f"remote {value.kind}")
     kind = type(value).__name__
     shape = getattr(value, "shape", None)
     # Only an array's shape is a tuple (torch.Size is one): a module (`np`, whose `shape` is a
