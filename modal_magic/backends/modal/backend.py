@@ -21,7 +21,10 @@ An interrupt stops the cell in band (a stop token in the session's
 ``modal.Queue``) and waits for the cell's last frame, so the container stays
 warm; cancelling the call is the fallback for a cell that will not stop. Any
 failure of Modal's drops the app, so a stopped app (laptop sleep, network loss)
-is never reused. What runs in the container is in ``modal_executor.py``.
+is never reused. A server that dies or freezes mid-cell is noticed in seconds
+(``liveness``: Modal's client would wait for minutes, or for ever), and no
+call to it can hold the notebook: the app is dropped without waiting for the
+server. What runs in the container is in ``container.py``.
 """
 
 from __future__ import annotations
@@ -56,8 +59,10 @@ from ...protocol import (
 from ...wire import frames
 from ...wire import payload as wire
 from ..base import Availability, Backend, Description
+from . import liveness
 from .container import GRACE, RERUNS, STOP, executor_class, partition
-from .errors import UNCHANGED, explain, preflight
+from .errors import UNCHANGED, explain, lost_connection, preflight
+from .liveness import NoAnswer, Watch, bounded
 from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
@@ -166,6 +171,7 @@ class ModalBackend(Backend):
         self._stack: contextlib.ExitStack | None = None
         self._executor: Any = None
         self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
+        self._watch: Watch | None = None     # whether the app's server answers, while cells run
         self._shape: AppShape | None = None
         self._pools: dict[tuple[str | None, bool], _Pool] = {}  # by GPU type, and whether a fan-out's
         self._lock = threading.Lock()  # a fan-out's calls share the app: one of them starts it
@@ -252,17 +258,26 @@ class ModalBackend(Backend):
                 result = self._follow(stream, token, on_event, timeout, stop)
             finally:
                 del self._streams[token]
-        except (ModalMagicError, KeyboardInterrupt):
+        except _ServerSilent as silent:  # do not wait for a server that does not answer
+            self._drop(app, wait=0)
+            raise silent.error() from None
+        except KeyboardInterrupt as exc:
+            raise _short(exc) from None
+        except ModalMagicError:
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            with self._lock:
-                if self._stack is app:  # (a fan-out's other call may have started a fresh one already)
-                    self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
+            self._drop(app, wait=liveness.ANSWER)  # a stopped app (laptop sleep, lost network) must not serve again
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
             raise explain(exc) from None
         pool.last_used = time.monotonic()
         return result
+
+    def _drop(self, app: contextlib.ExitStack | None, *, wait: float) -> None:
+        """Close ``app`` unless a fan-out's other call has started a fresh one already, waiting at most ``wait``."""
+        with self._lock:
+            if self._stack is app:
+                self.close(wait=wait)
 
     def _follow(self, stream: _Stream, token: str, on_event: OnEvent, timeout: float | None,
                 stop: threading.Event | None = None) -> Frame:
@@ -274,9 +289,15 @@ class ModalBackend(Backend):
         closing the app withdraws the input. No last frame within ``_DRAIN``, or
         a second interrupt, cancels the call (Modal then stops its container).
         Setting ``stop`` (another thread's way to interrupt) counts as the first interrupt.
+        Nothing from the server for ``liveness.NO_ANSWER`` s, or no answer to
+        the stop within ``liveness.ANSWER`` s, raises ``_ServerSilent``: the cell is given up.
         """
         call_id, stopping, deadline = None, False, None
         result: frames.Pieces | None = None
+        control, watch = self._control, self._watch
+        assert watch is not None  # the app is up (``_ensure_app``)
+        if len(self._streams) == 1:  # the first cell running: the time since the last one is no silence
+            watch.heard()
 
         def check_stop() -> None:
             if stop is not None and stop.is_set() and not stopping:
@@ -284,11 +305,14 @@ class ModalBackend(Backend):
 
         def wait() -> None:
             check_stop()
+            if watch.lost:
+                raise _ServerSilent(watch.silence)
             on_event(TickEvent(kind="tick"))
 
         while True:
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=wait):
+                    watch.heard()
                     kind = meta["kind"]
                     if kind != "call":  # that one first: once the container has the cell, it stops in band
                         check_stop()
@@ -313,32 +337,40 @@ class ModalBackend(Backend):
                 if stopping:
                     break  # asked twice: do not wait
                 if call_id is None:
-                    self.close()
-                    raise
+                    self.close(wait=liveness.ANSWER)
+                    raise _interrupted(f"the cell was stopped before a container had it. {UNCHANGED}.") from None
                 stopping, deadline = True, time.monotonic() + _DRAIN
+                if watch.silence > liveness.PROBE_EVERY + liveness.ANSWER:  # a probe went unanswered: so would a stop
+                    raise _ServerSilent(watch.silence, interrupted=True) from None
                 try:
-                    self._control.put(STOP, partition=partition(token, "stop"))
-                except Exception:  # noqa: BLE001 - cannot ask in band: cancelling is what is left
-                    break
+                    if not bounded(lambda: control.put(STOP, partition=partition(token, "stop"))):
+                        break  # cannot ask in band: cancelling is what is left
+                except NoAnswer:
+                    raise _ServerSilent(watch.silence, interrupted=True) from None
+                except KeyboardInterrupt:
+                    break  # asked twice: do not wait
         if not stopping:
             raise WorkerDied(f"the Modal container ended without finishing the cell. {UNCHANGED}; "
                              "the next cell starts a fresh container.")
-        self._cancel(call_id)
-        message = ("the cell did not stop in time, so its Modal call was cancelled and its container stopped; "
-                   f"the next cell starts a fresh one. {UNCHANGED}.")
-        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+        if self._cancel(call_id):
+            raise _interrupted("the cell did not stop in time, so its Modal call was cancelled and its container "
+                               f"stopped; the next cell starts a fresh one. {UNCHANGED}.")
+        raise _interrupted("the cell did not stop in time, and Modal did not take the cancel, so its app was "
+                           f"dropped (that stops its container); the next cell starts a fresh one. {UNCHANGED}.")
 
-    def _cancel(self, call_id: str | None) -> None:
-        """Cancel the call and stop its container (Modal does not re-run a cancelled input); else stop the app."""
+    def _cancel(self, call_id: str | None) -> bool:
+        """Cancel the call and stop its container (Modal does not re-run a cancelled input): whether it was.
+
+        If not (within ``liveness.ANSWER``), the app is dropped, without waiting: stopping the app stops the call too.
+        """
         import modal
 
         if call_id is not None:
-            try:
-                modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
-                return
-            except Exception:  # noqa: BLE001 - cannot say it: stopping the app stops the call too
-                pass
-        self.close()
+            with contextlib.suppress(NoAnswer):
+                if bounded(lambda: modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)):
+                    return True
+        self.close(wait=0)
+        return False
 
     # ------------------------------------------------------------------ the app
     def _ensure_app(self, shape: AppShape) -> Any:
@@ -356,13 +388,17 @@ class ModalBackend(Backend):
             executor = app.cls(serialized=True, image=build_image(shape.image), timeout=MAX_TIMEOUT,
                                scaledown_window=_SCALEDOWN, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
-            self._control = stack.enter_context(modal.Queue.ephemeral())
+            self._control = control = stack.enter_context(modal.Queue.ephemeral())
             self._answering = threading.Thread(target=self._answer_reruns, args=(self._control,), daemon=True,
                                                name="modal_magic-reruns")
             self._answering.start()
-        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            with contextlib.suppress(Exception):
-                stack.close()
+            self._watch = Watch(lambda: control.len(), active=lambda: bool(self._streams))
+            stack.callback(self._watch.stop)
+        except BaseException as exc:  # an interrupt too: a half-started app must not beat on in the background
+            with contextlib.suppress(Exception, NoAnswer):
+                bounded(stack.close)
+            if not isinstance(exc, Exception):
+                raise
             raise explain(exc, starting=True) from None
         self._stack, self._executor, self._shape = stack, executor, shape
         if not self._closes_at_exit:
@@ -392,17 +428,30 @@ class ModalBackend(Backend):
                 with contextlib.suppress(Exception):
                     control.put(stream.received, partition=partition(token, "seen"))
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
+        """Stop the app; wait at most ``wait`` seconds for Modal to hear of it (None: until it has).
+
+        The backend forgets the app at once either way, so the next cell starts a fresh one; a server that
+        is gone gets the goodbye (which stops the app's containers) when it answers, if ever.
+        """
         self._pools.clear()
-        if self._answering is not None and self._answering.is_alive():
-            with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
-                self._control.put(_CLOSING, partition=RERUNS)
-                self._answering.join(2.0)
-        self._answering = None
-        if self._stack is not None:
-            stack, self._stack, self._executor, self._shape, self._control = self._stack, None, None, None, None
-            with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
-                stack.close()
+        stack, control, answering = self._stack, self._control, self._answering
+        self._stack = self._executor = self._shape = self._control = self._answering = self._watch = None
+
+        def goodbye() -> None:
+            if answering is not None and answering.is_alive():
+                with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
+                    control.put(_CLOSING, partition=RERUNS)
+                    answering.join(2.0)
+            if stack is not None:
+                with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
+                    stack.close()
+
+        if wait is None:
+            goodbye()
+        else:
+            with contextlib.suppress(NoAnswer):
+                bounded(goodbye, wait)
 
 
 class _FanOutLane(Backend):
@@ -470,13 +519,41 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
     restarted = kind == "stuck"
     if stopped:
         if not restarted:
-            raise KeyboardInterrupt
+            raise _interrupted(f"the cell was stopped. {UNCHANGED}.")
         message = (f"the cell did not stop within {GRACE:g} s, so its process in the container was restarted "
                    f"(what earlier cells left there is gone); the container stays warm. {UNCHANGED}.")
         raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
     raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
                       + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
+
+
+class _ServerSilent(Exception):
+    """Modal's server has not answered for a while (``liveness``): the cell is given up without waiting for it."""
+
+    def __init__(self, silence: float, *, interrupted: bool = False) -> None:
+        super().__init__(silence)
+        self.silence, self.interrupted = silence, interrupted
+
+    def error(self) -> BaseException:
+        if not self.interrupted:
+            return lost_connection(f"no answer for {liveness.NO_ANSWER:g} s")
+        return _interrupted(f"Modal's server has not answered for {self.silence:.0f} s, so the cell was given up "
+                            "without waiting for it to stop (its app is dropped, which stops its container once the "
+                            "server hears of it); the notebook is as before the cell; the next cell reconnects.")
+
+
+def _interrupted(message: str) -> KeyboardInterrupt:
+    """An interrupt shown as one line: where a cell stopped on Modal is the container's to say, never our frames."""
+    return cast(KeyboardInterrupt, with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"]))
+
+
+def _short(exc: KeyboardInterrupt) -> KeyboardInterrupt:
+    """``exc`` if it is already shown as one line, else one that is: an interrupt that landed in Modal's client
+    (while the app started, or inputs went up) would show a traceback through its internals."""
+    if hasattr(exc, "_render_traceback_"):
+        return exc
+    return _interrupted(f"the cell was interrupted before it ran on Modal. {UNCHANGED}.")
 
 
 def _send_inputs(instance: Any, request: dict[str, Any], inputs: wire.Payload,

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from ...errors import BackendUnavailable, CellTimeout, ModalMagicError, UsageProblem, WorkerDied
 from .plan import HOW_TO_CONFIGURE
 
-__all__ = ["preflight", "explain", "UNCHANGED"]
+__all__ = ["preflight", "explain", "lost_connection", "UNCHANGED"]
 
 UNCHANGED = "The notebook's variables are unchanged"
 _OFFLINE = f". Check the network connection, or use --backend local. {UNCHANGED}."
@@ -67,9 +67,8 @@ def explain(exc: BaseException, *, starting: bool = False) -> ModalMagicError:
     message = _sentence(exc)
     if isinstance(exc, errors.AuthError):
         return BackendUnavailable(f"Modal did not accept the credentials ({message}); {HOW_TO_CONFIGURE}.")
-    if isinstance(exc, errors.ConnectionError):
-        return BackendUnavailable(("cannot reach Modal's server" if starting else "lost the connection to Modal")
-                                  + _OFFLINE)
+    if isinstance(exc, (errors.ConnectionError, ConnectionError)):  # Modal's, or the socket's own (refused, reset)
+        return BackendUnavailable(f"cannot reach Modal's server{_OFFLINE}") if starting else lost_connection(message)
     if isinstance(exc, errors.ImageBuildError):
         return BackendUnavailable(f"the container image failed to build: {_build_failure(exc.image_id)}. "
                                   f"Check the --pip packages and their versions; the whole log: "
@@ -88,6 +87,13 @@ def explain(exc: BaseException, *, starting: bool = False) -> ModalMagicError:
     if starting:
         return BackendUnavailable(f"Modal could not start the app: {message}. {UNCHANGED}.")
     return WorkerDied(f"the Modal call failed: {message}. {UNCHANGED}; the next cell starts a fresh app.")
+
+
+def lost_connection(why: str) -> BackendUnavailable:
+    """The connection to Modal's server went mid-cell (``why``: how we know): nothing came back, so nothing here
+    changed; the backend has dropped the app, so the next cell starts a fresh one."""
+    return BackendUnavailable(f"lost the connection to Modal's server mid-cell ({why}); the notebook is as before "
+                              "the cell; the next cell reconnects.")
 
 
 def _sentence(exc: BaseException) -> str:
