@@ -178,6 +178,7 @@ class ModalBackend(Backend):
         self._streams: dict[str, _Stream] = {}  # the cells running now, by token (for a re-run's question)
         self._answering: threading.Thread | None = None
         self._closes_at_exit = False
+        self._leaving: list[threading.Event] = []  # goodbyes of dropped apps, not done yet (``close``)
 
     @property
     def running(self) -> bool:
@@ -393,7 +394,6 @@ class ModalBackend(Backend):
                                                name="modal_magic-reruns")
             self._answering.start()
             self._watch = Watch(lambda: control.len(), active=lambda: bool(self._streams))
-            stack.callback(self._watch.stop)
         except BaseException as exc:  # an interrupt too: a half-started app must not beat on in the background
             with contextlib.suppress(Exception, NoAnswer):
                 bounded(stack.close)
@@ -404,7 +404,8 @@ class ModalBackend(Backend):
         if not self._closes_at_exit:
             # After Modal's own exit handlers (they run last-in first-out), so the app is closed while
             # Modal's client still works: the server stops the container now, not after missed heartbeats.
-            atexit.register(self.close)
+            # Bounded: a server that is gone must not hold the kernel's exit.
+            atexit.register(self.close, wait=liveness.NO_ANSWER)
             self._closes_at_exit = True
         return executor
 
@@ -432,26 +433,40 @@ class ModalBackend(Backend):
         """Stop the app; wait at most ``wait`` seconds for Modal to hear of it (None: until it has).
 
         The backend forgets the app at once either way, so the next cell starts a fresh one; a server that
-        is gone gets the goodbye (which stops the app's containers) when it answers, if ever.
+        is gone gets the goodbye (which stops the app's containers) when it answers, if ever. Goodbyes still
+        under way from earlier closes are waited for too, within the same ``wait`` (or ``liveness.ANSWER``),
+        so that a test's or a kernel's end finds no app half-closed inside Modal's client.
         """
         self._pools.clear()
-        stack, control, answering = self._stack, self._control, self._answering
+        stack, control, answering, watch = self._stack, self._control, self._answering, self._watch
         self._stack = self._executor = self._shape = self._control = self._answering = self._watch = None
+        if watch is not None:
+            watch.stop()
+        done = threading.Event()
 
         def goodbye() -> None:
-            if answering is not None and answering.is_alive():
-                with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
-                    control.put(_CLOSING, partition=RERUNS)
-                    answering.join(2.0)
-            if stack is not None:
-                with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
-                    stack.close()
+            try:
+                if answering is not None and answering.is_alive():
+                    # Wake its long poll, so nothing is pending as the client closes. Bounded: Modal's client
+                    # retries a queue put for ever, and the app's own goodbye must still be said.
+                    with contextlib.suppress(NoAnswer):
+                        if bounded(lambda: control.put(_CLOSING, partition=RERUNS)):
+                            answering.join(2.0)
+                if stack is not None:
+                    with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
+                        stack.close()
+            finally:
+                done.set()
 
+        leaving, self._leaving = self._leaving, []
         if wait is None:
             goodbye()
         else:
             with contextlib.suppress(NoAnswer):
                 bounded(goodbye, wait)
+        until = time.monotonic() + (liveness.ANSWER if wait is None else wait)
+        self._leaving = [earlier for earlier in leaving + [done]
+                         if not earlier.wait(max(0.0, until - time.monotonic()))]
 
 
 class _FanOutLane(Backend):
