@@ -78,8 +78,8 @@ class Watch:
 
     def _ask(self) -> None:
         while not self._done.wait(PROBE_EVERY):
-            if not self._active() or self.silence < PROBE_EVERY:  # no cell, or frames are arriving
-                continue
+            if not self._active() or self.silence < PROBE_EVERY / 2:  # no cell, or frames are arriving
+                continue  # (half: a quiet stream is asked every PROBE_EVERY, however the two clocks fall)
             try:
                 self._probe()
             except Exception:  # noqa: BLE001 - no answer is what the clock measures
