@@ -535,9 +535,8 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
     if stopped:
         if not restarted:
             raise _interrupted(f"the cell was stopped. {UNCHANGED}.")
-        message = (f"the cell did not stop within {GRACE:g} s, so its process in the container was restarted "
-                   f"(what earlier cells left there is gone); the container stays warm. {UNCHANGED}.")
-        raise with_remote_traceback(KeyboardInterrupt(message), [f"KeyboardInterrupt: {message}"])
+        raise _interrupted(f"the cell did not stop within {GRACE:g} s, so its process in the container was restarted "
+                           f"(what earlier cells left there is gone); the container stays warm. {UNCHANGED}.")
     raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
                       + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
