@@ -148,3 +148,18 @@ def test_a_stall_mid_download_is_named_a_stall_of_the_connection_not_out_of_memo
     assert_one_sentence(result, shown.out + shown.err)
     assert "memory" not in str(result.error_in_exec) and "preempted" not in str(result.error_in_exec)
     assert took < GUARD and shell.user_ns["state"] == "before" and "big" not in shell.user_ns
+
+
+def test_a_cell_started_while_the_server_is_frozen_says_so_in_seconds(server, shell, capsys) -> None:
+    """Modal's client has no deadline for starting an app: a frozen server held the cell for ever."""
+    shell.run_cell("%modal_stop", store_history=True)
+    server.freeze()
+    result, took = guarded(shell, "%%modal_gpu --backend modal\nstate = 'after'")
+    shown = capsys.readouterr()
+    assert isinstance(result.error_in_exec, BackendUnavailable), result.error_in_exec
+    assert f"took the connection but did not answer within {NO_ANSWER:g} s" in str(result.error_in_exec)
+    assert "Traceback" not in shown.out + shown.err
+    assert took < GUARD and shell.user_ns["state"] == "before"
+    server.thaw()
+    result, _ = guarded(shell, "%%modal_gpu --backend modal\nnext_cell = 'ran'")
+    assert result.success, result.error_in_exec

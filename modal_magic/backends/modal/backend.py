@@ -61,7 +61,7 @@ from ...wire import payload as wire
 from ..base import Availability, Backend, Description
 from . import liveness
 from .container import GRACE, RERUNS, STOP, executor_class, partition
-from .errors import UNCHANGED, explain, lost_connection, preflight
+from .errors import UNCHANGED, explain, greet, lost_connection, preflight
 from .liveness import NoAnswer, Watch, bounded
 from .plan import HOW_TO_CONFIGURE, ImageSpec, modal_credentials
 
@@ -207,13 +207,20 @@ class ModalBackend(Backend):
 
     def _call(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
               timeout: float | None, stop: threading.Event | None, *, fan_out: bool) -> Frame:
-        """Run one request (as it goes on the wire); its ``result`` frame. A stopped app is replaced once."""
+        """Run one request (as it goes on the wire); its ``result`` frame. A stopped app is replaced once.
+
+        Every interrupt leaves as one line (``_short``), wherever in Modal's client it landed."""
         try:
-            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=True)
-        except _AppGone:  # the cell never reached a container, so running it now runs it once
-            on_event(StageEvent(kind="stage", stage="start", warm=False, note="Modal had stopped the app "
-                                "(a laptop sleep, a lost network): starting a fresh one"))
-            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=False)
+            try:
+                return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out,
+                                 first_try=True)
+            except _AppGone:  # the cell never reached a container, so running it now runs it once
+                on_event(StageEvent(kind="stage", stage="start", warm=False, note="Modal had stopped the app "
+                                    "(a laptop sleep, a lost network): starting a fresh one"))
+                return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out,
+                                 first_try=False)
+        except KeyboardInterrupt as exc:
+            raise _short(exc) from None
 
     def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
              timeout: float | None, stop: threading.Event | None, *, fan_out: bool, first_try: bool) -> Frame:
@@ -262,9 +269,7 @@ class ModalBackend(Backend):
         except _ServerSilent as silent:  # do not wait for a server that does not answer
             self._drop(app, wait=0)
             raise silent.error() from None
-        except KeyboardInterrupt as exc:
-            raise _short(exc) from None
-        except ModalMagicError:
+        except (ModalMagicError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
             self._drop(app, wait=liveness.ANSWER)  # a stopped app (laptop sleep, lost network) must not serve again
@@ -382,6 +387,7 @@ class ModalBackend(Backend):
         from modal.config import config
 
         preflight(config.get("server_url") or "https://api.modal.com")
+        greet()
         stack = contextlib.ExitStack()
         try:
             app = modal.App("modal-magic")

@@ -15,9 +15,10 @@ import urllib.request
 from urllib.parse import urlparse
 
 from ...errors import BackendUnavailable, CellTimeout, ModalMagicError, UsageProblem, WorkerDied
+from . import liveness
 from .plan import HOW_TO_CONFIGURE
 
-__all__ = ["preflight", "explain", "lost_connection", "UNCHANGED"]
+__all__ = ["preflight", "greet", "explain", "lost_connection", "UNCHANGED"]
 
 UNCHANGED = "The notebook's variables are unchanged"
 _OFFLINE = f". Check the network connection, or use --backend local. {UNCHANGED}."
@@ -47,6 +48,23 @@ def preflight(server_url: str) -> None:
             failures.append(f"{url.hostname}:{port} ({exc.strerror or exc})")
     if failures:
         raise BackendUnavailable(f"cannot reach Modal at {' or '.join(failures)}{_OFFLINE}")
+
+
+def greet() -> None:
+    """Fail in seconds when Modal's server takes the connection but does not answer (frozen, or a path that
+    drops replies): Modal's client would wait for ever to start the app.
+
+    One ClientHello (the check ``modal.Client.hello`` documents), bounded by
+    ``liveness.NO_ANSWER``. A hello that fails is left to the app's start, which
+    says why in its own words (credentials, a refused connection).
+    """
+    import modal
+
+    try:
+        liveness.bounded(lambda: modal.Client.from_env().hello(), liveness.NO_ANSWER)
+    except liveness.NoAnswer:
+        raise BackendUnavailable(f"Modal's server took the connection but did not answer within "
+                                 f"{liveness.NO_ANSWER:g} s{_OFFLINE}") from None
 
 
 def _behind_proxy() -> bool:
