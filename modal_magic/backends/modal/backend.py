@@ -410,8 +410,8 @@ class ModalBackend(Backend):
         if not self._closes_at_exit:
             # After Modal's own exit handlers (they run last-in first-out), so the app is closed while
             # Modal's client still works: the server stops the container now, not after missed heartbeats.
-            # Bounded: a server that is gone must not hold the kernel's exit.
-            atexit.register(self.close, wait=liveness.NO_ANSWER)
+            # Bounded (``close``): a server that is gone must not hold the kernel's exit.
+            atexit.register(self.close)
             self._closes_at_exit = True
         return executor
 
@@ -436,12 +436,13 @@ class ModalBackend(Backend):
                     control.put(stream.received, partition=partition(token, "seen"))
 
     def close(self, wait: float | None = None) -> None:
-        """Stop the app; wait at most ``wait`` seconds for Modal to hear of it (None: until it has).
+        """Stop the app; wait at most ``wait`` seconds (None: ``liveness.NO_ANSWER``) for Modal to hear of it.
 
         The backend forgets the app at once either way, so the next cell starts a fresh one; a server that
-        is gone gets the goodbye (which stops the app's containers) when it answers, if ever. Goodbyes still
-        under way from earlier closes are waited for too, within the same ``wait`` (or ``liveness.ANSWER``),
-        so that a test's or a kernel's end finds no app half-closed inside Modal's client.
+        is gone gets the goodbye (which stops the app's containers) when it answers, if ever: neither
+        ``%modal_stop`` nor the kernel's exit waits for it longer. Goodbyes still under way from earlier
+        closes are waited for within the same bound, so that a test's or a kernel's end finds no app
+        half-closed inside Modal's client.
         """
         self._pools.clear()
         stack, control, answering, watch = self._stack, self._control, self._answering, self._watch
@@ -464,14 +465,10 @@ class ModalBackend(Backend):
             finally:
                 done.set()
 
-        leaving, self._leaving = self._leaving, []
-        if wait is None:
-            goodbye()
-        else:
-            with contextlib.suppress(NoAnswer):
-                bounded(goodbye, wait)
-        until = time.monotonic() + (liveness.ANSWER if wait is None else wait)
-        self._leaving = [earlier for earlier in leaving + [done]
+        until = time.monotonic() + (liveness.NO_ANSWER if wait is None else wait)
+        with contextlib.suppress(NoAnswer):
+            bounded(goodbye, until - time.monotonic())
+        self._leaving = [earlier for earlier in self._leaving + [done]
                          if not earlier.wait(max(0.0, until - time.monotonic()))]
 
 
