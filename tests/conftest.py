@@ -21,7 +21,7 @@ pytest_plugins = ["tests.fake_modal.pytest_plugin"]
 TESTS = Path(__file__).resolve().parent
 # Modules that test the stand-in or run the Modal path against it, whether or not each test takes its fixture.
 FAKE_MODAL_MODULES = {"test_modal_fake_server.py", "test_fake_modal_strict.py", "test_modal_fanout.py",
-                      "test_resident_modal.py", "test_compile_modal.py"}
+                      "test_resident_modal.py", "test_compile_modal.py", "test_modal_dead_server.py"}
 # Folders whose every test is the tier of that name: a real browser on JupyterLab, the replay of the corpus.
 TIER_FOLDERS = {"browser", "replay"}
 

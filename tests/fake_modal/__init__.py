@@ -36,7 +36,9 @@ UNAUTHENTICATED), ``image`` (torch does not import in the build environment),
 re-runs on a fresh one), ``internal`` (the container is killed there and the
 call fails), ``network-loss`` (AppHeartbeat fails: the app stops after the
 lapse), ``app-stopped`` (every running app is stopped now, as after the lapse).
-Knobs: ``FAKE_MODAL_*`` environment variables (``server.Config``).
+Knobs: ``FAKE_MODAL_*`` environment variables (``server.Config``). A test can also
+kill or freeze the server's process itself (``testing.Server.kill``, ``freeze``,
+``thaw``): a dead or frozen Modal server mid-cell.
 """
 
 from __future__ import annotations

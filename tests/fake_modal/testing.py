@@ -51,14 +51,35 @@ class Server:
                 raise AssertionError(f"condition not met within {timeout} s; report: {json.dumps(report)[:3000]}")
             time.sleep(0.1)
 
+    def kill(self) -> None:
+        """SIGKILL the server alone, as Modal's API server dying mid-cell: every RPC and blob transfer is refused.
+
+        Unlike Modal, where containers run on other machines and reach other servers, the containers here lose
+        their server too (they live on, orphans, until ``stop``)."""
+        self.process.kill()
+        self.process.wait()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open and nothing answers, as a frozen server or a half-open
+        connection after a network change. Its blob store (in the same process) freezes with it; on Modal,
+        blobs come from a store of their own. ``thaw`` ends it."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        os.kill(self.process.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         if self.process.poll() is None:
+            self.thaw()  # a frozen server would never read its closed stdin
             self.process.stdin.close()
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        else:  # killed (``kill``): its containers, in its process group, are left
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def closed_port() -> int:

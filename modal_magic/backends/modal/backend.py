@@ -21,7 +21,10 @@ An interrupt stops the cell in band (a stop token in the session's
 ``modal.Queue``) and waits for the cell's last frame, so the container stays
 warm; cancelling the call is the fallback for a cell that will not stop. Any
 failure of Modal's drops the app, so a stopped app (laptop sleep, network loss)
-is never reused. What runs in the container is in ``modal_executor.py``.
+is never reused. A server that dies or freezes mid-cell is noticed in seconds
+(``liveness``: Modal's client would wait for minutes, or for ever), and no
+call to it can hold the notebook: the app is dropped without waiting for the
+server. What runs in the container is in ``container.py``.
 """
 
 from __future__ import annotations
@@ -57,10 +60,11 @@ from ...protocol import (
 from ...wire import frames
 from ...wire import payload as wire
 from ..base import Availability, Backend, Description
-from . import ledger
+from . import ledger, liveness
 from .container import GRACE, RERUNS, STOP, executor_class, partition
 from .cost import Machine
-from .errors import UNCHANGED, explain, preflight
+from .errors import UNCHANGED, explain, greet, lost_connection, preflight
+from .liveness import NoAnswer, Watch, bounded
 from .plan import HOW_TO_CONFIGURE, IDLE, MAP_IDLE, ImageSpec, modal_credentials
 
 __all__ = ["ModalBackend", "AppShape", "build_image", "MAX_TIMEOUT"]
@@ -173,6 +177,7 @@ class ModalBackend(Backend):
         self._stack: contextlib.ExitStack | None = None
         self._executor: Any = None
         self._control: Any = None            # the session's modal.Queue: stop tokens, one partition per cell
+        self._watch: Watch | None = None     # whether the app's server answers, while cells run
         self._shape: AppShape | None = None
         self._pools: dict[tuple[str | None, bool], _Pool] = {}  # by GPU type, and whether a fan-out's
         self._lock = threading.Lock()  # a fan-out's calls share the app: one of them starts it
@@ -180,6 +185,7 @@ class ModalBackend(Backend):
         self._answering: threading.Thread | None = None
         self._closes_at_exit = False
         self._class_window: int | None = None  # the class's scaledown_window: the session's idle as the app started
+        self._leaving: list[threading.Event] = []  # goodbyes of dropped apps, not done yet (``close``)
 
     @property
     def running(self) -> bool:
@@ -216,13 +222,18 @@ class ModalBackend(Backend):
 
     def _call(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
               timeout: float | None, stop: threading.Event | None, *, fan_out: bool) -> Frame:
-        """Run one request (as it goes on the wire); its ``result`` frame. A stopped app is replaced once."""
+        """Run one request (as it goes on the wire); its ``result`` frame. A stopped app is replaced once.
+
+        An interrupt leaves as it is, wherever in Modal's client it landed: the driver shows it as one line
+        saying where (``notebook/interrupts.py``), with our sentence when it carries one."""
         try:
-            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=True)
+            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out,
+                             first_try=True)
         except _AppGone:  # the cell never reached a container, so running it now runs it once
             on_event(StageEvent(kind="stage", stage="start", warm=False, note="Modal had stopped the app "
                                 "(a laptop sleep, a lost network): starting a fresh one"))
-            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out, first_try=False)
+            return self._run(request, inputs, on_event, resources, timeout, stop, fan_out=fan_out,
+                             first_try=False)
 
     def _run(self, request: dict[str, Any], inputs: wire.Payload, on_event: OnEvent, resources: Resources,
              timeout: float | None, stop: threading.Event | None, *, fan_out: bool, first_try: bool) -> Frame:
@@ -277,12 +288,13 @@ class ModalBackend(Backend):
                 stream.gpu_peak = result[0].get("gpu_peak")
             finally:
                 del self._streams[token]
+        except _ServerSilent as silent:  # do not wait for a server that does not answer
+            self._drop(app, wait=0)
+            raise silent.error() from None
         except (ModalMagicError, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            with self._lock:
-                if self._stack is app:  # (a fan-out's other call may have started a fresh one already)
-                    self.close()  # a stopped app (laptop sleep, lost network) must not serve the next cell
+            self._drop(app, wait=liveness.ANSWER)  # a stopped app (laptop sleep, lost network) must not serve again
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
             raise explain(exc) from None
@@ -290,6 +302,12 @@ class ModalBackend(Backend):
             _bill(account, call, stream, on_event)
         pool.last_used = time.monotonic()
         return result
+
+    def _drop(self, app: contextlib.ExitStack | None, *, wait: float) -> None:
+        """Close ``app`` unless a fan-out's other call has started a fresh one already, waiting at most ``wait``."""
+        with self._lock:
+            if self._stack is app:
+                self.close(wait=wait)
 
     def _follow(self, stream: _Stream, token: str, on_event: OnEvent, timeout: float | None,
                 stop: threading.Event | None = None) -> Frame:
@@ -301,9 +319,15 @@ class ModalBackend(Backend):
         closing the app withdraws the input. No last frame within ``_DRAIN``, or
         a second interrupt, cancels the call (Modal then stops its container).
         Setting ``stop`` (another thread's way to interrupt) counts as the first interrupt.
+        Nothing from the server for ``liveness.NO_ANSWER`` s, or no answer to
+        the stop within ``liveness.ANSWER`` s, raises ``_ServerSilent``: the cell is given up.
         """
         call_id, stopping, deadline = None, False, None
         result: frames.Pieces | None = None
+        control, watch = self._control, self._watch
+        assert watch is not None  # the app is up (``_ensure_app``)
+        if len(self._streams) == 1:  # the first cell running: the time since the last one is no silence
+            watch.heard()
 
         def check_stop() -> None:
             if stop is not None and stop.is_set() and not stopping:
@@ -311,11 +335,14 @@ class ModalBackend(Backend):
 
         def wait() -> None:
             check_stop()
+            if watch.lost:
+                raise _ServerSilent(watch.silence)
             on_event(TickEvent(kind="tick"))
 
         while True:
             try:
                 for meta, buffers in stream.frames(deadline=deadline, on_wait=wait):
+                    watch.heard()
                     kind = meta["kind"]
                     if kind != "call":  # that one first: once the container has the cell, it stops in band
                         check_stop()
@@ -341,32 +368,40 @@ class ModalBackend(Backend):
                 if stopping:
                     break  # asked twice: do not wait
                 if call_id is None:
-                    self.close()
-                    raise
+                    self.close(wait=liveness.ANSWER)
+                    raise KeyboardInterrupt(f"the cell was stopped before a container had it. {UNCHANGED}.") from None
                 stopping, deadline = True, time.monotonic() + _DRAIN
+                if watch.silence > liveness.PROBE_EVERY + liveness.ANSWER:  # a probe went unanswered: so would a stop
+                    raise _ServerSilent(watch.silence, interrupted=True) from None
                 try:
-                    self._control.put(STOP, partition=partition(token, "stop"))
-                except Exception:  # noqa: BLE001 - cannot ask in band: cancelling is what is left
-                    break
+                    if not bounded(lambda: control.put(STOP, partition=partition(token, "stop"))):
+                        break  # cannot ask in band: cancelling is what is left
+                except NoAnswer:
+                    raise _ServerSilent(watch.silence, interrupted=True) from None
+                except KeyboardInterrupt:
+                    break  # asked twice: do not wait
         if not stopping:
             raise WorkerDied(f"the Modal container ended without finishing the cell. {UNCHANGED}; "
                              "the next cell starts a fresh container.")
-        self._cancel(call_id)
-        message = ("the cell did not stop in time, so its Modal call was cancelled and its container stopped; "
-                   f"the next cell starts a fresh one. {UNCHANGED}.")
-        raise KeyboardInterrupt(message)  # the driver tells it (notebook/interrupts.py)
+        if self._cancel(call_id):
+            raise KeyboardInterrupt("the cell did not stop in time, so its Modal call was cancelled and its container "
+                                    f"stopped; the next cell starts a fresh one. {UNCHANGED}.")
+        raise KeyboardInterrupt("the cell did not stop in time, and Modal did not take the cancel, so its app was "
+                                f"dropped (that stops its container); the next cell starts a fresh one. {UNCHANGED}.")
 
-    def _cancel(self, call_id: str | None) -> None:
-        """Cancel the call and stop its container (Modal does not re-run a cancelled input); else stop the app."""
+    def _cancel(self, call_id: str | None) -> bool:
+        """Cancel the call and stop its container (Modal does not re-run a cancelled input): whether it was.
+
+        If not (within ``liveness.ANSWER``), the app is dropped, without waiting: stopping the app stops the call too.
+        """
         import modal
 
         if call_id is not None:
-            try:
-                modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)
-                return
-            except Exception:  # noqa: BLE001 - cannot say it: stopping the app stops the call too
-                pass
-        self.close()
+            with contextlib.suppress(NoAnswer):
+                if bounded(lambda: modal.FunctionCall.from_id(call_id).cancel(terminate_containers=True)):
+                    return True
+        self.close(wait=0)
+        return False
 
     # ------------------------------------------------------------------ the app
     def _ensure_app(self, shape: AppShape, window: int) -> Any:
@@ -379,6 +414,7 @@ class ModalBackend(Backend):
         from modal.config import config
 
         preflight(config.get("server_url") or "https://api.modal.com")
+        greet()
         stack = contextlib.ExitStack()
         try:
             app = modal.App("modal-magic")
@@ -386,18 +422,22 @@ class ModalBackend(Backend):
             executor = app.cls(serialized=True, image=build_image(shape.image), timeout=MAX_TIMEOUT,
                                scaledown_window=window, max_containers=1, **gpu)(executor_class())
             stack.enter_context(app.run())
-            self._control = stack.enter_context(modal.Queue.ephemeral())
+            self._control = control = stack.enter_context(modal.Queue.ephemeral())
             self._answering = threading.Thread(target=self._answer_reruns, args=(self._control,), daemon=True,
                                                name="modal_magic-reruns")
             self._answering.start()
-        except Exception as exc:  # noqa: BLE001 - every failure of Modal's becomes one sentence
-            with contextlib.suppress(Exception):
-                stack.close()
+            self._watch = Watch(lambda: control.len(), active=lambda: bool(self._streams))
+        except BaseException as exc:  # an interrupt too: a half-started app must not beat on in the background
+            with contextlib.suppress(Exception, NoAnswer):
+                bounded(stack.close)
+            if not isinstance(exc, Exception):
+                raise
             raise explain(exc, starting=True) from None
         self._stack, self._executor, self._shape, self._class_window = stack, executor, shape, window
         if not self._closes_at_exit:
             # After Modal's own exit handlers (they run last-in first-out), so the app is closed while
             # Modal's client still works: the server stops the container now, not after missed heartbeats.
+            # Bounded (``close``): a server that is gone must not hold the kernel's exit.
             atexit.register(self.close)
             self._closes_at_exit = True
         return executor
@@ -422,18 +462,42 @@ class ModalBackend(Backend):
                 with contextlib.suppress(Exception):
                     control.put(stream.received, partition=partition(token, "seen"))
 
-    def close(self) -> None:
+    def close(self, wait: float | None = None) -> None:
+        """Stop the app; wait at most ``wait`` seconds (None: ``liveness.NO_ANSWER``) for Modal to hear of it.
+
+        The backend forgets the app at once either way, so the next cell starts a fresh one; a server that
+        is gone gets the goodbye (which stops the app's containers) when it answers, if ever: neither
+        ``%modal_stop`` nor the kernel's exit waits for it longer. Goodbyes still under way from earlier
+        closes are waited for within the same bound, so that a test's or a kernel's end finds no app
+        half-closed inside Modal's client.
+        """
         self._pools.clear()
         ledger.session().stopped()
-        if self._answering is not None and self._answering.is_alive():
-            with contextlib.suppress(Exception):  # wake its long poll, so nothing is pending as the client closes
-                self._control.put(_CLOSING, partition=RERUNS)
-                self._answering.join(2.0)
-        self._answering = None
-        if self._stack is not None:
-            stack, self._stack, self._executor, self._shape, self._control = self._stack, None, None, None, None
-            with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
-                stack.close()
+        stack, control, answering, watch = self._stack, self._control, self._answering, self._watch
+        self._stack = self._executor = self._shape = self._control = self._answering = self._watch = None
+        if watch is not None:
+            watch.stop()
+        done = threading.Event()
+
+        def goodbye() -> None:
+            try:
+                if answering is not None and answering.is_alive():
+                    # Wake its long poll, so nothing is pending as the client closes. Bounded: Modal's client
+                    # retries a queue put for ever, and the app's own goodbye must still be said.
+                    with contextlib.suppress(NoAnswer):
+                        if bounded(lambda: control.put(_CLOSING, partition=RERUNS)):
+                            answering.join(2.0)
+                if stack is not None:
+                    with contextlib.suppress(Exception):  # closing an app whose server is gone must not raise
+                        stack.close()
+            finally:
+                done.set()
+
+        until = time.monotonic() + (liveness.NO_ANSWER if wait is None else wait)
+        with contextlib.suppress(NoAnswer):
+            bounded(goodbye, until - time.monotonic())
+        self._leaving = [earlier for earlier in self._leaving + [done]
+                         if not earlier.wait(max(0.0, until - time.monotonic()))]
 
 
 class _FanOutLane(Backend):
@@ -524,6 +588,22 @@ def _ending(meta: dict[str, Any], buffers: list[Any], *, stopped: bool, timeout:
     raise CellTimeout(f"the cell ran longer than its timeout of {timeout or 0:g} s and was stopped"
                       + (" (its process in the container was restarted: it did not unwind)" if restarted else "")
                       + f". Raise it with --timeout SECONDS. {UNCHANGED}.")
+
+
+class _ServerSilent(Exception):
+    """Modal's server has not answered for a while (``liveness``): the cell is given up without waiting for it."""
+
+    def __init__(self, silence: float, *, interrupted: bool = False) -> None:
+        super().__init__(silence)
+        self.silence, self.interrupted = silence, interrupted
+
+    def error(self) -> BaseException:
+        if not self.interrupted:
+            return lost_connection(f"no answer for {liveness.NO_ANSWER:g} s")
+        return KeyboardInterrupt(f"Modal's server has not answered for {self.silence:.0f} s, so the cell was given up "
+                                 "without waiting for it to stop (its app is dropped, which stops its container once "
+                                 "the server hears of it); the notebook is as before the cell; the next cell "
+                                 "reconnects.")
 
 
 def _send_inputs(instance: Any, request: dict[str, Any], inputs: wire.Payload,

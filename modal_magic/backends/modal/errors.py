@@ -15,9 +15,10 @@ import urllib.request
 from urllib.parse import urlparse
 
 from ...errors import BackendUnavailable, CellTimeout, ModalMagicError, UsageProblem, WorkerDied
+from . import liveness
 from .plan import HOW_TO_CONFIGURE
 
-__all__ = ["preflight", "explain", "UNCHANGED"]
+__all__ = ["preflight", "greet", "explain", "lost_connection", "UNCHANGED"]
 
 UNCHANGED = "The notebook's variables are unchanged"
 _OFFLINE = f". Check the network connection, or use --backend local. {UNCHANGED}."
@@ -49,6 +50,23 @@ def preflight(server_url: str) -> None:
         raise BackendUnavailable(f"cannot reach Modal at {' or '.join(failures)}{_OFFLINE}")
 
 
+def greet() -> None:
+    """Fail in seconds when Modal's server takes the connection but does not answer (frozen, or a path that
+    drops replies): Modal's client would wait for ever to start the app.
+
+    One ClientHello (the check ``modal.Client.hello`` documents), bounded by
+    ``liveness.NO_ANSWER``. A hello that fails is left to the app's start, which
+    says why in its own words (credentials, a refused connection).
+    """
+    import modal
+
+    try:
+        liveness.bounded(lambda: modal.Client.from_env().hello(), liveness.NO_ANSWER)
+    except liveness.NoAnswer:
+        raise BackendUnavailable(f"Modal's server took the connection but did not answer within "
+                                 f"{liveness.NO_ANSWER:g} s{_OFFLINE}") from None
+
+
 def _behind_proxy() -> bool:
     if os.environ.get("MODAL_DISABLE_API_PROXY", "").lower() not in ("", "0", "false"):
         return False
@@ -67,9 +85,8 @@ def explain(exc: BaseException, *, starting: bool = False) -> ModalMagicError:
     message = _sentence(exc)
     if isinstance(exc, errors.AuthError):
         return BackendUnavailable(f"Modal did not accept the credentials ({message}); {HOW_TO_CONFIGURE}.")
-    if isinstance(exc, errors.ConnectionError):
-        return BackendUnavailable(("cannot reach Modal's server" if starting else "lost the connection to Modal")
-                                  + _OFFLINE)
+    if isinstance(exc, (errors.ConnectionError, ConnectionError)):  # Modal's, or the socket's own (refused, reset)
+        return BackendUnavailable(f"cannot reach Modal's server{_OFFLINE}") if starting else lost_connection(message)
     if isinstance(exc, errors.ImageBuildError):
         return BackendUnavailable(f"the container image failed to build: {_build_failure(exc.image_id)}. "
                                   f"Check the --pip packages and their versions; the whole log: "
@@ -88,6 +105,13 @@ def explain(exc: BaseException, *, starting: bool = False) -> ModalMagicError:
     if starting:
         return BackendUnavailable(f"Modal could not start the app: {message}. {UNCHANGED}.")
     return WorkerDied(f"the Modal call failed: {message}. {UNCHANGED}; the next cell starts a fresh app.")
+
+
+def lost_connection(why: str) -> BackendUnavailable:
+    """The connection to Modal's server went mid-cell (``why``: how we know): nothing came back, so nothing here
+    changed; the backend has dropped the app, so the next cell starts a fresh one."""
+    return BackendUnavailable(f"lost the connection to Modal's server mid-cell ({why}); the notebook is as before "
+                              "the cell; the next cell reconnects.")
 
 
 def _sentence(exc: BaseException) -> str:
