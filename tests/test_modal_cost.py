@@ -45,6 +45,7 @@ def _ids(server: Server) -> set[str]:
 def test_a_cells_summary_names_the_gpu_its_container_reported_and_what_it_cost(fresh, shell, capsys) -> None:
     before = _ids(fresh)
     assert run(shell, "%%modal_gpu --backend modal --gpu T4\na = 1").success
+    [first] = _new_rows(fresh, before)
     cold = capsys.readouterr().out
     assert "GPU: T4 (Tesla T4)" in cold, cold            # what the container's nvidia-smi named
     assert "peak GPU memory" not in cold                 # no CUDA in use: nothing said, rather than 0
@@ -56,13 +57,14 @@ def test_a_cells_summary_names_the_gpu_its_container_reported_and_what_it_cost(f
     assert f"its container waits {IDLE} s idle, billed, for the next cell (%modal_status)" in warm
     # The figure is the T4's rate (Modal's default reservation beside it) for the seconds shown...
     assert float(cost) == pytest.approx(Prices.load().cost(Machine("T4"), float(seconds)), rel=0.02, abs=1e-4)
-    # ... and those seconds are no fewer than the stand-in's container was busy with the cell, and no more
-    # than it has been alive (one container served both cells: the warm one).
+    # ... and those seconds are no fewer than the stand-in's container was busy with this cell (its busy time
+    # since the first cell), and no more than it has been alive (one container served both cells: the warm one).
     rows = _new_rows(fresh, before)
     assert len(rows) == 1, rows
     [row] = rows
-    assert row["gpu"] == ["T4"] and row["alive"]
-    assert row["busy_seconds"] - 0.1 <= float(seconds) + 0.05 <= row["seconds"] + 0.1
+    assert row["gpu"] == ["T4"] and row["alive"] and row["id"] == first["id"]
+    busy = row["busy_seconds"] - first["busy_seconds"]
+    assert busy - 0.1 <= float(seconds) + 0.05 <= row["seconds"] + 0.1, (busy, seconds, row)
 
 
 def test_modal_status_lists_the_warm_container_with_its_idle_time(fresh, shell, capsys) -> None:
