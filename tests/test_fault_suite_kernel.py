@@ -1,0 +1,42 @@
+"""Issue 26's faults on the kernel's side, through the real magic and a real local worker: bad flags, a cell's
+thread outliving it, ``%modal_stop`` from a thread, a deleted working directory, no file descriptors left.
+
+Each one reads as a sentence, leaves the namespace as a local cell would, and the next cell works."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.error import UsageError
+
+from .conftest import run
+from .test_faults import assert_next_cell_works
+
+
+@pytest.mark.parametrize("flags, message", [
+    ("--max-input 0", "--max-input takes a positive size like 500MB or 2GiB, not '0'"),
+    ("--max-input -5GB", "--max-input takes a positive size like 500MB or 2GiB, not '-5GB'"),
+    ("--timeout -inf", "--timeout must be a positive number of seconds, not '-inf'"),
+    ("--timeout inf", "--timeout must be a finite number of seconds, not 'inf': for no limit leave the flag out"),
+    ("--cpu -2", "--cpu takes a positive number of cores like 4 or 0.5, not '-2'"),
+    ("--memory 0", "--memory takes a positive number of MiB like 16384, not '0'"),
+    ("--pip torch -U", "--pip takes package specifiers like transformers==4.44.2, not '-U'"),
+    ("--in 'x", "the flags have an unclosed quote: \"--backend local --in 'x\"; close it, or leave it out"),
+    ("--timout 3", "%%modal_gpu has no flag --timout; did you mean --timeout?"),
+    ("--timeout 3 4", "%%modal_gpu does not take '4' there: each value follows its flag"),
+])
+def test_a_bad_flag_is_one_sentence_and_changes_nothing(shell, capsys, flags: str, message: str) -> None:
+    run(shell, "state = 'before'")
+    result = run(shell, f"%%modal_gpu --backend local {flags}\nstate = 'after'")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert str(result.error_in_exec).startswith(message)
+    shown = capsys.readouterr()
+    assert "Traceback" not in shown.out + shown.err
+    assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_a_value_that_starts_with_a_minus_is_a_value(shell) -> None:
+    """``--map lr=[0.1, -0.01]``: argparse took ``-0.01]`` for a flag ('unrecognized arguments')."""
+    assert run(shell, "%%modal_gpu --backend local --map lr=[0.1, -0.01]\nhalf = lr / 2").success
+    assert shell.user_ns["half"] == [0.05, -0.005]
+
