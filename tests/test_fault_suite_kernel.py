@@ -40,3 +40,33 @@ def test_a_value_that_starts_with_a_minus_is_a_value(shell) -> None:
     assert run(shell, "%%modal_gpu --backend local --map lr=[0.1, -0.01]\nhalf = lr / 2").success
     assert shell.user_ns["half"] == [0.05, -0.005]
 
+
+def test_out_naming_what_the_cell_did_not_bind_says_so(shell, capsys) -> None:
+    result = run(shell, "%%modal_gpu --backend local --out made,never_bound\nmade = 1")
+    assert result.success
+    assert ("--out names 'never_bound', which the cell did not bind: nothing came back under that name"
+            in capsys.readouterr().err)
+    assert shell.user_ns["made"] == 1 and "never_bound" not in shell.user_ns
+    assert_next_cell_works(shell)
+
+
+def test_a_thread_a_cell_started_still_sees_its_names_when_the_next_cell_runs(shell) -> None:
+    """The worker cleared the cell's namespace in place for the next cell: the thread died of NameError. It waits
+    for the next cell to let it go on, so it reads ``helper`` while that cell runs, whatever the timing."""
+    started = ("import threading\n"
+               "def helper():\n    return 'still here'\n"
+               "def loop(go, said):\n    go.wait()\n    try:\n        said.append(helper())\n"
+               "    except NameError as exc:\n        said.append(repr(exc))\n"
+               "go, said = threading.Event(), []\n"
+               "thread = threading.Thread(target=loop, args=(go, said), name='mm-helper', daemon=True)\n"
+               "thread.go, thread.said = go, said\n"
+               "thread.start()")
+    assert run(shell, f"%%modal_gpu --backend local --out helper\n{started}").success
+    result = run(shell, "%%modal_gpu --backend local --out said\nimport threading\n"
+                        "thread = next(t for t in threading.enumerate() if t.name == 'mm-helper')\n"
+                        "thread.go.set()\nthread.join()\nsaid = thread.said[0]")
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["said"] == "still here"
+    assert callable(shell.user_ns["helper"]) and "thread" not in shell.user_ns
+    assert_next_cell_works(shell)
+
