@@ -5,8 +5,15 @@ Each one reads as a sentence, leaves the namespace as a local cell would, and th
 
 from __future__ import annotations
 
+import contextlib
+import io
+import threading
+import time
+
 import pytest
 from IPython.core.error import UsageError
+
+from modal_magic.notebook.extension import current
 
 from .conftest import run
 from .test_faults import assert_next_cell_works
@@ -70,3 +77,52 @@ def test_a_thread_a_cell_started_still_sees_its_names_when_the_next_cell_runs(sh
     assert callable(shell.user_ns["helper"]) and "thread" not in shell.user_ns
     assert_next_cell_works(shell)
 
+
+def test_modal_stop_names_only_what_was_running(shell, capsys) -> None:
+    """Issue 25: after only local cells it said it had stopped a Modal app that never ran."""
+    run(shell, "%modal_stop")
+    run(shell, "x = 1")
+    capsys.readouterr()
+    run(shell, "%modal_stop")
+    assert "modal_gpu: nothing was running, so there was nothing to stop." in capsys.readouterr().out
+    assert run(shell, "%%modal_gpu --backend local\ny = x + 1").success
+    capsys.readouterr()
+    run(shell, "%modal_stop")
+    said = capsys.readouterr().out
+    assert "modal_gpu: stopped the local worker, and released what it held; the next cell starts afresh." in said
+    assert "Modal" not in said
+    assert shell.user_ns["y"] == 2
+    assert_next_cell_works(shell)
+
+
+def test_modal_stop_from_a_thread_while_a_cell_runs_waits_for_the_cell(shell, capsys, tmp_path) -> None:
+    """It stopped the worker under the running cell: a bare ``AssertionError`` from the package. The cell marks that
+    it runs and waits for the thread's own mark, so the stop is asked for while it runs, whatever the timing."""
+    running, asked = tmp_path / "running", tmp_path / "asked"
+    said: list[str] = []
+
+    def stop_while_it_runs() -> None:
+        deadline = time.monotonic() + 60
+        while not running.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            shell.run_line_magic("modal_stop", "")
+        said.append(printed.getvalue())
+        asked.touch()
+
+    run(shell, f"state = 'before'\nmarks = {str(tmp_path)!r}")
+    thread = threading.Thread(target=stop_while_it_runs)
+    thread.start()
+    result = run(shell, "%%modal_gpu --backend local\nimport os, time\n"
+                        "open(os.path.join(marks, 'running'), 'w').close()\n"
+                        "while not os.path.exists(os.path.join(marks, 'asked')):\n    time.sleep(0.01)\n"
+                        "state = 'after'")
+    thread.join()
+    assert result.success, result.error_in_exec
+    assert said == ["modal_gpu: a cell is running; the backends stop as soon as it ends (stopping them under it "
+                    "would break it), and the next cell starts afresh.\n"]
+    assert ("modal_gpu: (the %modal_stop asked for while the cell ran) stopped the local worker"
+            in capsys.readouterr().err)
+    assert shell.user_ns["state"] == "after"
+    assert current().backends.running() == []
+    assert_next_cell_works(shell)

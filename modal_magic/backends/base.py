@@ -75,6 +75,9 @@ class Backend(abc.ABC):
     """``--backend auto`` takes the first available backend, lowest first; None: only when asked for by name."""
     auto_help: ClassVar[str] = ""
     """When ``auto`` takes it, for ``--backend``'s help: 'Modal when configured'."""
+    held: ClassVar[str] = ""
+    """What is up while it is ``running``, as ``%modal_stop`` names it: 'the local worker'; default: 'the <name>
+    backend'."""
     hashes_buffers: bool = False
     """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
     where hashing (~0.5 s per GiB) is faster than the link. A property of the link, so the backend says it;

@@ -61,6 +61,7 @@ class LocalBackend(Backend):
     runs_cells = "on the local backend (this machine)"
     auto_order = 100  # always available: auto's last resort
     auto_help = "local"
+    held = "the local worker"
 
     @classmethod
     def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
@@ -89,7 +90,8 @@ class LocalBackend(Backend):
 
     @property
     def running(self) -> bool:
-        return self.pid is not None
+        """This worker or one of its fan-out pool's is up."""
+        return any(worker.pid is not None for worker in (self, *self._helpers))
 
     def start(self) -> None:
         """Start the worker now (a container does, before its first cell) rather than on first use."""
@@ -170,7 +172,7 @@ class LocalBackend(Backend):
         return ResultFrame.from_wire(*self._exchange(request.to_wire(), inputs, on_event, timeout=timeout, stop=stop))
 
     def resident_report(self) -> StoreReport | None:
-        if not self.running:
+        if self.pid is None:  # the session's store is this worker's (a fan-out's pool keeps nothing)
             return None
         meta, _ = self._exchange(ReportRequest().to_wire(), wire.pack({}), lambda event: None)
         return report_from_wire(meta)

@@ -58,6 +58,14 @@ def run_cell(
     ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``
     subclasses when the machinery fails.
     """
+    with current().cell_running():  # a %modal_stop from another thread waits for the end of the cell
+        return _run_cell(source, namespace, options, on_event=on_event, hidden=hidden,
+                         execution_count=execution_count, colors=colors, header=header)
+
+
+def _run_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,
+              on_event: Callable[[Event], None], hidden: Collection[str], execution_count: int | None,
+              colors: str, header: str | None) -> CellOutcome:
     if options.mapping is not None:  # --map: one copy per element, results as lists
         return run_mapped(source, namespace, options, on_event=on_event, hidden=hidden,
                           execution_count=execution_count, colors=colors, header=header)

@@ -79,13 +79,12 @@ class ModalMagics(Magics, options.Defaults):
 
     @line_magic
     def modal_stop(self, line: str = "") -> None:
-        """Stop this session's backends: the Modal app (and its warm container) and the local worker.
+        """Stop this session's backends: the Modal app (and its warm container) and the local worker, saying which
+        were running.
 
-        The next ``%%modal_gpu`` cell starts them again.
+        The next ``%%modal_gpu`` cell starts them again. From another thread while a cell runs, they stop as it ends.
         """
-        extension.current().stop_backends()
-        print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
-              "the next cell starts afresh.")
+        print(extension.current().stop_backends())
 
     @line_magic
     def modal_resident(self, line: str = "") -> None:
