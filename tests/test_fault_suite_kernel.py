@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import resource
 import threading
 import time
 
 import pytest
 from IPython.core.error import UsageError
 
+from modal_magic.errors import OutOfFiles
 from modal_magic.notebook.extension import current
 
 from .conftest import run
@@ -125,4 +128,55 @@ def test_modal_stop_from_a_thread_while_a_cell_runs_waits_for_the_cell(shell, ca
             in capsys.readouterr().err)
     assert shell.user_ns["state"] == "after"
     assert current().backends.running() == []
+    assert_next_cell_works(shell)
+
+
+def test_a_deleted_working_directory_is_named_and_the_worker_starts_at_home(shell, capsys, tmp_path,
+                                                                             monkeypatch) -> None:
+    """It blamed the Python binary ('could not start the local worker (…/python): No such file or directory'),
+    for every cell until ``%cd``."""
+    run(shell, "%modal_stop")  # a worker started before the directory went would not need one
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)  # and back, after the test
+    gone.rmdir()
+    run(shell, "state = 'before'")
+    capsys.readouterr()
+    try:
+        result = run(shell, "%%modal_gpu --backend local\nimport os\nstate = 'after'\nwhere = os.getcwd()")
+        assert result.success, result.error_in_exec
+        home = os.path.expanduser("~")
+        assert (f"modal_gpu: the notebook's working directory ({gone}) no longer exists; the local worker starts "
+                f"in {home} instead, where relative paths differ — %cd to a directory that exists."
+                in capsys.readouterr().err)
+        assert shell.user_ns["state"] == "after" and shell.user_ns["where"] == home
+        assert_next_cell_works(shell)
+    finally:
+        run(shell, "%modal_stop")  # the next test's worker starts where the notebook is
+
+
+def test_out_of_file_descriptors_is_one_sentence_and_the_next_cell_works(shell, capsys) -> None:
+    """It was a raw ``OSError: [Errno 24] Too many open files`` traceback, 57 lines through our internals."""
+    run(shell, "%modal_stop")  # a cold worker: starting one takes a socket pair, two descriptors
+    run(shell, "state = 'before'")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = len(os.listdir("/proc/self/fd")) + 16
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(open(os.devnull))  # held open on purpose, closed below
+        result = run(shell, "%%modal_gpu --backend local\nstate = 'after'")
+    finally:
+        for file in held:
+            file.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert isinstance(result.error_in_exec, OutOfFiles)
+    assert str(result.error_in_exec) == (
+        f"the notebook process has run out of open files (limit {low}); close some files or raise the limit "
+        "(ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, …)), and run the cell again.")
+    shown = capsys.readouterr()
+    assert "Traceback" not in shown.out + shown.err
+    assert shell.user_ns["state"] == "before"
     assert_next_cell_works(shell)

@@ -15,11 +15,12 @@ would leave things.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import Any
 
-from ..errors import ResultsLost, with_remote_traceback
+from ..errors import OUT_OF_FILES, ModalMagicError, ResultsLost, out_of_files, with_remote_traceback
 from ..protocol import INPUTS, PLAIN, RESIDENT, DoneEvent, Event, ResultFrame, StageEvent
 from ..wire import payload as wire
 from ..wire import process_state
@@ -58,9 +59,26 @@ def run_cell(
     ``UsageProblem`` for requests that cannot run, and the ``ModalMagicError``
     subclasses when the machinery fails.
     """
-    with current().cell_running():  # a %modal_stop from another thread waits for the end of the cell
+    with current().cell_running(), files_to_spare():  # a %modal_stop from another thread waits for the cell's end
         return _run_cell(source, namespace, options, on_event=on_event, hidden=hidden,
                          execution_count=execution_count, colors=colors, header=header)
+
+
+@contextlib.contextmanager
+def files_to_spare() -> Iterator[None]:
+    """A cell that met the kernel's limit on open files (``EMFILE``: an import while packing, the worker's socket, a
+    temporary file) says so in one sentence, not in a traceback through our internals.
+
+    The remote side stops vouching for what it holds (``Session.resync``): the results may have gone out and been
+    lost on the way; the next cell, once files are freed, runs as ever.
+    """
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUT_OF_FILES or isinstance(exc, ModalMagicError):
+            raise
+        current().session.resync = True
+        raise out_of_files(exc) from None
 
 
 def _run_cell(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,
