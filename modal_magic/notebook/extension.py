@@ -47,7 +47,7 @@ class Extension:
 
         Returns the sentence saying what was stopped — only what was running, or that nothing was. Asked for
         from another thread while a cell runs (``cell_running``), it stops nothing yet: the cell's exchange
-        with its worker would break under it (a bare ``AssertionError``, once), so the backends stop as the
+        with its worker would break under it (it raised a bare ``AssertionError``), so the backends stop as the
         cell ends, and the sentence says so.
         """
         with self._lock:

@@ -96,9 +96,14 @@ def _values_kept(words: Sequence[str]) -> list[str]:
     return kept
 
 
+def _looks_like_a_flag(word: str) -> bool:
+    """``--timout``, ``-x``; not a stray negative number (``--quiet -5``)."""
+    return word.startswith("--") or (word.startswith("-") and word[1:2].isalpha())
+
+
 def _left_over(extra: Sequence[str]) -> str:
     """The sentence for the words ``argparse`` did not take: a flag it does not know, or a stray value."""
-    flags = [word.partition("=")[0] for word in extra if word.startswith("-")]
+    flags = [word.partition("=")[0] for word in extra if _looks_like_a_flag(word)]
     if not flags:
         return (f"%%modal_gpu does not take {' '.join(extra)!r} there: each value follows its flag, as in "
                 "--timeout 600 (%%modal_gpu? lists the flags)")

@@ -112,7 +112,7 @@ def _size(text: str) -> int:
     reads a variable while letting through one that reads none, which is never what is meant — a cell that is to
     send nothing just reads nothing.
     """
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    match = re.fullmatch(r"\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     size = int(float(match.group(1)) * _UNITS[match.group(2).lower()]) \
         if match and match.group(2).lower() in _UNITS else 0
     if size < 1:
