@@ -9,6 +9,7 @@ import contextlib
 import io
 import os
 import resource
+import signal
 import threading
 import time
 
@@ -179,4 +180,26 @@ def test_out_of_file_descriptors_is_one_sentence_and_the_next_cell_works(shell, 
     shown = capsys.readouterr()
     assert "Traceback" not in shown.out + shown.err
     assert shell.user_ns["state"] == "before"
+    assert_next_cell_works(shell)
+
+
+def test_a_fan_out_pool_left_running_is_stopped_and_named_but_holds_nothing_resident(shell, capsys) -> None:
+    """The session's worker gone, a ``--map``'s other workers still up: ``%modal_stop`` has something to stop and
+    says so, and ``%modal_resident`` (which asks only the session's worker) finds nothing resident."""
+    assert run(shell, "%%modal_gpu --backend local --map a=[1, 2]\nb = a * 2").success
+    assert shell.user_ns["b"] == [2, 4]
+    backend = current().backends.get("local")
+    if len(backend.lanes(2)) < 2:
+        pytest.skip("one core: a fan-out has no pool of its own")
+    assert backend.pid is not None
+    os.kill(backend.pid, signal.SIGKILL)
+    while backend.pid is not None:  # until the kill is seen
+        time.sleep(0.01)
+    assert backend.running  # its pool's worker
+    capsys.readouterr()
+    run(shell, "%modal_resident")
+    assert "no backend is running, so nothing is resident remotely" in capsys.readouterr().out
+    run(shell, "%modal_stop")
+    assert "stopped the local worker" in capsys.readouterr().out
+    assert current().backends.running() == []
     assert_next_cell_works(shell)

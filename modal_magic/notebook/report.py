@@ -25,17 +25,15 @@ __all__ = ["resident_report"]
 
 def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[str]:
     """The lines ``%modal_resident`` prints, for ``extension``'s backends and session."""
-    backends, session = extension.backends.running(), extension.session
-    if not backends:
+    session = extension.session
+    # None: it stopped since ``running`` looked, or only a fan-out's pool is up (it keeps nothing)
+    reports = [(backend.name, report) for backend in extension.backends.running()
+               if (report := backend.resident_report()) is not None]
+    if not reports:
         return ["modal_gpu: no backend is running, so nothing is resident remotely "
                 f"(this notebook mirrors {len(session.table)} tensor(s) that would be sent as values)."]
     names = _names_by_key(namespace, session)
-    lines: list[str] = []
-    for backend in backends:
-        report = backend.resident_report()
-        if report is not None:  # (it stopped since ``running`` looked)
-            lines += _describe(backend.name, report, names)
-    return lines
+    return [line for where, report in reports for line in _describe(where, report, names)]
 
 
 def _describe(where: str, report: StoreReport, names: dict[str, str]) -> list[str]:
