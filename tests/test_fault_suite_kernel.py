@@ -117,7 +117,7 @@ def test_modal_stop_from_a_thread_while_a_cell_runs_waits_for_the_cell(shell, ca
     run(shell, f"state = 'before'\nmarks = {str(tmp_path)!r}")
     thread = threading.Thread(target=stop_while_it_runs)
     thread.start()
-    result = run(shell, "%%modal_gpu --backend local\nimport os, time\n"
+    result = run(shell, "%%modal_gpu --backend local --timeout 60\nimport os, time\n"
                         "open(os.path.join(marks, 'running'), 'w').close()\n"
                         "while not os.path.exists(os.path.join(marks, 'asked')):\n    time.sleep(0.01)\n"
                         "state = 'after'")
@@ -193,7 +193,8 @@ def test_a_fan_out_pool_left_running_is_stopped_and_named_but_holds_nothing_resi
         pytest.skip("one core: a fan-out has no pool of its own")
     assert backend.pid is not None
     os.kill(backend.pid, signal.SIGKILL)
-    while backend.pid is not None:  # until the kill is seen
+    deadline = time.monotonic() + 30
+    while backend.pid is not None and time.monotonic() < deadline:  # until the kill is seen
         time.sleep(0.01)
     assert backend.running  # its pool's worker
     capsys.readouterr()
