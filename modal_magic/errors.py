@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 from typing import Any, TypeVar
 
 __all__ = [
     "ModalMagicError", "UsageProblem", "WorkerDied", "BackendUnavailable", "InternalError", "ResultsLost",
-    "CellTimeout", "RemoteError", "with_remote_traceback", "describe_exit",
+    "CellTimeout", "OutOfFiles", "OUT_OF_FILES", "out_of_files", "RemoteError", "with_remote_traceback",
+    "describe_exit",
 ]
 
 
@@ -48,6 +50,30 @@ class ResultsLost(ModalMagicError):
 
 class CellTimeout(ModalMagicError, TimeoutError):
     """The cell ran past its ``--timeout``; the remote work was stopped."""
+
+
+class OutOfFiles(ModalMagicError, OSError):
+    """The notebook's process (or the machine) has no file descriptor left to give the cell's machinery."""
+
+
+OUT_OF_FILES = (errno.EMFILE, errno.ENFILE)
+"""The ``errno`` of an ``OSError`` that says the process (``EMFILE``) or the machine (``ENFILE``) ran out of files."""
+
+
+def out_of_files(exc: OSError) -> OutOfFiles:
+    """``exc`` (an ``EMFILE`` or ``ENFILE``) as the sentence the user needs: whose limit, and what to do."""
+    if exc.errno == errno.ENFILE:
+        return OutOfFiles("the machine has run out of open files (every process's together); close some, "
+                          "or stop what holds them, and run the cell again.")
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        limit = ""
+    else:
+        limit = f" (limit {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
+    return OutOfFiles(f"the notebook process has run out of open files{limit}; close some files or raise "
+                      "the limit (ulimit -n, or resource.setrlimit(resource.RLIMIT_NOFILE, …)), and run the cell "
+                      "again.")
 
 
 class RemoteError(Exception):

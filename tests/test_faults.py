@@ -156,7 +156,7 @@ def test_a_custom_exception_with_its_own_init_arrives_as_itself(shell) -> None:
 
 @pytest.mark.parametrize("cell, message", [
     ("%%modal_gpu --timeout soon\nx = 1", "--timeout takes a number of seconds"),
-    ("%%modal_gpu --max-input lots\nx = 1", "--max-input takes a size"),
+    ("%%modal_gpu --max-input lots\nx = 1", "--max-input takes a positive size"),
     ("%%modal_gpu --env NOT_SET_ANYWHERE_MM\nx = 1", "not set in this kernel's environment"),
     ("%%modal_gpu --device tpu\nx = 1", "invalid choice: 'tpu'"),
 ])

@@ -149,7 +149,7 @@ def test_modules_travel_by_reference(shell) -> None:
 @pytest.mark.parametrize(
     "cell, message",
     [
-        ("%%modal_gpu --bogus\nx = 1", "unrecognized arguments: --bogus"),
+        ("%%modal_gpu --bogus\nx = 1", "%%modal_gpu has no flag --bogus; %%modal_gpu? lists the flags"),
         ("%%modal_gpu --in 3x\nx = 1", "not a variable name"),
         ("%%modal_gpu --in nope\nx = 1", "--in names nope, which is not defined"),
         ("%%modal_gpu\n\n", "the cell is empty"),

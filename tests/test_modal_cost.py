@@ -126,7 +126,8 @@ def test_modal_resident_starts_no_container(fresh, shell, capsys) -> None:
         containers = fresh.report()["containers"]
         capsys.readouterr()
         assert run(shell, "%modal_resident").success
-        assert "no container known to be up" in capsys.readouterr().out
+        assert "the modal backend was not asked: nothing of it that keeps values is known to be up" in \
+            capsys.readouterr().out
         assert fresh.report()["containers"] == containers  # nothing started to answer
     finally:
         run(shell, f"%modal_config idle={IDLE}")

@@ -26,7 +26,7 @@ def test_modal_config_changes_nothing_when_an_item_is_bad(shell) -> None:
     assert current().defaults.gpu == "L4"  # the good item before it was not set either
     for line, named, accepted in [("backend=local timeout=-1", "timeout=-1", "positive number of seconds"),
                                   ("timeout=5 device=tpu", "device=tpu", "choose one of cpu, auto, cuda"),
-                                  ("gpu=a10g max_input=lots", "max_input=lots", "a size such as 500MB")]:
+                                  ("gpu=a10g max_input=lots", "max_input=lots", "a positive size like 500MB")]:
         with pytest.raises(UsageError, match=accepted) as refused:
             shell.run_line_magic("modal_config", line)
         assert named in str(refused.value) and "Nothing was changed" in str(refused.value)

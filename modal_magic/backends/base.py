@@ -79,6 +79,9 @@ class Backend(abc.ABC):
     """Whether its cells run where this machine's files are, at the same paths (a local worker process): memmaps
     and open files then cross as those files (``wire.files``); otherwise a memmap goes as a plain array and an
     open file stays behind, with a sentence saying so."""
+    held: ClassVar[str] = ""
+    """What is up while it is ``running``, as ``%modal_stop`` names it: 'the local worker'; default: 'the <name>
+    backend'."""
     hashes_buffers: bool = False
     """Whether big buffers the remote side holds already should go as their digest (``resident``): worth it
     where hashing (~0.5 s per GiB) is faster than the link. A property of the link, so the backend says it;

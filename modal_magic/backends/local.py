@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from ..errors import BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
+from ..errors import OUT_OF_FILES, BackendUnavailable, CellTimeout, InternalError, WorkerDied, describe_exit
 from ..protocol import (
     Event,
     Frame,
@@ -65,6 +65,7 @@ class LocalBackend(Backend):
     auto_order = 100  # always available: auto's last resort
     auto_help = "local"
     shares_disk = True  # a process on this machine
+    held = "the local worker"
 
     @classmethod
     def describe(cls, *, gpu: Sequence[str] = (), lanes: int = 1) -> Description:
@@ -93,7 +94,8 @@ class LocalBackend(Backend):
 
     @property
     def running(self) -> bool:
-        return self.pid is not None
+        """This worker or one of its fan-out pool's is up."""
+        return any(worker.pid is not None for worker in (self, *self._helpers))
 
     def start(self) -> None:
         """Start the worker now (a container does, before its first cell) rather than on first use."""
@@ -103,6 +105,7 @@ class LocalBackend(Backend):
         if self._sock is not None and self._proc is not None and self._proc.poll() is None:
             return self._sock
         self._stop_worker()
+        here = _notebook_directory() or _instead_of_a_deleted_directory()
         ours, theirs = socket.socketpair()
         for s in (ours, theirs):
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
@@ -111,11 +114,13 @@ class LocalBackend(Backend):
             self._proc = subprocess.Popen(
                 [self._python, "-m", "modal_magic.worker", str(theirs.fileno()),
                  *(m for m in _PRELOAD if m in sys.modules)],
-                pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=os.getcwd(), stderr=self._log(),
+                pass_fds=[theirs.fileno()], env=self._worker_env(), cwd=here, stderr=self._log(),
                 start_new_session=True,  # a terminal's Ctrl-C reaches it only through us
             )
         except OSError as exc:
             ours.close()
+            if exc.errno in OUT_OF_FILES:
+                raise  # the kernel's limit, not the worker's: the driver says so (driver.files_to_spare)
             raise BackendUnavailable(f"could not start the local worker ({self._python}): {exc}") from exc
         finally:
             theirs.close()
@@ -134,7 +139,7 @@ class LocalBackend(Backend):
         env = dict(self._environment) if self._environment is not None else \
             {k: os.environ[k] for k in _PASSED_ENV if k in os.environ}
         paths = [p for p in sys.path if p and os.path.isdir(p)]
-        env["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *paths])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_notebook_directory(), *paths) if p)
         env["PYTHONUNBUFFERED"] = "1"
         env[PARENT] = str(os.getpid())  # the worker ends itself if this process dies (worker/lifeline.py)
         # torch's CPU allocator asks for transparent huge pages: fresh tensors (received
@@ -176,7 +181,7 @@ class LocalBackend(Backend):
         return ResultFrame.from_wire(*self._exchange(request.to_wire(), inputs, on_event, timeout=timeout, stop=stop))
 
     def resident_report(self) -> StoreReport | None:
-        if not self.running:
+        if self.pid is None:  # the session's store is this worker's (a fan-out's pool keeps nothing)
             return None
         meta, _ = self._exchange(ReportRequest().to_wire(), wire.pack({}), lambda event: None)
         return report_from_wire(meta)
@@ -342,6 +347,32 @@ class LocalBackend(Backend):
             return ""
         lines = code.splitlines()
         return f" (the cell was at line {number}" + (f": {lines[number - 1].strip()})" if number <= len(lines) else ")")
+
+
+def _notebook_directory() -> str | None:
+    """The notebook's working directory, where the worker starts so that relative paths mean the same there;
+    None when it was deleted under the kernel (``os.chdir(tmp); shutil.rmtree(tmp)``), as ``os.getcwd`` then fails."""
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
+def _instead_of_a_deleted_directory() -> str:
+    """Where a worker starts when the notebook's directory is gone: the home directory, saying so.
+
+    The notebook's cells go on working there (only relative paths fail), so a remote cell should too; refusing
+    to start blamed the Python binary ("could not start … No such file or directory") for every cell until %cd.
+    """
+    try:  # Linux names the directory still, as '<path> (deleted)'
+        gone = f" ({os.readlink('/proc/self/cwd').removesuffix(' (deleted)')})"
+    except OSError:
+        gone = ""
+    home = os.path.expanduser("~")
+    instead = home if os.path.isdir(home) else os.sep
+    print(f"modal_gpu: the notebook's working directory{gone} no longer exists; the local worker starts in "
+          f"{instead} instead, where relative paths differ — %cd to a directory that exists.", file=sys.stderr)
+    return instead
 
 
 def _check_stop(stop: threading.Event | None) -> None:

@@ -101,7 +101,13 @@ class Backends:
         """The backends that are running now (a worker, an app), without starting any."""
         return [backend for backend in self._live.values() if backend.running]
 
-    def close(self) -> None:
-        """Stop every backend started here (``%modal_stop``, extension unload, interpreter exit)."""
+    def close(self) -> list[str]:
+        """Stop every backend started here (``%modal_stop``, extension unload, interpreter exit); what was running,
+        in words ('the local worker'), for ``%modal_stop`` to name only what it stopped."""
+        stopped = []
         while self._live:
-            self._live.popitem()[1].close()
+            backend = self._live.popitem()[1]
+            if backend.running:
+                stopped.append(backend.held or f"the {backend.name} backend")
+            backend.close()
+        return stopped

@@ -15,11 +15,12 @@ would leave things.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Collection, MutableMapping
+from collections.abc import Callable, Collection, Iterator, MutableMapping
 from typing import Any
 
-from ..errors import ResultsLost
+from ..errors import OUT_OF_FILES, ModalMagicError, ResultsLost, out_of_files
 from ..protocol import INPUTS, PLAIN, RESIDENT, DoneEvent, Event, ResultFrame, StageEvent
 from ..wire import payload as wire
 from ..wire import process_state
@@ -61,14 +62,32 @@ def run_cell(
     its own code was interrupted; else one line saying where it landed, and what the backend said of it.
     """
     landing = Landing(on_event)
+    with current().cell_running(), files_to_spare():  # a %modal_stop from another thread waits for the cell's end
+        try:
+            if options.mapping is not None:  # --map: one copy per element, results as lists
+                return run_mapped(source, namespace, options, on_event=landing, hidden=hidden,
+                                  execution_count=execution_count, colors=colors, header=header)
+            return _run_one(source, namespace, options, on_event=landing, hidden=hidden,
+                            execution_count=execution_count, colors=colors, header=header)
+        except KeyboardInterrupt as exc:
+            raise landing.told(exc) from None
+
+
+@contextlib.contextmanager
+def files_to_spare() -> Iterator[None]:
+    """A cell that met the kernel's limit on open files (``EMFILE``: an import while packing, the worker's socket, a
+    temporary file) says so in one sentence, not in a traceback through our internals.
+
+    The remote side stops vouching for what it holds (``Session.resync``): the results may have gone out and been
+    lost on the way; the next cell, once files are freed, runs as ever.
+    """
     try:
-        if options.mapping is not None:  # --map: one copy per element, results as lists
-            return run_mapped(source, namespace, options, on_event=landing, hidden=hidden,
-                              execution_count=execution_count, colors=colors, header=header)
-        return _run_one(source, namespace, options, on_event=landing, hidden=hidden,
-                        execution_count=execution_count, colors=colors, header=header)
-    except KeyboardInterrupt as exc:
-        raise landing.told(exc) from None
+        yield
+    except OSError as exc:
+        if exc.errno not in OUT_OF_FILES or isinstance(exc, ModalMagicError):
+            raise
+        current().session.resync = True
+        raise out_of_files(exc) from None
 
 
 def _run_one(source: str, namespace: MutableMapping[str, Any], options: CellOptions, *,

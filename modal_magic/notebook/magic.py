@@ -6,11 +6,10 @@ from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import parse_argstring
 
 from ..errors import UsageProblem
 from ..protocol import Event
-from . import driver, dry_run, extension, options
+from . import driver, dry_run, extension, flagline, options
 from .fanout import MapFailed, MapSpec
 from .output import show_event
 from .report import resident_report
@@ -54,7 +53,7 @@ class ModalMagics(Magics, options.Defaults):
             loss = train(model_config, lr)
         """
         try:
-            return self._run(parse_argstring(self.modal_gpu, line), line, cell)
+            return self._run(flagline.read(self.modal_gpu, line), line, cell)
         except UsageProblem as exc:
             raise UsageError(str(exc)) from None
         except MapFailed as exc:  # IPython leaves a group to Python's display: show it from here, not our internals
@@ -81,13 +80,12 @@ class ModalMagics(Magics, options.Defaults):
 
     @line_magic
     def modal_stop(self, line: str = "") -> None:
-        """Stop this session's backends: the Modal app (and its warm container) and the local worker.
+        """Stop this session's backends: the Modal app (and its warm container) and the local worker, saying which
+        were running.
 
-        The next ``%%modal_gpu`` cell starts them again.
+        The next ``%%modal_gpu`` cell starts them again. From another thread while a cell runs, they stop as it ends.
         """
-        extension.current().stop_backends()
-        print("modal_gpu: stopped the Modal app and the local worker, and released what they held; "
-              "the next cell starts afresh.")
+        print(extension.current().stop_backends())
 
     @line_magic
     def modal_status(self, line: str = "") -> None:

@@ -35,6 +35,7 @@ A new option is one row here (and, if a cell needs it, one ``CellOptions`` field
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -66,13 +67,39 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _seconds(value: Any) -> float:
+    """``--timeout``'s seconds: a positive, finite number.
+
+    ``inf`` is refused as ``nan`` is: no limit is said by leaving the flag out (and a session default is taken
+    back with ``%modal_config timeout=none``), one spelling for one meaning; a number past every backend's own
+    limit (Modal's 24 h) does the rest, and an infinite deadline would go on the wire to a container as a float
+    JSON cannot carry.
+    """
     try:
         seconds = float(value)
     except (TypeError, ValueError):
         raise UsageProblem(f"--timeout takes a number of seconds, not {value!r}") from None
+    if math.isinf(seconds) and seconds > 0:
+        raise UsageProblem(f"--timeout must be a finite number of seconds, not {value!r}: for no limit leave the "
+                           "flag out (%modal_config timeout=none takes back a session default)")
     if not seconds > 0:
         raise UsageProblem(f"--timeout must be a positive number of seconds, not {value!r}")
     return seconds
+
+
+def _positive(flag: str, takes: str, convert: Callable[[str], float]) -> Callable[[Any], Any]:
+    """A parser for ``flag``, whose value is ``convert``'s positive, finite number (``takes`` says what, e.g.
+    'a positive number of cores like 4 or 0.5'): ``--cpu -2`` would otherwise ask Modal for minus two cores."""
+    def parse(value: Any) -> Any:
+        try:
+            number = convert(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number > 0):
+            raise UsageProblem(f"{flag} takes {takes}, not {value!r}")
+        return number
+
+    parse.__name__ = convert.__name__
+    return parse
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
@@ -80,10 +107,27 @@ _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 
 
 def _size(text: str) -> int:
-    match = re.fullmatch(r"\s*([0-9.]+)\s*([a-zA-Z]*)\s*", text)
-    if not match or match.group(2).lower() not in _UNITS:
-        raise UsageProblem(f"--max-input takes a size such as 500MB, 20GB or 1GiB, not {text!r}")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    """``--max-input``'s size in bytes: at least one byte.
+
+    A limit of 0 (or of less than a byte, ``0.5``) is refused rather than obeyed: it would refuse every cell that
+    reads a variable while letting through one that reads none, which is never what is meant — a cell that is to
+    send nothing just reads nothing.
+    """
+    match = re.fullmatch(r"\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    size = int(float(match.group(1)) * _UNITS[match.group(2).lower()]) \
+        if match and match.group(2).lower() in _UNITS else 0
+    if size < 1:
+        raise UsageProblem(f"--max-input takes a positive size like 500MB or 2GiB, not {text!r}")
+    return size
+
+
+def _package(text: str) -> str:
+    """A ``--pip`` package specifier: pip's own options (``-U``, ``--pre``) have no place in an image's pins."""
+    options = [word for word in text.split() if word.startswith("-")]
+    if options or not text.strip():
+        raise UsageProblem(f"--pip takes package specifiers like transformers==4.44.2, not "
+                           f"{(options or [text])[0]!r} (pip's options are not passed on)")
+    return text.strip()
 
 
 def _gpu(spec: str) -> tuple[str, ...]:
@@ -210,9 +254,12 @@ SETTINGS: dict[str, Setting] = {setting.name: setting for setting in (
     Setting("gpu", "Modal GPU, e.g. A10G, H100:2, or an ordered fallback list H100,A100 (case-insensitive); "
             f"'{NO_GPU}' for a CPU container. Default: {DEFAULT_GPU} (%%modal_config gpu=…)", parse=_gpu,
             session=DEFAULT_GPU, flag={"metavar": "TYPE[:N][,TYPE…]"}),
-    Setting("cpu", "CPU cores for the container", parse=float),
-    Setting("memory", "memory for the container, in MiB", parse=int, cell="memory_mib", flag={"metavar": "MiB"}),
-    Setting("pip", "extra packages for the container image (pin them: same pins, no rebuild)", parse=str,
+    Setting("cpu", "CPU cores for the container",
+            parse=_positive("--cpu", "a positive number of cores like 4 or 0.5", float)),
+    Setting("memory", "memory for the container, in MiB",
+            parse=_positive("--memory", "a positive number of MiB like 16384", int), cell="memory_mib",
+            flag={"metavar": "MiB"}),
+    Setting("pip", "extra packages for the container image (pin them: same pins, no rebuild)", parse=_package,
             default=(), flag={"nargs": "+", "metavar": "PKG==VER"}),
     Setting("map", "run one copy of the cell per element of EXPR (evaluated here; any iterable), in parallel, "
             "with NAME bound to the element; or NAME alone: an iterable already in the notebook. Each name the "

@@ -26,21 +26,19 @@ __all__ = ["resident_report"]
 
 def resident_report(namespace: Mapping[str, Any], extension: Extension) -> list[str]:
     """The lines ``%modal_resident`` prints, for ``extension``'s backends and session."""
-    backends, session = extension.backends.running(), extension.session
-    if not backends:
+    session = extension.session
+    # None: it stopped since ``running`` looked, only a fan-out's pool is up (it keeps nothing), or its container
+    # is not known to be up (idle past its window: its values went with it), and asking would start one
+    answers = [(backend.name, backend.resident_report()) for backend in extension.backends.running()]
+    reports = [(name, report) for name, report in answers if report is not None]
+    if not reports:
         return ["modal_gpu: no backend is running, so nothing is resident remotely "
                 f"(this notebook mirrors {len(session.table)} tensor(s) that would be sent as values)."
-                ] + _handles(namespace)
+                ] + [f"modal_gpu: the {name} backend was not asked: nothing of it that keeps values is known to be "
+                     "up, and asking could start it." for name, report in answers if report is None] \
+            + _handles(namespace)
     names = _names_by_key(namespace, session)
-    lines: list[str] = []
-    for backend in backends:
-        report = backend.resident_report()
-        if report is None:  # stopped since ``running`` looked, or its container is not known to be up
-            lines.append(f"modal_gpu: the {backend.name} backend has no container known to be up (idle past its "
-                         "window, its values went with it), so it was not asked: asking would start one.")
-        else:
-            lines += _describe(backend.name, report, names)
-    return lines + _handles(namespace)
+    return [line for where, report in reports for line in _describe(where, report, names)] + _handles(namespace)
 
 
 def _handles(namespace: Mapping[str, Any]) -> list[str]:

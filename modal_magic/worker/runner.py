@@ -20,7 +20,9 @@ import dataclasses
 import os
 import re
 import sys
+import threading
 import time
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -116,6 +118,8 @@ class Runner:
         self.shell._showtraceback = self._record_traceback  # type: ignore[method-assign]
         self.shell.events.register("post_execute", self._show_figures)
         self._baseline = dict(self.shell.user_ns)
+        self._threads_left = False
+        """Whether a thread the last cell started was still running when it ended (``_new_namespace``)."""
         self._traceback: list[str] = []
         self.store = this_process()
         """What the cells received and made, kept for later cells (``resident``); not used by ``fresh`` ones."""
@@ -207,9 +211,7 @@ class Runner:
         """A fresh namespace holding just the inputs (and placeholders for names only deleted), resident ones
         being this session's own objects; or the keys of those it lacks."""
         memo: dict[int, Any] = {}
-        ns = self.shell.user_ns
-        ns.clear()
-        ns.update(self._baseline)
+        ns = self._new_namespace()
         main = wire.MainGlobals(ns)  # the notebook's functions read this namespace, as they would the notebook's
         element, buffers = request.element, inputs.buffers
         shared = len(buffers) if element is None else element.first_buffer
@@ -236,6 +238,27 @@ class Runner:
                                   map_location="auto", main=main))
         return values, RemoteInputs(memo), dict(ns)
 
+    def _new_namespace(self) -> dict[str, Any]:
+        """A new namespace for the next cell, the shell's ``__main__`` from now on; the last cell's is let go.
+
+        A thread a cell started goes on reading that cell's globals, as a local cell's thread goes on reading
+        the notebook's: clearing them in place for the next cell made it die of ``NameError`` (issue 26). So
+        each cell gets a module of its own, and the last one is cleared only when no thread it started is
+        still running: then nothing can be reading it, and what it held (a CUDA tensor of a ``--fresh`` cell)
+        is freed at once, not at some later collection of the cycle its functions make with it.
+        """
+        previous = self.shell.user_ns
+        module = types.ModuleType("__main__", doc="a remote cell's namespace")
+        ns: dict[str, Any] = module.__dict__
+        ns.update(self._baseline)
+        self.shell.user_module, self.shell.user_ns = module, ns
+        self.shell.ns_table.update(user_global=ns, user_local=ns)  # what `?` and `%who` search
+        sys.modules["__main__"] = module  # as IPython's own: pickle finds `__main__`'s names there
+        if not self._threads_left:
+            previous.clear()
+        self._threads_left = False
+        return ns
+
     def _execute(self, request: RunRequest, emit: Emit) -> Any:
         """Run the cell through IPython with its output turned into events."""
         self._hook.value = None
@@ -246,10 +269,12 @@ class Runner:
         output = CellOutput(emit)  # batched; displays go after the text written before them
         self._publisher.emit = output.emit
         sys.stdout, sys.stderr = output.stdout, output.stderr
+        threads = set(threading.enumerate())  # the output's flusher among them
         try:
             with _environment(request.env):
                 return self.shell.run_cell(request.code, store_history=True)
         finally:
+            self._threads_left = any(thread not in threads for thread in threading.enumerate())
             sys.stdout, sys.stderr = saved
             self._publisher.emit = None
             output.close()  # the last of the text, before the result
@@ -279,6 +304,11 @@ class Runner:
         payload = wire.pack({**outputs, **extra}, lenient=True, refs=refs,
                             disks=wire.Disks(request.shared_disk, sender="the worker", receiver="the notebook"),
                             stand_in=None if store is None else _keep_here)
+        unbound = [] if error is not None or request.outputs is None else \
+            [name for name in request.outputs if name not in outputs]
+        if unbound:  # a local cell has nothing to say here, but the user asked for these by name
+            payload.notes.append(f"--out names {', '.join(map(repr, unbound))}, which the cell did not bind: "
+                                 f"nothing came back under {'that name' if len(unbound) == 1 else 'those names'}")
         if store is not None:
             store.settle(refs)
         return ResultFrame(

@@ -148,6 +148,7 @@ class ModalBackend(Backend):
     runs_cells = "on Modal"
     auto_order = 0  # where credentials are found, auto runs cells on GPUs
     auto_help = "Modal when configured"
+    held = "the Modal app (and its warm container)"
 
     @classmethod
     def availability(cls) -> Availability:
