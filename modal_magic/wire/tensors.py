@@ -26,6 +26,8 @@ from typing import Any
 import numpy
 import torch
 
+from .parametrized import is_parametrized, reduce_parametrized
+
 __all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location",
            "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
@@ -265,6 +267,8 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
         return _reduce_array(pickler, obj)
     if isinstance(obj, torch.Tensor):  # subclasses: torch's reduce, our storages inside
         return _torch_reduce(obj, pickler.proto)
+    if is_parametrized(obj):
+        return reduce_parametrized(obj)
     return NotImplemented
 
 
