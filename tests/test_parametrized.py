@@ -50,3 +50,18 @@ def test_a_parametrized_notebook_module_is_trained_remotely_in_place(shell) -> N
     assert ns["lin"].parametrizations.weight.original is ns["original"]  # changed in place, as locally
     assert not torch.equal(ns["original"], ns["before"])
     assert torch.equal(ns["lin"].weight, ns["lin"].weight.T)
+
+
+def test_a_parametrized_module_a_later_cell_changes_stays_the_notebooks_object(shell, capsys) -> None:
+    """Its rebuilt copy has a class of its own: the notebook's module took it for another type and was replaced
+    (or, re-parametrized in place, became a ParametrizedParametrizedLinear)."""
+    run(shell, SYMMETRIC)
+    remote(shell, "lin = torch.nn.Linear(3, 3)\nP.register_parametrization(lin, 'weight', Symmetric())")
+    lin = shell.user_ns["lin"]
+    remote(shell, "class Halved(torch.nn.Module):\n    def forward(self, b):\n        return b / 2\n"
+                  "P.register_parametrization(lin, 'bias', Halved())\nout = lin(torch.ones(1, 3))")
+    assert "could not be updated in place" not in capsys.readouterr().err
+    assert shell.user_ns["lin"] is lin and type(lin).__name__ == "ParametrizedLinear"
+    assert torch.nn.utils.parametrize.is_parametrized(lin, "bias")
+    assert torch.equal(lin.bias, lin.parametrizations.bias.original / 2)
+    assert torch.allclose(shell.user_ns["out"], torch.ones(1, 3) @ lin.weight.T + lin.bias)

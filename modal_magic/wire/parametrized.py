@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn.utils.parametrize as parametrize
 
-__all__ = ["is_parametrized", "reduce_parametrized"]
+__all__ = ["alike", "give_properties", "is_parametrized", "reduce_parametrized"]
 
 
 def is_parametrized(obj: Any) -> bool:
@@ -29,15 +29,33 @@ def is_parametrized(obj: Any) -> bool:
 
 
 def reduce_parametrized(module: torch.nn.Module) -> tuple:
-    """``module`` as its class before parametrization and its state, rebuilt by ``_parametrize`` on load."""
-    plain = type(module).__bases__[0]
-    return plain.__new__, (plain,), dict(module.__dict__), None, None, _parametrize
+    """``module`` as its class before parametrization, parametrized again on load (``_parametrized``) over the
+    tensor names it had, then given its state (pickle's own ``__setstate__`` step, on the object it made: a state
+    setter would be handed the object by reference, which the notebook's references resolve to its own module)."""
+    names = tuple(module.__dict__["_modules"]["parametrizations"].keys())
+    return _parametrized, (type(module).__bases__[0], names), dict(module.__dict__)
 
 
-def _parametrize(module: torch.nn.Module, state: dict[str, Any]) -> None:
-    """Set ``module``'s state, then make it parametrized over the ``parametrizations`` that state holds."""
-    module.__setstate__(state)
-    parametrize._inject_new_class(module)  # private, but what register_parametrization does (torch 1.9 on)
-    parametrizations: torch.nn.ModuleDict = state["_modules"]["parametrizations"]
-    for name in parametrizations:  # the tensor names
+def _parametrized(plain: type[torch.nn.Module], names: tuple[str, ...]) -> torch.nn.Module:
+    """A bare ``plain`` module made parametrized at ``names``, its state still to come: torch's two steps of
+    ``register_parametrization`` (private, but what it does since torch 1.9) without re-running it."""
+    module = plain.__new__(plain)
+    parametrize._inject_new_class(module)
+    for name in names:
         parametrize._inject_property(module, name)
+    return module
+
+
+def give_properties(module: torch.nn.Module) -> None:
+    """A property on ``module``'s (parametrized) class for each tensor its ``parametrizations`` hold that has none:
+    the notebook's module, after taking the state of a cell that parametrized another of its tensors."""
+    parametrizations: torch.nn.ModuleDict = module.__dict__["_modules"]["parametrizations"]
+    for name in parametrizations:  # the tensor names
+        if not isinstance(type(module).__dict__.get(name), property):
+            parametrize._inject_property(module, name)
+
+
+def alike(local: Any, new: Any) -> bool:
+    """Whether ``new`` is ``local`` parametrized anew: each rebuild makes its own class over the same plain one, so
+    the notebook's module can still take ``new``'s state in place (``updates``)."""
+    return is_parametrized(local) and is_parametrized(new) and type(local).__bases__ == type(new).__bases__
