@@ -321,3 +321,20 @@ def test_an_interrupted_training_loop_keeps_the_epochs_it_ran(shell, capsys, war
     assert "KeyboardInterrupt" in shown.out + shown.err and "modal_magic/" not in shown.out
     assert_next_cell_works(shell)
     assert shell.user_ns["next_pid"] == warm
+
+
+def test_after_an_interrupt_the_next_cell_does_not_say_the_session_was_recycled(shell, capsys, warm, tmp_path) -> None:
+    """Issue 25: the worker is the same after the interrupt, and so is its session: the next cell uses the tensor the
+    interrupted cell changed as it is there, without "the remote session was recycled" and values sent again."""
+    sign = tmp_path / "changed"
+    run(shell, "import torch\nw = torch.zeros(256, 1024)")
+    assert run(shell, "%%modal_gpu\ntotal = float(w.sum())").success  # w is now resident in the worker
+    presser = interrupt_running(sign.exists)
+    run_interrupted(shell, f"%%modal_gpu\nstate = 'after'\nimport time\nw.add_(2)\nopen({str(sign)!r}, 'w').close()\n"
+                           "time.sleep(30)", presser, state="after")
+    capsys.readouterr()
+    assert run(shell, "%%modal_gpu\ntotal = float(w.sum())\nprint('total', total)").success
+    shown = capsys.readouterr()
+    assert "total 524288.0" in shown.out and shell.user_ns["total"] == 2 * 256 * 1024
+    assert "recycled" not in shown.out + shown.err
+    assert local_pid() == warm

@@ -139,6 +139,16 @@ def test_backward_on_the_notebooks_copy_says_where_the_graph_is(shell) -> None:
     assert "grad_fn=<SumBackward0>" in repr(shell.user_ns["z"])
 
 
+def test_a_result_on_the_meta_device_keeps_its_place_in_the_graph(shell) -> None:
+    """Meta tensors have no values, so they went through torch's reduce, which sent them detached: a leaf that
+    does not require grad, where locally ``m(x)`` is a non-leaf with ``AddmmBackward0``."""
+    run(shell, "import torch")
+    remote(shell, "m = torch.nn.Linear(2, 2, device='meta')\ny = m(torch.empty(1, 2, device='meta'))")
+    y, m = shell.user_ns["y"], shell.user_ns["m"]
+    assert (y.is_meta, y.shape, y.requires_grad, y.is_leaf) == (True, (1, 2), True, False)
+    assert type(y.grad_fn).__name__ == "AddmmBackward0" and m.weight.requires_grad and m.weight.is_meta
+
+
 def test_training_split_over_cells_matches_the_same_cells_run_locally(shell) -> None:
     """forward, backward and step in three cells, twice, with an optimizer and a scheduler."""
     setup = ("import torch\ntorch.manual_seed(0)\nmodel = torch.nn.Sequential(torch.nn.Linear(64, 256), "

@@ -97,6 +97,10 @@ class Backends:
             self._live[name] = backend_class(name)()
         return self._live[name]
 
+    def live(self, name: str) -> Backend | None:
+        """The live backend called ``name``, if one was made; never makes one (the dry run asks)."""
+        return self._live.get(name)
+
     def running(self) -> list[Backend]:
         """The backends that are running now (a worker, an app), without starting any."""
         return [backend for backend in self._live.values() if backend.running]

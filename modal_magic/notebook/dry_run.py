@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..backends import registry
 from .cell import CellOptions
+from .extension import current
 from .stages import Stopwatch, prepare
 from .view.progress import format_bytes
 
@@ -31,8 +32,13 @@ def plan_cell(source: str, namespace: MutableMapping[str, Any], options: CellOpt
     mapping = options.mapping
     if mapping is not None:  # as run_mapped packs it: the mapped name is not an input, the copies run fresh
         options, hidden = replace(options, fresh=True), {*hidden, mapping.name}
-    cell = prepare(source, namespace, options, hidden, None, Stopwatch(),
-                   shared_disk=registry.backend_class(name).shares_disk)
+    cls, extension = registry.backend_class(name), current()
+    live = extension.backends.live(name)
+    with extension.session.table.trial():  # the keys it mints are the run's to mint
+        cell = prepare(source, namespace, options, hidden, None, Stopwatch(), shared_disk=cls.shares_disk)
+        cell.crossing.pack_for(cls.hashes_buffers if live is None else live.hashes_buffers)
+        if mapping is None and (live is None or not live.running):
+            cell.crossing.pack_for_a_new_worker()  # a new one asks for the values the notebook mirrors, and gets them
     names, inputs = cell.names, cell.crossing.inputs
     sent = ", ".join(f"{n} ({format_bytes(inputs.sizes[n])})" for n in names) or "nothing"
     return [

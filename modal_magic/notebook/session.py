@@ -76,14 +76,25 @@ class Crossing:
         self._sender = None if self._fresh else Sender(self._session.table, missing=missing, hash_min=self._hash_min)
         self.inputs = wire.pack(self._variables, refs=self._sender, keep_memo=True, disks=self._disks)
 
+    def pack_for(self, hashes_buffers: bool) -> None:
+        """Pack as the request will go to a backend that does (or not) take big buffers as their digest
+        (``Backend.hashes_buffers``): the run, and the dry run that says what it will send."""
+        if hashes_buffers and self._sender is not None and self._hash_min is None \
+                and any(memoryview(b).nbytes >= HASH_MIN for b in self.inputs.buffers):
+            self._hash_min = HASH_MIN
+            self._pack(())
+
+    def pack_for_a_new_worker(self) -> None:
+        """Pack every mirrored value as a value: what the run ends up sending to a worker or container that holds
+        none of them (one not running yet), once it has said what it lacks. For the dry run's sizes."""
+        if self._sender is not None:
+            self._pack((ALL,))
+
     def run(self, backend: Backend, request: RunRequest, resources: Resources, on_event: OnEvent,
             timeout: float | None) -> ResultFrame:
         """``backend.run`` the cell; when the remote side lacks some keys, send those as values and run again."""
         missing: tuple[str, ...] = ()
-        if backend.hashes_buffers and self._sender is not None \
-                and any(memoryview(b).nbytes >= HASH_MIN for b in self.inputs.buffers):
-            self._hash_min = HASH_MIN
-            self._pack(missing)
+        self.pack_for(backend.hashes_buffers)
         for _ in range(_ROUNDS):
             released = self._session.take_released()
             session = dataclasses.replace(

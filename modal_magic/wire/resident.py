@@ -32,11 +32,11 @@ The remote side's ``Store`` holds its objects strongly; the notebook's
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import itertools
 import sys
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +116,7 @@ class Table:
         self.released: list[str] = []
         """Keys whose objects died (weak tables only), for the other side to drop."""
         self._prefix = prefix
-        self._keys = itertools.count(1)
-        self._versions = itertools.count(1)
+        self._minted = [0, 0]  # keys, versions: numbered from 1
         self._entries: dict[str, Entry] = {}
         self._by_id: dict[int, Entry] = {}
         self._by_storage: dict[int, Entry] | None = None  # built on first use after a change
@@ -127,10 +126,24 @@ class Table:
         got with each (→ a weak reference: the content is checked again before it is used)."""
 
     def mint_key(self) -> str:
-        return f"{self._prefix}{next(self._keys)}"
+        return self._mint(0)
 
     def mint_version(self) -> str:
-        return f"{self._prefix}{next(self._versions)}"
+        return self._mint(1)
+
+    def _mint(self, which: int) -> str:
+        self._minted[which] += 1
+        return f"{self._prefix}{self._minted[which]}"
+
+    @contextlib.contextmanager
+    def trial(self) -> Iterator[None]:
+        """Keys and versions minted inside are minted again after: a dry run's packing leaves the next cell's
+        keys (and with them its payload's size) as they would have been."""
+        minted = list(self._minted)
+        try:
+            yield
+        finally:
+            self._minted = minted
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy
 import torch
 
+from .parametrized import is_parametrized, reduce_parametrized
+
 __all__ = ["HostMemory", "reduce_torch", "stands_for", "tensor_under", "resolve_device", "map_location",
            "legacy_storage_loader", "rebuild_tensor_v3_compat"]
 
@@ -249,6 +251,8 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
     if cls is torch.Tensor:
         if _is_plain_dense(obj):
             return _dense_reduce(pickler, obj)
+        if obj.requires_grad and not obj.is_leaf:  # a meta, sparse, conj... result of a graph
+            return _graph_reduce(pickler, obj)
         return _torch_reduce(obj, pickler.proto)
     if cls is torch.nn.Parameter:
         if _is_plain_dense(obj.data):
@@ -265,6 +269,8 @@ def reduce_torch(pickler: Any, obj: Any) -> Any:
         return _reduce_array(pickler, obj)
     if isinstance(obj, torch.Tensor):  # subclasses: torch's reduce, our storages inside
         return _torch_reduce(obj, pickler.proto)
+    if is_parametrized(obj):
+        return reduce_parametrized(obj)
     return NotImplemented
 
 
@@ -320,14 +326,23 @@ def _dense_args(pickler: Any, t: torch.Tensor) -> tuple:
 
 def _dense_reduce(pickler: Any, t: torch.Tensor):
     if t.requires_grad and not t.is_leaf:
-        if getattr(pickler, "keeps_graphs", False):
-            # The graph stays in the remote session, which answers this tensor's key: what arrives is
-            # its value, looking as a local non-leaf does (``remote_graph``).
-            return _rebuild_remote_graph, (*_dense_args(pickler, t), type(t.grad_fn).__name__)
-        # An autograd graph cannot cross a process boundary; what arrives is its value.
-        pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
-        return _rebuild_dense, (*_dense_args(pickler, t), False, None)
+        return _graph_reduce(pickler, t)
     return _rebuild_dense, (*_dense_args(pickler, t), t.requires_grad, _grad(t))
+
+
+def _graph_reduce(pickler: Any, t: torch.Tensor):
+    """A non-leaf tensor: its value, and (where the graph stays in the remote session, which answers this tensor's
+    key) a stand-in grad_fn, so that it looks as a local non-leaf does (``remote_graph``): on the meta device too,
+    where a result has no values but does have ``requires_grad`` and a ``grad_fn``."""
+    keeps = getattr(pickler, "keeps_graphs", False)
+    if not keeps:  # an autograd graph cannot cross a process boundary; what arrives is its value
+        pickler.notes.append("a non-leaf tensor (part of an autograd graph) arrived detached")
+    if not _is_plain_dense(t):
+        detached = t.detach()
+        return (_remote_graph_over, (detached, type(t.grad_fn).__name__)) if keeps else (_same, (detached,))
+    if keeps:
+        return _rebuild_remote_graph, (*_dense_args(pickler, t), type(t.grad_fn).__name__)
+    return _rebuild_dense, (*_dense_args(pickler, t), False, None)
 
 
 def _same(x: Any) -> Any:
@@ -408,9 +423,13 @@ def _rebuild_dense(storage, offset, size, stride, dtype, requires_grad, grad=Non
 
 
 def _rebuild_remote_graph(storage, offset, size, stride, dtype, grad_fn: str):
+    return _remote_graph_over(_rebuild_dense(storage, offset, size, stride, dtype, False), grad_fn)
+
+
+def _remote_graph_over(value: torch.Tensor, grad_fn: str) -> torch.Tensor:
     from .remote_graph import stand_in
 
-    return stand_in(_rebuild_dense(storage, offset, size, stride, dtype, False), grad_fn)
+    return stand_in(value, grad_fn)
 
 
 def _rebuild_parameter(storage, offset, size, stride, dtype, requires_grad, grad, state):

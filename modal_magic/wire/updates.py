@@ -109,7 +109,7 @@ def is_array(obj: Any) -> bool:
 
 def updatable(local: Any, new: Any) -> bool:
     """Whether ``new``'s content can be copied into ``local`` (so that everything holding ``local`` sees it)."""
-    if type(local) is not type(new) and not _memmap_of_plain(local, new):
+    if type(local) is not type(new) and not _memmap_of_plain(local, new) and not _parametrized_alike(local, new):
         return False
     if is_array(local):
         return bool(local.flags.writeable) and local.shape == new.shape and local.dtype == new.dtype
@@ -148,6 +148,19 @@ def update_in_place(local: Any, new: Any) -> None:
     if hasattr(local, "__dict__") and not is_tensor(local) and local.__dict__ is not new.__dict__:
         local.__dict__.clear()
         local.__dict__.update(new.__dict__)
+        if type(local) is not type(new) and _parametrized_alike(local, new):  # a tensor parametrized in the cell
+            from .parametrized import give_properties
+
+            give_properties(local)
+
+
+def _parametrized_alike(local: Any, new: Any) -> bool:
+    """A parametrized module and its rebuilt copy, whose class is another of the same kind (``parametrized``)."""
+    if "torch" not in sys.modules:
+        return False
+    from .parametrized import alike
+
+    return alike(local, new)
 
 
 def _memmap_of_plain(local: Any, new: Any) -> bool:

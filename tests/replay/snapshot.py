@@ -144,7 +144,10 @@ class _Walk:
             if isinstance(obj, types.FunctionType) and obj.__module__ == "__main__":
                 # A function defined in the notebook reads the notebook's globals, and may carry attributes.
                 d["globals"] = self._globals(obj.__globals__)
-                d["attrs"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(vars(obj).items())}
+                # torch.compile's wrapper carries the id() of its cache (_torchdynamo_wrapper_id), which differs
+                # between any two processes, like an address.
+                d["attrs"] = {k: self.describe(v, f"{path}.{k}", depth + 1) for k, v in sorted(vars(obj).items())
+                              if not k.startswith("_torchdynamo_")}
             return d
         if isinstance(obj, types.MethodType):
             return {"t": "method", "name": obj.__func__.__qualname__,

@@ -129,6 +129,8 @@ class Progress:
         self.note = event.get("note", "")
         if stage == "pack":
             self.variables, self.sent_bytes = list(event["variables"]), event["bytes"]
+        elif stage == "upload" and "bytes" in event:  # what went: hashed, or sent again to a recycled session
+            self.sent_bytes = event.get("of", event["bytes"])
         if stage in ("download", "unpack") and "bytes" in event:
             self.received_bytes = event["bytes"]
         self.measure = (event["bytes"], event["of"]) if event.get("of") else None
