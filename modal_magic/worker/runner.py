@@ -120,6 +120,8 @@ class Runner:
         self._baseline = dict(self.shell.user_ns)
         self._threads_left = False
         """Whether a thread the last cell started was still running when it ended (``_new_namespace``)."""
+        self._kept_values = False
+        """Whether a value the last cell made is kept for a remote handle (``_new_namespace``)."""
         self._traceback: list[str] = []
         self.store = this_process()
         """What the cells received and made, kept for later cells (``resident``); not used by ``fresh`` ones."""
@@ -200,7 +202,9 @@ class Runner:
         # interrupt leaves it (the epochs a training loop ran, the names bound), and the notebook raises the
         # interrupt at the cell's line. A second interrupt while it is packed ends in the serve loop: no result.
         emit(StageEvent(kind="stage", stage="download"), [])
+        held = handles.count()
         result = self._collect(request, outcome, values, arrived, before, store)
+        self._kept_values |= handles.count() > held  # a value kept for a handle may read this cell's globals
         result.elapsed, result.state, result.gpu_peak = elapsed, state, gpu_peak
         result.interrupted = isinstance(error, KeyboardInterrupt)
         emit(*result.to_wire())
@@ -244,8 +248,10 @@ class Runner:
         A thread a cell started goes on reading that cell's globals, as a local cell's thread goes on reading
         the notebook's: clearing them in place for the next cell made it die of ``NameError`` (issue 26). So
         each cell gets a module of its own, and the last one is cleared only when no thread it started is
-        still running: then nothing can be reading it, and what it held (a CUDA tensor of a ``--fresh`` cell)
-        is freed at once, not at some later collection of the cycle its functions make with it.
+        still running and no value it made is kept for a remote handle (a compiled function of the cell reads
+        its globals, ``__builtins__`` among them): then nothing can be reading it, and what it held (a CUDA
+        tensor of a ``--fresh`` cell) is freed at once, not at some later collection of the cycle its functions
+        make with it.
         """
         previous = self.shell.user_ns
         module = types.ModuleType("__main__", doc="a remote cell's namespace")
@@ -254,9 +260,9 @@ class Runner:
         self.shell.user_module, self.shell.user_ns = module, ns
         self.shell.ns_table.update(user_global=ns, user_local=ns)  # what `?` and `%who` search
         sys.modules["__main__"] = module  # as IPython's own: pickle finds `__main__`'s names there
-        if not self._threads_left:
+        if not (self._threads_left or self._kept_values):
             previous.clear()
-        self._threads_left = False
+        self._threads_left = self._kept_values = False
         return ns
 
     def _execute(self, request: RunRequest, emit: Emit) -> Any:
