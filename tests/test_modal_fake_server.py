@@ -359,3 +359,16 @@ def test_memmaps_and_open_files_do_not_pretend_to_reach_files_on_the_containers_
     assert shell.user_ns["notebooks"] is notebooks and notebooks.filename == kept  # the cell's values, in place
     notebooks.flush()
     assert (np.fromfile(kept, dtype="float32") == 5.0).all()
+
+
+def test_a_value_that_cannot_travel_stays_in_the_container_and_later_cells_use_it(fresh, shell, capsys) -> None:
+    """Remote handles on the Modal path (issue 25): the generator stays in the container, said so; the next cell
+    there goes on with it; in the notebook, using it says where it is."""
+    assert run(shell, "%%modal_gpu --backend modal\ndef count():\n    yield from range(3)\ngen = count()\n"
+                      "first = next(gen)").success
+    assert "'gen' stays where the cell ran, as a remote handle" in capsys.readouterr().err
+    assert shell.user_ns["first"] == 0 and "the Modal container" in repr(shell.user_ns["gen"])
+    assert run(shell, "%%modal_gpu --backend modal\nsecond = next(gen)").success
+    assert shell.user_ns["second"] == 1
+    result = run(shell, "next(gen)")
+    assert "is a generator that stays in the Modal container" in str(result.error_in_exec)
