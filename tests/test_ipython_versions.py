@@ -81,7 +81,7 @@ def test_a_function_a_remote_cell_defined_shows_its_cell_when_it_fails_here(shel
     capsys.readouterr()
     result = run(shell, "ratio(1, 0)")  # called in the notebook, with no worker in the way
     assert isinstance(result.error_in_exec, ZeroDivisionError)
-    shown = capsys.readouterr().out
+    shown = re.sub(r"\x1b\[[0-9;]*m", "", capsys.readouterr().out)  # IPython 8.0 colours the notebook's own
     # The frame names a cell ("Cell In[7], line 3, in ratio", IPython 8.0: "Input In [7], in ratio"), with its line.
     assert re.search(r"In ?\[\d+\].*, in ratio", shown) and "return a / b" in shown, shown
     assert "dynamic-code" not in shown and "Could not get source" not in shown

@@ -63,7 +63,7 @@ from ..base import Availability, Backend, Description
 from . import ledger, liveness
 from .container import GRACE, RERUNS, STOP, executor_class, partition
 from .cost import Machine
-from .errors import UNCHANGED, explain, greet, lost_connection, preflight
+from .errors import UNCHANGED, answers, explain, greet, lost_connection, preflight
 from .liveness import NoAnswer, Watch, bounded
 from .plan import HOW_TO_CONFIGURE, IDLE, MAP_IDLE, ImageSpec, modal_credentials
 
@@ -298,7 +298,10 @@ class ModalBackend(Backend):
             self._drop(app, wait=liveness.ANSWER)  # a stopped app (laptop sleep, lost network) must not serve again
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
-            raise explain(exc) from None
+            error = explain(exc)
+            if isinstance(error, WorkerDied) and not answers():  # not the call: the server went away
+                error = lost_connection(f"its server stopped answering: {str(exc).strip() or type(exc).__name__}")
+            raise error from None
         finally:
             _bill(account, call, stream, on_event)
         pool.last_used = time.monotonic()

@@ -67,6 +67,22 @@ def greet() -> None:
                                  f"{liveness.NO_ANSWER:g} s{_OFFLINE}") from None
 
 
+def answers() -> bool:
+    """Whether Modal's server answers a ClientHello within ``liveness.ANSWER``.
+
+    Asked after a call failed in words Modal's client does not classify: with the server gone mid-call, grpclib
+    can fail with ``'Connection' object has no attribute '_transport'``, which read as a failed call ("the
+    Modal call failed") rather than as the lost connection it is.
+    """
+    import modal
+
+    try:
+        liveness.bounded(lambda: modal.Client.from_env().hello(), liveness.ANSWER)
+    except (Exception, liveness.NoAnswer):  # noqa: BLE001 - any failure to answer is the answer
+        return False
+    return True
+
+
 def _behind_proxy() -> bool:
     if os.environ.get("MODAL_DISABLE_API_PROXY", "").lower() not in ("", "0", "false"):
         return False
