@@ -298,10 +298,12 @@ class ModalBackend(Backend):
             self._drop(app, wait=liveness.ANSWER)  # a stopped app (laptop sleep, lost network) must not serve again
             if first_try and stream.call_id is None and _means_app_gone(exc):
                 raise _AppGone from None
-            error = explain(exc)
-            if isinstance(error, WorkerDied) and not answers():  # not the call: the server went away
-                error = lost_connection(f"its server stopped answering: {str(exc).strip() or type(exc).__name__}")
-            raise error from None
+            import modal
+
+            if not isinstance(exc, modal.exception.Error) and not answers():  # not Modal's word: is it still there?
+                raise lost_connection(f"its server stopped answering: {str(exc).strip() or type(exc).__name__}") \
+                    from None
+            raise explain(exc) from None
         finally:
             _bill(account, call, stream, on_event)
         pool.last_used = time.monotonic()
